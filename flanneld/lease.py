@@ -1,0 +1,205 @@
+"""Subnet leases as flannel stores them in etcd: pure encode/decode, no I/O.
+
+Key:   `<prefix>/subnets/10.5.52.0-24` (dual stack: `10.5.52.0-24&fd00:10:5:52::-64`)
+Value: `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan",
+         "BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+
+What we write is byte-identical to flannel (Go struct order, compact JSON,
+`"PublicIPv6":null`, lowercase MAC). What we read is lenient the way Go's
+encoding/json is: any key order, keys matched case-insensitively, missing
+optional fields. Anything malformed raises `LeaseError` naming what is wrong;
+callers skip that one lease and never touch the others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from ipaddress import AddressValueError, IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+
+DEFAULT_PREFIX = "/coreos.com/network"
+
+_KEY_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-f:]+)-(\d{1,3}))?")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+
+
+class LeaseError(ValueError):
+    """A lease key or value that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class LeaseAttrs:
+    """The JSON value of a lease (flannel's `LeaseAttrs`)."""
+
+    public_ip: IPv4Address
+    backend_type: str = ""
+    backend_data: Any = None
+    public_ipv6: IPv6Address | None = None
+    backend_v6_data: Any = None
+
+    @property
+    def vtep_mac(self) -> str | None:
+        """The peer's VXLAN device MAC, if its backend data carries one."""
+        return _field(self.backend_data, "VtepMAC")
+
+    @property
+    def vni(self) -> int | None:
+        vni = _field(self.backend_data, "VNI")
+        return vni if isinstance(vni, int) and not isinstance(vni, bool) else None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A subnet held by one node.
+
+    `lease_id` is the etcd lease the key is attached to; 0 means none, i.e. a
+    reservation that never expires. `expiration` is a unix time or None.
+    `mod_revision` is the etcd revision of the key's last write, used to renew
+    only while the key is still ours.
+    """
+
+    subnet: IPv4Network
+    attrs: LeaseAttrs
+    ipv6_subnet: IPv6Network | None = None
+    lease_id: int = 0
+    expiration: float | None = None
+    mod_revision: int = field(default=0, compare=False)
+
+    @property
+    def is_reservation(self) -> bool:
+        return self.lease_id == 0
+
+    @property
+    def key(self) -> str:
+        return subnet_key(self.subnet, self.ipv6_subnet)
+
+    def with_attrs(self, attrs: LeaseAttrs) -> Lease:
+        return replace(self, attrs=attrs)
+
+
+def subnet_key(subnet: IPv4Network, ipv6_subnet: IPv6Network | None = None) -> str:
+    key = f"{subnet.network_address}-{subnet.prefixlen}"
+    if ipv6_subnet is not None:
+        key += f"&{ipv6_subnet.network_address.compressed}-{ipv6_subnet.prefixlen}"
+    return key
+
+
+def subnets_prefix(prefix: str = DEFAULT_PREFIX) -> str:
+    """The watched key prefix, cleaned like Go's path.Join (no trailing slash)."""
+    return join_key(prefix, "subnets")
+
+
+def join_key(*parts: str) -> str:
+    joined = "/".join(p.strip("/") for p in parts if p.strip("/"))
+    return "/" + joined
+
+
+def parse_subnet_key(key: str) -> tuple[IPv4Network, IPv6Network | None]:
+    """`10.5.52.0-24` (or the last path element of a full key) to its subnets."""
+    name = key.rsplit("/", 1)[-1]
+    m = _KEY_RE.fullmatch(name)
+    if not m:
+        raise LeaseError(f"lease key {key!r}: not of the form <a.b.c.d>-<len>[&<ipv6>-<len>]")
+    try:
+        v4 = IPv4Network(f"{m.group(1)}/{m.group(2)}")
+    except ValueError as exc:
+        raise LeaseError(f"lease key {key!r}: {exc}") from None
+    v6 = None
+    if m.group(3):
+        try:
+            v6 = IPv6Network(f"{m.group(3)}/{m.group(4)}")
+        except ValueError as exc:
+            raise LeaseError(f"lease key {key!r}: IPv6 part: {exc}") from None
+    return v4, v6
+
+
+def encode_attrs(attrs: LeaseAttrs) -> bytes:
+    """The value exactly as flannel's Go `json.Marshal(LeaseAttrs)` writes it."""
+    doc: dict[str, Any] = {
+        "PublicIP": str(attrs.public_ip),
+        "PublicIPv6": str(attrs.public_ipv6) if attrs.public_ipv6 is not None else None,
+    }
+    if attrs.backend_type:
+        doc["BackendType"] = attrs.backend_type
+    if attrs.backend_data is not None:
+        doc["BackendData"] = attrs.backend_data
+    if attrs.backend_v6_data is not None:
+        doc["BackendV6Data"] = attrs.backend_v6_data
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def vxlan_backend_data(vni: int, mac: str) -> dict[str, Any]:
+    """flannel's vxlan BackendData, in its key order."""
+    return {"VNI": vni, "VtepMAC": mac.lower()}
+
+
+def decode_attrs(value: bytes | str) -> LeaseAttrs:
+    """Parse a lease value leniently; raise LeaseError for anything unusable."""
+    try:
+        doc = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LeaseError(f"lease value is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise LeaseError(f"lease value: expected a JSON object, got {type(doc).__name__}")
+    fields = {k.lower(): v for k, v in doc.items()}  # Go matches keys case-insensitively
+
+    raw_ip = fields.get("publicip")
+    if not isinstance(raw_ip, str):
+        raise LeaseError(f"lease value: PublicIP must be an IPv4 address string, got {raw_ip!r}")
+    try:
+        public_ip = IPv4Address(raw_ip)
+    except AddressValueError:
+        raise LeaseError(f"lease value: PublicIP {raw_ip!r} is not an IPv4 address") from None
+
+    raw_ip6 = fields.get("publicipv6")
+    public_ipv6 = None
+    if raw_ip6 is not None:
+        if not isinstance(raw_ip6, str):
+            raise LeaseError(f"lease value: PublicIPv6 must be a string or null, got {raw_ip6!r}")
+        try:
+            public_ipv6 = IPv6Address(raw_ip6)
+        except AddressValueError:
+            raise LeaseError(f"lease value: PublicIPv6 {raw_ip6!r} is not an IPv6 address") from None
+
+    backend_type = fields.get("backendtype") or ""
+    if not isinstance(backend_type, str):
+        raise LeaseError(f"lease value: BackendType must be a string, got {backend_type!r}")
+    backend_data = fields.get("backenddata")
+    if backend_data is not None and not isinstance(backend_data, dict):
+        raise LeaseError(f"lease value: BackendData must be an object, got {backend_data!r}")
+    return LeaseAttrs(public_ip=public_ip, backend_type=backend_type, backend_data=backend_data,
+                      public_ipv6=public_ipv6, backend_v6_data=fields.get("backendv6data"))
+
+
+def decode_lease(key: str, value: bytes | str, *, lease_id: int = 0,
+                 expiration: float | None = None, mod_revision: int = 0) -> Lease:
+    v4, v6 = parse_subnet_key(key)
+    return Lease(subnet=v4, attrs=decode_attrs(value), ipv6_subnet=v6, lease_id=lease_id,
+                 expiration=expiration, mod_revision=mod_revision)
+
+
+def check_vxlan_attrs(attrs: LeaseAttrs) -> tuple[int, str]:
+    """The (VNI, VtepMAC) of a vxlan lease, or LeaseError if it cannot be programmed."""
+    mac = attrs.vtep_mac
+    if not isinstance(mac, str) or not _MAC_RE.fullmatch(mac.lower()):
+        raise LeaseError(f"vxlan lease: VtepMAC {mac!r} is not a MAC address")
+    if int(mac[:2], 16) & 1:
+        raise LeaseError(f"vxlan lease: VtepMAC {mac} is multicast, not a unicast MAC")
+    if mac.lower() == "00:00:00:00:00:00":
+        raise LeaseError("vxlan lease: VtepMAC is all zeros")
+    vni = attrs.vni
+    if vni is None or not 0 <= vni < 1 << 24:
+        raise LeaseError(f"vxlan lease: VNI {_field(attrs.backend_data, 'VNI')!r} is not 0..16777215")
+    return vni, mac.lower()
+
+
+def _field(data: Any, name: str) -> Any:
+    if not isinstance(data, dict):
+        return None
+    lowered = name.lower()
+    for k, v in data.items():
+        if isinstance(k, str) and k.lower() == lowered:
+            return v
+    return None

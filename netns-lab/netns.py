@@ -1,0 +1,272 @@
+"""Network namespaces and processes owned by one run, cleaned up even after a kill.
+
+A `Sandbox` owns every namespace whose name starts with its prefix and every
+process it spawned (tracked by pidfile). Tests use a prefix that embeds the
+owning PID (`pft<pid>x<rand>`), so a later run can sweep namespaces whose owner
+is dead; a reaper child removes them at once if the owner is SIGKILLed.
+Nothing here touches the root namespace's links, routes or firewall: links are
+created directly inside the namespaces that own them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+NETNS_DIR = Path("/run/netns")
+STATE_ROOT = Path(os.environ.get("PYFLANNEL_STATE_ROOT", "/tmp/pyflannel"))
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def run(argv: Sequence[str], *, check: bool = True, input: str | None = None,
+        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a command, raising with its stderr on failure."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
+    argv = ["ip"] + (["-n", netns] if netns else []) + list(args)
+    return run(argv, check=check).stdout
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """Call `fn` in a thread switched into `netns`; sockets it opens stay there."""
+    result: list[Any] = []
+
+    def worker() -> None:
+        try:
+            with open(NETNS_DIR / netns) as target:
+                _setns(target.fileno())
+            result.append((True, fn()))
+        except BaseException as exc:  # handed back to the caller's thread
+            result.append((False, exc))
+
+    # A fresh thread, so the caller's namespace is never switched.
+    t = threading.Thread(target=worker, name=f"netns-{netns}")
+    t.start()
+    t.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def socket_in_netns(netns: str, family: int = socket.AF_INET,
+                    type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+    return in_netns(netns, lambda: socket.socket(family, type, proto))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def netns_pids(netns: str) -> list[int]:
+    proc = run(["ip", "netns", "pids", netns], check=False)
+    return [int(x) for x in proc.stdout.split() if x.isdigit()]
+
+
+def wait_for(cond: Callable[[], T], timeout: float, interval: float = 0.05,
+             what: str = "condition") -> T:
+    """Poll `cond` until it returns a truthy value or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # keep polling; report the last error on timeout
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+@dataclass
+class Sandbox:
+    """Namespaces and processes of one run, all named `<prefix>-…`."""
+
+    prefix: str
+    state_dir: Path = field(init=False)
+    _reaper: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9]{1,23}", self.prefix):
+            raise ValueError(f"sandbox prefix {self.prefix!r}: use 2-24 lowercase letters/digits")
+        self.state_dir = STATE_ROOT / self.prefix
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_tests(cls) -> Sandbox:
+        """A prefix tied to this PID, with a reaper; stale ones from dead runs are swept."""
+        sweep_stale_test_sandboxes()
+        box = cls(f"pft{os.getpid()}x{secrets.token_hex(2)}")
+        box.start_reaper()
+        return box
+
+    def ns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def namespaces(self) -> list[str]:
+        return [n for n in list_netns() if n.startswith(self.prefix + "-")]
+
+    def add_netns(self, name: str) -> str:
+        full = self.ns(name)
+        if full not in list_netns():
+            run(["ip", "netns", "add", full])
+        ip("link", "set", "lo", "up", netns=full)
+        for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0"):
+            run(["ip", "netns", "exec", full, "sysctl", "-qw", key])
+        return full
+
+    def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int = 1500) -> None:
+        """A veth pair created inside `ns_a`, its peer placed straight into `ns_b`."""
+        ip("link", "add", if_a, "mtu", str(mtu), "type", "veth", "peer", "name", if_b,
+           "mtu", str(mtu), "netns", ns_b, netns=ns_a)
+        ip("link", "set", if_a, "up", netns=ns_a)
+        ip("link", "set", if_b, "up", netns=ns_b)
+
+    # processes -------------------------------------------------------------
+
+    def pidfile(self, name: str) -> Path:
+        return self.state_dir / f"{name}.pid"
+
+    def spawn(self, name: str, argv: Sequence[str], *, netns: str | None = None,
+              env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a tracked process, optionally inside one of our namespaces."""
+        full = list(argv)
+        if netns is not None:
+            full = ["ip", "netns", "exec", netns, *full]
+        log = log or self.state_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.pidfile(name).write_text(f"{proc.pid}\n")
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        pf = self.pidfile(name)
+        try:
+            pid = int(pf.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        _kill_pid(pid, sig, timeout)
+        pf.unlink(missing_ok=True)
+
+    # teardown --------------------------------------------------------------
+
+    def start_reaper(self) -> None:
+        """A child that cleans up if this process dies without doing so itself."""
+        r, w = os.pipe()
+        code = ("import os,sys;from netns_lab.netns import Sandbox;"
+                "os.read(0,1);Sandbox(sys.argv[1]).cleanup()")
+        self._reaper = subprocess.Popen(
+            [_python(), "-c", code, self.prefix], stdin=r, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True, pass_fds=())
+        os.close(r)
+        self._reaper_w = w  # never written: its close at our death wakes the reaper
+
+    def cleanup(self) -> None:
+        for pf in sorted(self.state_dir.glob("*.pid")):
+            with contextlib.suppress(ValueError, FileNotFoundError):
+                _kill_pid(int(pf.read_text()), signal.SIGTERM, 5)
+        for ns in self.namespaces():
+            for pid in netns_pids(ns):
+                _kill_pid(pid, signal.SIGKILL, 5)
+            run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._reaper is not None:
+            os.close(self._reaper_w)
+            self._reaper.wait(timeout=30)
+            self._reaper = None
+
+
+def _kill_pid(pid: int, sig: int, timeout: float) -> None:
+    if not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _python() -> str:
+    import sys
+    return sys.executable
+
+
+_TEST_PREFIX = re.compile(r"^pft(\d+)x[0-9a-f]+-")
+
+
+def sweep_stale_test_sandboxes() -> list[str]:
+    """Remove test sandboxes whose owning process is gone (crash, kill -9)."""
+    owners: dict[str, int] = {}
+    for ns in list_netns():
+        m = _TEST_PREFIX.match(ns)
+        if m:
+            owners[ns.split("-", 1)[0]] = int(m.group(1))
+    if STATE_ROOT.exists():
+        for d in STATE_ROOT.iterdir():
+            m = _TEST_PREFIX.match(d.name + "-")
+            if m:
+                owners[d.name] = int(m.group(1))
+    swept = [p for p, pid in owners.items() if not pid_alive(pid)]
+    for prefix in swept:
+        Sandbox(prefix).cleanup()
+    return swept
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    with contextlib.suppress(FileNotFoundError), open(path, errors="replace") as f:
+        yield from f
