@@ -1,0 +1,502 @@
+"""A lab's topology: parsed from YAML and validated, pure (no I/O but reading the file).
+
+A topology names hosts, underlay segments (one L2 bridge each), routers joining
+segments, the etcd members, the flannel network config and the pods per host.
+Every error names the field, the bad value and what to do; all problems in a
+file are reported at once. Address planning lives in `netns_lab.plan`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import shlex
+from dataclasses import dataclass, field
+from importlib import resources
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NAME_RE = re.compile(r"[a-z][a-z0-9]{0,11}")
+LAB_NAME_RE = re.compile(r"[a-z][a-z0-9]{0,19}")
+DEFAULT_ETCD_PREFIX = "/coreos.com/network"
+DEFAULT_NETWORK: dict[str, Any] = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+DEFAULT_SEGMENT_BASE = IPv4Network("192.168.100.0/24")
+# flanneld flags the lab sets itself for every host; a topology cannot override them.
+MANAGED_FLAGS = ("--etcd-endpoints", "--iface", "--subnet-file", "--state-dir",
+                 "--healthz-port", "--healthz-ip", "--etcd-prefix")
+MAX_HOSTS = 64
+MAX_PODS = 32
+TOP_KEYS = ("description", "network", "etcd_prefix", "etcd", "segments", "routers",
+            "hosts", "defaults")
+
+
+class TopologyError(ValueError):
+    """One or more problems in a topology; `problems` lists each as `field: message`."""
+
+    def __init__(self, problems: list[str], source: str = "topology") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    subnet: IPv4Network
+    mtu: int = 1500
+
+
+@dataclass(frozen=True)
+class Router:
+    name: str
+    segments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    segment: str
+    pods: tuple[str, ...] = ()
+    flanneld_args: tuple[str, ...] = ()
+    ip: IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class EtcdMemberSpec:
+    name: str
+    segment: str
+    ip: IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class Topology:
+    hosts: tuple[Host, ...]
+    segments: tuple[Segment, ...]
+    routers: tuple[Router, ...] = ()
+    etcd: tuple[EtcdMemberSpec, ...] = ()
+    network: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NETWORK))
+    etcd_prefix: str = DEFAULT_ETCD_PREFIX
+    description: str = ""
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(f"no host {name!r} in this lab (hosts: {', '.join(self.host_names)})")
+
+    @property
+    def host_names(self) -> list[str]:
+        return [h.name for h in self.hosts]
+
+    def segment(self, name: str) -> Segment:
+        return next(s for s in self.segments if s.name == name)
+
+    @property
+    def backend_type(self) -> str:
+        backend = ci_get(self.network, "Backend") or {}
+        return str(ci_get(backend, "Type") or "")
+
+    @property
+    def pod_network(self) -> IPv4Network:
+        return IPv4Network(str(ci_get(self.network, "Network")), strict=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalised form, stored in the lab's state file and re-parsable by `parse`."""
+        return {
+            "description": self.description,
+            "network": self.network,
+            "etcd_prefix": self.etcd_prefix,
+            "segments": {s.name: {"subnet": str(s.subnet), "mtu": s.mtu} for s in self.segments},
+            "routers": {r.name: {"segments": list(r.segments)} for r in self.routers},
+            "etcd": {"members": {m.name: _drop_none({"segment": m.segment, "ip": m.ip})
+                                 for m in self.etcd}},
+            "hosts": {h.name: _drop_none({"segment": h.segment, "pods": list(h.pods),
+                                          "flanneld_args": list(h.flanneld_args), "ip": h.ip})
+                      for h in self.hosts},
+        }
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, IPv4Address) else v) for k, v in d.items()
+            if v is not None}
+
+
+def ci_get(mapping: Any, key: str) -> Any:
+    """A key looked up case-insensitively, as flannel's Go JSON decoding does."""
+    if not isinstance(mapping, dict):
+        return None
+    for k, v in mapping.items():
+        if isinstance(k, str) and k.lower() == key.lower():
+            return v
+    return None
+
+
+def validate_lab_name(name: str) -> str:
+    if not isinstance(name, str) or not LAB_NAME_RE.fullmatch(name):
+        raise ValueError(f"lab name {name!r}: use 1-20 lowercase letters and digits, starting "
+                         "with a letter (e.g. --name lab2)")
+    return name
+
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def examples_dir() -> Path:
+    return Path(str(resources.files("netns_lab") / "examples"))
+
+
+def example_names() -> list[str]:
+    return sorted(p.stem for p in examples_dir().glob("*.yaml"))
+
+
+def load(spec: str | Path | None) -> Topology:
+    """A topology from a file path or an example name; None is the built-in default."""
+    if spec is None:
+        spec = "default"
+    path = Path(spec)
+    if not path.exists() and re.fullmatch(r"[a-z0-9-]+", str(spec)):
+        candidate = examples_dir() / f"{spec}.yaml"
+        if candidate.exists():
+            path = candidate
+    if not path.exists():
+        raise TopologyError([f"no such file, and not an example name (examples: "
+                             f"{', '.join(example_names())})"], str(spec))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TopologyError([f"not valid YAML: {exc}"], str(path)) from None
+    return parse(data, str(path))
+
+
+# ---------------------------------------------------------------------------
+# parsing
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, where: str, msg: str) -> None:
+        self.problems.append(f"{where}: {msg}")
+
+
+def _unknown_keys(c: _Collector, where: str, data: dict[str, Any],
+                  allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            c.add(f"{where}.{key}" if where else str(key), f"unknown key; {hint}")
+
+
+def _name_ok(c: _Collector, where: str, name: Any) -> bool:
+    if isinstance(name, str) and NAME_RE.fullmatch(name):
+        return True
+    c.add(where, f"name {name!r} is not valid; use 1-12 lowercase letters and digits, "
+                 "starting with a letter (no '-': it separates host and pod names)")
+    return False
+
+
+def _mapping(c: _Collector, where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        c.add(where, f"expected a mapping, got {type(value).__name__} {value!r}")
+        return {}
+    return value
+
+
+def parse(data: Any, source: str = "topology") -> Topology:
+    """Validate a topology given as plain data (a parsed YAML document)."""
+    c = _Collector()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TopologyError([f"top level: expected a mapping of keys "
+                             f"({', '.join(TOP_KEYS)}), got {type(data).__name__}"], source)
+    _unknown_keys(c, "", data, TOP_KEYS)
+    description = str(data.get("description") or "")
+    network = _parse_network(c, data.get("network", DEFAULT_NETWORK))
+    prefix = data.get("etcd_prefix", DEFAULT_ETCD_PREFIX)
+    if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.rstrip("/") == "":
+        c.add("etcd_prefix", f"{prefix!r} is not an etcd key prefix; use e.g. "
+                             f"{DEFAULT_ETCD_PREFIX}")
+        prefix = DEFAULT_ETCD_PREFIX
+    segments = _parse_segments(c, data.get("segments"))
+    seg_names = [s.name for s in segments]
+    routers = _parse_routers(c, data.get("routers"), seg_names)
+    defaults = _mapping(c, "defaults", data.get("defaults"))
+    _unknown_keys(c, "defaults", defaults, ("segment", "pods", "flanneld_args"))
+    hosts = _parse_hosts(c, data.get("hosts"), defaults, seg_names)
+    etcd = _parse_etcd(c, data.get("etcd"), seg_names)
+    topo = Topology(hosts=tuple(hosts), segments=tuple(segments), routers=tuple(routers),
+                    etcd=tuple(etcd), network=network, etcd_prefix=prefix.rstrip("/"),
+                    description=description)
+    if not c.problems:
+        _check_whole(c, topo)
+    if c.problems:
+        raise TopologyError(c.problems, source)
+    return topo
+
+
+def _parse_network(c: _Collector, value: Any) -> dict[str, Any]:
+    net = _mapping(c, "network", value)
+    if not net:
+        c.add("network", "empty; give the flannel network config, e.g. "
+                         "{Network: 10.244.0.0/16, Backend: {Type: vxlan}}")
+        return dict(DEFAULT_NETWORK)
+    cidr = ci_get(net, "Network")
+    try:
+        ipaddress.IPv4Network(str(cidr), strict=False)
+        if cidr is None:
+            raise ValueError
+    except ValueError:
+        c.add("network.Network", f"{cidr!r} is not an IPv4 CIDR; use e.g. 10.244.0.0/16")
+    backend = ci_get(net, "Backend")
+    if backend is None:
+        c.add("network.Backend", "missing; flannel would silently fall back to udp. "
+                                 "Set e.g. Backend: {Type: vxlan}")
+    elif not isinstance(backend, dict) or not isinstance(ci_get(backend, "Type"), str):
+        c.add("network.Backend", f"{backend!r}: expected a mapping with a Type "
+                                 "(vxlan, host-gw, ...)")
+    return net
+
+
+def _parse_segments(c: _Collector, value: Any) -> list[Segment]:
+    if value is None:
+        return [Segment("lan", DEFAULT_SEGMENT_BASE)]
+    raw = _mapping(c, "segments", value)
+    if not raw:
+        c.add("segments", "no segments; declare at least one, e.g. lan: {subnet: 192.168.100.0/24}")
+    out: list[Segment] = []
+    for i, (name, spec) in enumerate(raw.items()):
+        where = f"segments.{name}"
+        if not _name_ok(c, where, name):
+            continue
+        spec = _mapping(c, where, spec)
+        _unknown_keys(c, where, spec, ("subnet", "mtu"))
+        subnet = _auto_segment_subnet(i)
+        if "subnet" in spec:
+            try:
+                subnet = IPv4Network(str(spec["subnet"]))
+            except ValueError as exc:
+                c.add(f"{where}.subnet", f"{spec['subnet']!r} is not an IPv4 network ({exc}); "
+                                         f"{_subnet_hint(spec['subnet'])}")
+            if subnet.prefixlen > 29:
+                c.add(f"{where}.subnet", f"{subnet} is too small; use /29 or larger")
+        mtu = spec.get("mtu", 1500)
+        if not isinstance(mtu, int) or isinstance(mtu, bool) or not 1280 <= mtu <= 9000:
+            c.add(f"{where}.mtu", f"{mtu!r} is not an MTU; use an integer 1280..9000")
+            mtu = 1500
+        out.append(Segment(name, subnet, mtu))
+    return out
+
+
+def _subnet_hint(value: Any) -> str:
+    try:
+        return f"did you mean {IPv4Network(str(value), strict=False)}?"
+    except ValueError:
+        return "use e.g. 192.168.10.0/24"
+
+
+def _auto_segment_subnet(index: int) -> IPv4Network:
+    return IPv4Network((int(DEFAULT_SEGMENT_BASE.network_address) + 256 * index, 24))
+
+
+def _parse_routers(c: _Collector, value: Any, segs: list[str]) -> list[Router]:
+    out: list[Router] = []
+    for name, spec in _mapping(c, "routers", value).items():
+        where = f"routers.{name}"
+        if not _name_ok(c, where, name):
+            continue
+        legs = spec
+        if isinstance(spec, dict):
+            _unknown_keys(c, where, spec, ("segments",))
+            legs = spec.get("segments")
+        if not isinstance(legs, list) or len(legs) < 2:
+            c.add(f"{where}.segments", f"{legs!r}: a router needs a list of at least two "
+                                       "segments, e.g. segments: [net1, net2]")
+            continue
+        bad = [s for s in legs if s not in segs]
+        if bad:
+            c.add(f"{where}.segments", f"{bad} not declared under segments (declared: "
+                                       f"{', '.join(segs)})")
+            continue
+        if len(set(legs)) != len(legs):
+            c.add(f"{where}.segments", f"{legs}: a segment is listed twice")
+            continue
+        out.append(Router(name, tuple(legs)))
+    return out
+
+
+def _pods(c: _Collector, where: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_PODS:
+            c.add(where, f"{value}: use 0..{MAX_PODS} pods")
+            return ()
+        return tuple(f"p{i}" for i in range(1, value + 1))
+    if isinstance(value, list):
+        names = [p for i, p in enumerate(value) if _name_ok(c, f"{where}[{i}]", p)]
+        if len(set(names)) != len(names):
+            c.add(where, f"{value}: a pod name is listed twice")
+        return tuple(names)
+    c.add(where, f"{value!r}: expected a number of pods or a list of pod names")
+    return ()
+
+
+def _flags(c: _Collector, where: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = shlex.split(value)
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        c.add(where, f"{value!r}: expected a list of flanneld flags, e.g. [--ip-masq]")
+        return ()
+    for arg in value:
+        if arg.startswith("-") and arg.split("=", 1)[0] in MANAGED_FLAGS:
+            c.add(where, f"{arg!r} is set by the lab for every host; remove it "
+                         f"(the lab manages {', '.join(MANAGED_FLAGS)})")
+    return tuple(value)
+
+
+def _ip(c: _Collector, where: str, value: Any) -> IPv4Address | None:
+    if value is None:
+        return None
+    try:
+        return IPv4Address(str(value))
+    except ValueError:
+        c.add(where, f"{value!r} is not an IPv4 address")
+        return None
+
+
+def _segment_ref(c: _Collector, where: str, value: Any, segs: list[str]) -> str:
+    if value is None:
+        if len(segs) == 1:
+            return segs[0]
+        c.add(where, f"missing; with several segments say which one ({', '.join(segs)})")
+        return ""
+    if value not in segs:
+        c.add(where, f"{value!r} is not a segment (declared: {', '.join(segs)}); use one of "
+                     "them or declare it under segments:")
+        return ""
+    return str(value)
+
+
+def _parse_hosts(c: _Collector, value: Any, defaults: dict[str, Any],
+                 segs: list[str]) -> list[Host]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_HOSTS:
+            c.add("hosts", f"{value}: use 1..{MAX_HOSTS} hosts")
+            return []
+        value = {f"h{i}": None for i in range(1, value + 1)}
+    raw = _mapping(c, "hosts", value)
+    if not raw:
+        c.add("hosts", "no hosts; give a number (hosts: 3) or a mapping of host names")
+    if len(raw) > MAX_HOSTS:
+        c.add("hosts", f"{len(raw)} hosts: at most {MAX_HOSTS}")
+    out: list[Host] = []
+    for name, spec in raw.items():
+        where = f"hosts.{name}"
+        if not _name_ok(c, where, name):
+            continue
+        spec = _mapping(c, where, spec)
+        _unknown_keys(c, where, spec, ("segment", "pods", "flanneld_args", "ip"))
+        merged = {"pods": 2, **defaults, **spec}
+        out.append(Host(
+            name=name,
+            segment=_segment_ref(c, f"{where}.segment", merged.get("segment"), segs),
+            pods=_pods(c, f"{where}.pods", merged["pods"]),
+            flanneld_args=_flags(c, f"{where}.flanneld_args", merged.get("flanneld_args", [])),
+            ip=_ip(c, f"{where}.ip", spec.get("ip"))))
+    return out
+
+
+def _parse_etcd(c: _Collector, value: Any, segs: list[str]) -> list[EtcdMemberSpec]:
+    spec = _mapping(c, "etcd", value)
+    _unknown_keys(c, "etcd", spec, ("members", "segment"))
+    default_seg = spec.get("segment", segs[0] if segs else None)
+    if default_seg is not None and default_seg not in segs:
+        c.add("etcd.segment", f"{default_seg!r} is not a segment (declared: {', '.join(segs)})")
+        default_seg = segs[0] if segs else None
+    members: Any = spec.get("members", 1)
+    if isinstance(members, int) and not isinstance(members, bool):
+        if members not in (1, 3, 5):
+            c.add("etcd.members", f"{members}: use 1, 3 or 5 members (an odd number keeps "
+                                  "a quorum)")
+            return []
+        members = ["etcd"] if members == 1 else [f"etcd{i}" for i in range(1, members + 1)]
+    if isinstance(members, list):
+        members = {m: None for m in members}
+    if not isinstance(members, dict) or not members:
+        c.add("etcd.members", f"{members!r}: expected 1, 3 or 5, a list of names, or a "
+                              "mapping name: {segment: ..., ip: ...}")
+        return []
+    out: list[EtcdMemberSpec] = []
+    for name, mspec in members.items():
+        where = f"etcd.members.{name}"
+        if not _name_ok(c, where, name):
+            continue
+        mspec = _mapping(c, where, mspec)
+        _unknown_keys(c, where, mspec, ("segment", "ip"))
+        seg = _segment_ref(c, f"{where}.segment", mspec.get("segment", default_seg), segs)
+        out.append(EtcdMemberSpec(name, seg, _ip(c, f"{where}.ip", mspec.get("ip"))))
+    return out
+
+
+def _check_whole(c: _Collector, topo: Topology) -> None:
+    """Checks across sections: unique names, overlaps, connectivity, backend fit."""
+    seen: dict[str, str] = {}
+    for kind, names in (("segment", [s.name for s in topo.segments]),
+                        ("router", [r.name for r in topo.routers]),
+                        ("host", topo.host_names),
+                        ("etcd member", [m.name for m in topo.etcd])):
+        for n in names:
+            if n in seen:
+                c.add(f"{kind} {n}", f"name already used by a {seen[n]}; every host, "
+                                     "segment, router and etcd member needs its own name")
+            seen[n] = kind
+    pod_net = topo.pod_network
+    for i, s in enumerate(topo.segments):
+        if s.subnet.overlaps(pod_net):
+            c.add(f"segments.{s.name}.subnet", f"{s.subnet} overlaps the pod network "
+                                               f"{pod_net}; pick a disjoint underlay subnet")
+        for other in topo.segments[i + 1:]:
+            if s.subnet.overlaps(other.subnet):
+                c.add(f"segments.{other.name}.subnet",
+                      f"{other.subnet} overlaps segment {s.name} ({s.subnet})")
+    _check_connected(c, topo)
+    backend = topo.backend_type.lower()
+    direct = bool(ci_get(ci_get(topo.network, "Backend"), "DirectRouting"))
+    if backend == "host-gw" or (backend == "ipip" and not direct):
+        segs = sorted({h.segment for h in topo.hosts})
+        if len(segs) > 1:
+            c.add("network.Backend.Type",
+                  f"{topo.backend_type} routes pod traffic straight to the peer's underlay "
+                  f"address, so every host must share one L2 segment, but hosts are on "
+                  f"{', '.join(segs)}; use vxlan (optionally DirectRouting: true) instead")
+
+
+def _check_connected(c: _Collector, topo: Topology) -> None:
+    if not topo.segments:
+        return
+    adjacency: dict[str, set[str]] = {s.name: set() for s in topo.segments}
+    for r in topo.routers:
+        for a in r.segments:
+            adjacency[a].update(x for x in r.segments if x != a)
+    start = topo.segments[0].name
+    reached, todo = {start}, [start]
+    while todo:
+        for nxt in adjacency[todo.pop()]:
+            if nxt not in reached:
+                reached.add(nxt)
+                todo.append(nxt)
+    used = {h.segment for h in topo.hosts} | {m.segment for m in topo.etcd}
+    for s in topo.segments:
+        if s.name not in reached and s.name in used:
+            c.add(f"segments.{s.name}", f"not reachable from segment {start}; add a router "
+                                        f"with legs on both, e.g. routers: {{r1: "
+                                        f"{{segments: [{start}, {s.name}]}}}}")
