@@ -10,12 +10,12 @@ kept a stale FDB entry), and nothing is removed that still exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Literal
 
-from flanneld.lease import Lease
+from flanneld.lease import Lease, LeaseError, decode_lease
 
 EventKind = Literal["added", "changed", "removed", "snapshot"]
 
@@ -72,3 +72,138 @@ def apply_event(view: dict[IPv4Network, Lease], event: LeaseEvent) -> None:
             view.pop(event.lease.subnet, None)
         else:
             view[event.lease.subnet] = event.lease
+
+
+Validator = Callable[[Lease, IPv4Network | None], None]
+
+
+class PeerView:
+    """The peer leases a watcher has emitted, kept from etcd key/value data; pure.
+
+    Feed it a listing (`reset`) or single watch events (`put`, `delete`); it
+    returns the LeaseEvents that bring a consumer's view up to date. Every key
+    is decoded and checked on its own: a key or value that does not parse, or a
+    lease the validator rejects, is skipped with one warning per version of
+    that key and never affects any other subnet. Our own subnet is left out.
+    """
+
+    def __init__(self, subnets_prefix: str, validate: Validator,
+                 warn: Callable[[str], None]) -> None:
+        self._prefix = subnets_prefix.rstrip("/") + "/"
+        self._validate = validate
+        self._warn = warn
+        self._leases: dict[str, Lease] = {}  # every decodable key
+        self._by_subnet: dict[IPv4Network, set[str]] = {}
+        self._warned: dict[str, tuple[int, str]] = {}
+        self._own: IPv4Network | None = None
+        self._started = False
+        self.view: dict[IPv4Network, Lease] = {}  # what we have emitted
+        self.rejected = 0  # warnings given, i.e. distinct bad key versions seen
+
+    def reset(self, kvs: Iterable[tuple[str, bytes, int, int]],
+              own: IPv4Network | None) -> list[LeaseEvent]:
+        """A full listing of (key, value, lease id, mod revision): a snapshot the
+        first time, afterwards the diff against what was emitted."""
+        self._leases.clear()
+        self._by_subnet.clear()
+        present = set()
+        for key, value, lease_id, mod_revision in kvs:
+            present.add(key)
+            self._store(key, value, lease_id, mod_revision)
+        self._warned = {k: v for k, v in self._warned.items() if k in present}
+        self._own = own
+        new = {}
+        for subnet in self._by_subnet:
+            lease = self._peer(subnet)
+            if lease is not None:
+                new[subnet] = lease
+        if not self._started:
+            self._started = True
+            self.view = new
+            return [LeaseEvent("snapshot", snapshot=tuple(new[s] for s in sorted(new)))]
+        events = diff_leases(self.view, new)
+        self.view = new
+        return events
+
+    def put(self, key: str, value: bytes, lease_id: int, mod_revision: int,
+            own: IPv4Network | None) -> list[LeaseEvent]:
+        touched = self._forget(key)
+        subnet = self._store(key, value, lease_id, mod_revision)
+        if subnet is not None:
+            touched.add(subnet)
+        return self._refresh(touched, own)
+
+    def delete(self, key: str, own: IPv4Network | None) -> list[LeaseEvent]:
+        touched = self._forget(key)
+        self._warned.pop(key, None)
+        return self._refresh(touched, own)
+
+    def set_own(self, own: IPv4Network | None) -> list[LeaseEvent]:
+        """Our own subnet changed (re-acquired): the old one may now be a peer's."""
+        return self._refresh(set(), own)
+
+    def _store(self, key: str, value: bytes, lease_id: int,
+               mod_revision: int) -> IPv4Network | None:
+        try:
+            if not key.startswith(self._prefix) or "/" in key[len(self._prefix):]:
+                raise LeaseError(f"lease key {key!r}: not directly under {self._prefix}")
+            lease = decode_lease(key, value, lease_id=lease_id, mod_revision=mod_revision)
+        except LeaseError as exc:
+            self._reject(key, mod_revision, str(exc))
+            return None
+        self._leases[key] = lease
+        self._by_subnet.setdefault(lease.subnet, set()).add(key)
+        return lease.subnet
+
+    def _forget(self, key: str) -> set[IPv4Network]:
+        old = self._leases.pop(key, None)
+        if old is None:
+            return set()
+        keys = self._by_subnet[old.subnet]
+        keys.discard(key)
+        if not keys:
+            del self._by_subnet[old.subnet]
+        return {old.subnet}
+
+    def _refresh(self, touched: set[IPv4Network], own: IPv4Network | None) -> list[LeaseEvent]:
+        if own != self._own:
+            touched |= {s for s in (self._own, own) if s is not None}
+            # a lease that overlaps (not equals) our subnet is judged against it too
+            touched |= {s for s in self._by_subnet
+                        if any(o is not None and s.overlaps(o) for o in (self._own, own))}
+            self._own = own
+        events = []
+        for subnet in sorted(touched):
+            event = lease_event(self.view.get(subnet), self._peer(subnet))
+            if event is None:
+                continue
+            if event.kind == "removed":
+                del self.view[subnet]
+            else:
+                assert event.lease is not None
+                self.view[subnet] = event.lease
+            events.append(event)
+        return events
+
+    def _peer(self, subnet: IPv4Network) -> Lease | None:
+        """The valid lease for this subnet (lowest key wins), or None."""
+        if subnet == self._own:
+            return None
+        for key in sorted(self._by_subnet.get(subnet, ())):
+            lease = self._leases[key]
+            try:
+                self._validate(lease, self._own)
+            except LeaseError as exc:
+                self._reject(key, lease.mod_revision, str(exc))
+                continue
+            self._warned.pop(key, None)
+            return lease
+        return None
+
+    def _reject(self, key: str, mod_revision: int, message: str) -> None:
+        if self._warned.get(key) == (mod_revision, message):
+            return
+        self._warned[key] = (mod_revision, message)
+        self.rejected += 1
+        self._warn(f"skipping {message} (key {key}, revision {mod_revision}); "
+                   "other peers are not affected")

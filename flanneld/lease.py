@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 DEFAULT_PREFIX = "/coreos.com/network"
 
-_KEY_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-f:]+)-(\d{1,3}))?")
+_KEY_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-f:]+)-(\d{1,3}))?",
+                     re.ASCII)
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
@@ -139,7 +141,7 @@ def decode_attrs(value: bytes | str) -> LeaseAttrs:
     """Parse a lease value leniently; raise LeaseError for anything unusable."""
     try:
         doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise LeaseError(f"lease value is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise LeaseError(f"lease value: expected a JSON object, got {type(doc).__name__}")
@@ -161,7 +163,8 @@ def decode_attrs(value: bytes | str) -> LeaseAttrs:
         try:
             public_ipv6 = IPv6Address(raw_ip6)
         except AddressValueError:
-            raise LeaseError(f"lease value: PublicIPv6 {raw_ip6!r} is not an IPv6 address") from None
+            raise LeaseError(
+                f"lease value: PublicIPv6 {raw_ip6!r} is not an IPv6 address") from None
 
     backend_type = fields.get("backendtype") or ""
     if not isinstance(backend_type, str):
@@ -191,7 +194,8 @@ def check_vxlan_attrs(attrs: LeaseAttrs) -> tuple[int, str]:
         raise LeaseError("vxlan lease: VtepMAC is all zeros")
     vni = attrs.vni
     if vni is None or not 0 <= vni < 1 << 24:
-        raise LeaseError(f"vxlan lease: VNI {_field(attrs.backend_data, 'VNI')!r} is not 0..16777215")
+        raise LeaseError(
+            f"vxlan lease: VNI {_field(attrs.backend_data, 'VNI')!r} is not 0..16777215")
     return vni, mac.lower()
 
 
@@ -202,4 +206,60 @@ def _field(data: Any, name: str) -> Any:
     for k, v in data.items():
         if isinstance(k, str) and k.lower() == lowered:
             return v
+    return None
+
+
+def check_peer_lease(lease: Lease, network: IPv4Network, *,
+                     own_subnet: IPv4Network | None = None,
+                     own_public_ips: Collection[IPv4Address | IPv6Address] = (),
+                     ipv6_network: IPv6Network | None = None,
+                     own_ipv6_subnet: IPv6Network | None = None) -> None:
+    """Raise LeaseError if a peer's lease must not be programmed; pure.
+
+    A lease that would make us route to ourselves, to nowhere, or hijack
+    traffic for subnets outside the overlay is rejected: subnet outside the
+    Network, overlapping our own subnet, a PublicIP that is ours, loopback,
+    multicast, unspecified or broadcast, and (vxlan) a VtepMAC that is not a
+    unicast MAC or a VNI out of range.
+    """
+    where = f"lease {lease.key}"
+    if not lease.subnet.subnet_of(network):
+        raise LeaseError(f"{where}: subnet {lease.subnet} is outside Network {network}")
+    if own_subnet is not None and lease.subnet.overlaps(own_subnet):
+        raise LeaseError(f"{where}: subnet {lease.subnet} overlaps our own subnet {own_subnet}")
+    if lease.ipv6_subnet is not None:
+        if ipv6_network is not None and not lease.ipv6_subnet.subnet_of(ipv6_network):
+            raise LeaseError(f"{where}: IPv6 subnet {lease.ipv6_subnet} is outside "
+                             f"IPv6Network {ipv6_network}")
+        if own_ipv6_subnet is not None and lease.ipv6_subnet.overlaps(own_ipv6_subnet):
+            raise LeaseError(f"{where}: IPv6 subnet {lease.ipv6_subnet} overlaps our own "
+                             f"{own_ipv6_subnet}")
+    attrs = lease.attrs
+    for name, ip in (("PublicIP", attrs.public_ip), ("PublicIPv6", attrs.public_ipv6)):
+        if ip is None:
+            continue
+        problem = _bad_peer_address(ip)
+        if problem is None and ip in own_public_ips:
+            problem = "our own address (a stale lease of ours, or a duplicate node)"
+        if problem:
+            raise LeaseError(f"{where}: {name} {ip} is {problem}; a peer must advertise a "
+                             "unicast address of its own")
+    if attrs.backend_type == "vxlan":
+        try:
+            check_vxlan_attrs(attrs)
+            if attrs.backend_v6_data is not None:
+                check_vxlan_attrs(replace(attrs, backend_data=attrs.backend_v6_data))
+        except LeaseError as exc:
+            raise LeaseError(f"{where}: {exc}") from None
+
+
+def _bad_peer_address(ip: IPv4Address | IPv6Address) -> str | None:
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_multicast:
+        return "multicast"
+    if isinstance(ip, IPv4Address) and ip == IPv4Address("255.255.255.255"):
+        return "the broadcast address"
     return None

@@ -1,0 +1,287 @@
+"""A thin multi-endpoint etcd client over aetcd: endpoint URLs, failover, TLS, backoff.
+
+aetcd's `Client` talks to one host:port over an insecure channel. This wrapper
+- parses flannel's `--etcd-endpoints` (a comma list of URLs);
+- runs each request on the current endpoint and, on a connection error, moves to
+  the next one (each endpoint is tried once per request; callers back off);
+- speaks TLS (`https://` endpoints, or any of ca/cert/key given) through a small
+  aetcd subclass that opens a `grpc.aio.secure_channel`, and passes
+  username/password to aetcd (token auth; re-authenticates when the token expires);
+- tunes gRPC so a restarted etcd is found again within seconds (gRPC's default
+  reconnect backoff grows to two minutes) and a dead peer is noticed by keepalive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aetcd
+import aetcd.client
+import grpc
+from aetcd import rpc
+
+log = logging.getLogger("flanneld.etcd")
+T = TypeVar("T")
+
+DEFAULT_PORT = 2379
+CHANNEL_OPTIONS = {
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.min_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 2000,
+    "grpc.keepalive_time_ms": 10_000,  # etcd refuses pings closer than 5 s apart
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.max_receive_message_length": 64 << 20,  # a big cluster's lease list
+}
+
+
+class EndpointError(ValueError):
+    """A bad `--etcd-endpoints` entry or TLS file; the message says which and why."""
+
+
+class EtcdUnavailable(ConnectionError):
+    """No endpoint answered this request; the message lists what each one said."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str  # "http" | "https"
+    host: str
+    port: int
+
+    @property
+    def target(self) -> str:
+        """gRPC target: host:port, IPv6 literals in brackets."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.target}"
+
+
+def parse_endpoints(spec: str | Sequence[str]) -> tuple[Endpoint, ...]:
+    """`http://10.0.0.1:2379,https://[fd00::1]:2379` (or a list) to Endpoints.
+
+    A bare `host:port` means http; a missing port means 2379.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    found: list[Endpoint] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        url = item if "://" in item else f"http://{item}"
+        try:
+            parts = urlsplit(url)
+            port = parts.port or DEFAULT_PORT
+        except ValueError as exc:
+            raise EndpointError(f"etcd endpoint {item!r}: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise EndpointError(f"etcd endpoint {item!r}: scheme {parts.scheme!r} is not "
+                                "http or https")
+        if not parts.hostname or parts.path not in ("", "/") or parts.query:
+            raise EndpointError(f"etcd endpoint {item!r}: expected a URL like "
+                                "http://10.0.0.1:2379")
+        found.append(Endpoint(parts.scheme, parts.hostname, port))
+    if not found:
+        raise EndpointError(f"no etcd endpoint in {spec!r}: give at least one URL like "
+                            "http://127.0.0.1:2379")
+    return tuple(found)
+
+
+def tls_credentials(cafile: str | None, certfile: str | None,
+                    keyfile: str | None) -> grpc.ChannelCredentials:
+    """gRPC TLS credentials from PEM files; the CA is optional (system roots)."""
+    if (certfile is None) != (keyfile is None):
+        raise EndpointError("--etcd-certfile and --etcd-keyfile must be given together "
+                            "(a client certificate needs its key)")
+
+    def read(flag: str, path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise EndpointError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("--etcd-cafile", cafile),
+        private_key=read("--etcd-keyfile", keyfile),
+        certificate_chain=read("--etcd-certfile", certfile))
+
+
+class _Client(aetcd.Client):
+    """aetcd's Client, over a secure channel when TLS credentials are given."""
+
+    _is_connecting: bool
+
+    def __init__(self, *args: Any, credentials: grpc.ChannelCredentials | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._credentials is None:
+            await super().connect()
+            return
+        try:
+            await self._connect_tls()
+        except rpc.AioRpcError as exc:
+            aetcd.exceptions._handle_exception(exc)
+
+    async def _connect_tls(self) -> None:
+        # aetcd.Client.connect, with secure_channel instead of insecure_channel
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
+                                              options=list(self._options.items()))
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(self.channel)
+                resp = await self.auth_stub.Authenticate(
+                    rpc.AuthenticateRequest(name=self._username, password=self._password),
+                    timeout=self._timeout)
+                self.metadata = (("token", resp.token),)
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.client.watcher.Watcher(
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Does this error mean "this endpoint is not answering" (as opposed to a bad request)?"""
+    if isinstance(exc, EtcdUnavailable | aetcd.ConnectionFailedError
+                  | aetcd.exceptions.ConnectionTimeoutError | grpc.aio.UsageError
+                  | asyncio.TimeoutError | OSError):
+        return True
+    cause = exc.__cause__
+    return isinstance(exc, aetcd.ClientError) and isinstance(cause, rpc.AioRpcError) and \
+        cause.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE,
+                         grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
+
+
+class Backoff:
+    """Exponential backoff with jitter: first, 2*first, ... capped at `cap` seconds."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0, jitter: float = 0.2) -> None:
+        self.first, self.cap, self.jitter = first, cap, jitter
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.cap, self._next * 2)
+        return delay * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    async def sleep(self) -> float:
+        delay = self.next()
+        await asyncio.sleep(delay)
+        return delay
+
+
+class EtcdClient:
+    """Requests against the current endpoint, failing over to the next on connection errors."""
+
+    def __init__(self, endpoints: str | Sequence[str], *, username: str | None = None,
+                 password: str | None = None, cafile: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 timeout: float = 5.0) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        if (username is None) != (password is None):
+            raise EndpointError("--etcd-username and --etcd-password must be given together")
+        tls = any(e.scheme == "https" for e in self.endpoints) or any((cafile, certfile, keyfile))
+        self._credentials = tls_credentials(cafile, certfile, keyfile) if tls else None
+        self._username, self._password, self._timeout = username, password, timeout
+        self._index = 0
+        self._generation = 0
+        self._client: _Client | None = None
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.endpoints[self._index]
+
+    def _current(self) -> tuple[_Client, int]:
+        if self._client is None:
+            ep = self.endpoint
+            self._client = _Client(ep.host, ep.port, username=self._username,
+                                   password=self._password, timeout=self._timeout,
+                                   options=CHANNEL_OPTIONS, credentials=self._credentials)
+        return self._client, self._generation
+
+    async def call(self, op: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+        """Run `op(client)`; on a connection error try the next endpoint, each once."""
+        problems: list[str] = []
+        reauthenticated = False
+        attempt = 0
+        while attempt < len(self.endpoints):
+            client, generation = self._current()
+            endpoint = self.endpoint
+            try:
+                return await op(client)
+            except aetcd.exceptions.UnauthenticatedError:
+                if reauthenticated or self._username is None:
+                    raise
+                reauthenticated = True  # the auth token expired: log in again, same endpoint
+                await self.reset(generation, rotate=False)
+                continue
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                problems.append(f"{endpoint}: {exc or type(exc).__name__}")
+                await self.reset(generation, rotate=True, reason=str(exc))
+            attempt += 1
+        raise EtcdUnavailable("no etcd endpoint answered: " + "; ".join(problems))
+
+    async def reset(self, generation: int, *, rotate: bool, reason: str = "") -> None:
+        """Drop the client of `generation` (if still current), moving on if `rotate`.
+
+        Several tasks share the client and may see the same failure; only the
+        first one to report it switches endpoints.
+        """
+        if generation != self._generation:
+            return
+        self._generation += 1
+        old, self._client = self._client, None
+        if rotate and len(self.endpoints) > 1:
+            before = self.endpoint
+            self._index = (self._index + 1) % len(self.endpoints)
+            log.warning("etcd endpoint %s failed (%s); switching to %s", before, reason,
+                        self.endpoint)
+        if old is not None:
+            await _close_quietly(old)
+
+    async def watch_prefix(self, prefix: bytes, start_revision: int) -> Any:
+        """A prefix watch (aetcd `Watch`) from `start_revision` on the current endpoint."""
+        return await self.call(lambda c: c.watch_prefix(prefix, start_revision=start_revision))
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def close(self) -> None:
+        old, self._client = self._client, None
+        self._generation += 1
+        if old is not None:
+            await _close_quietly(old)
+
+
+async def _close_quietly(client: aetcd.Client) -> None:
+    try:
+        await asyncio.wait_for(client.close(), 5)
+    except Exception as exc:  # closing a broken channel may fail; it is gone either way
+        log.debug("closing etcd client: %r", exc)

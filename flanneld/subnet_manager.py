@@ -1,0 +1,557 @@
+"""EtcdSubnetManager: lease a subnet in etcd, keep it, and watch every other node's lease.
+
+Wire-compatible with flannel (same keys and values, see flanneld.lease), and
+more careful:
+- a lost create race is retried (flannel exits), and so is "out of subnets",
+  with backoff, visible in `status` for /readyz;
+- one etcd lease per node, kept alive every TTL/3 (bounded), instead of a fresh
+  24 h grant per renewal; nothing is written to renew, and any write to our key
+  is a compare-and-swap on its mod revision, so we never overwrite a key that
+  is no longer ours; losing it (deleted, taken, expired) means re-acquiring,
+  logged loudly, instead of silently running on (or exiting 0 like flannel);
+- reservations (keys without an etcd lease) stay reservations (flannel#1329);
+- the watch re-lists after every reconnect or compaction and emits the diff,
+  attributes included; a bad key or value is skipped with one warning
+  (flannel turns it into "remove every peer").
+Decisions are pure (flanneld.allocator, flanneld.events.PeerView); this module
+only does the etcd I/O around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any, Literal
+
+import aetcd
+from aetcd.utils import prefix_range_end
+
+from flanneld.allocator import AcquirePlan, Occupied, plan_acquire
+from flanneld.config import ConfigError, NetworkConfig, parse_network_config
+from flanneld.etcd import Backoff, EtcdClient, is_connection_error
+from flanneld.events import LeaseEvent, PeerView
+from flanneld.lease import (
+    DEFAULT_PREFIX,
+    Lease,
+    LeaseAttrs,
+    LeaseError,
+    check_peer_lease,
+    decode_attrs,
+    encode_attrs,
+    join_key,
+    parse_subnet_key,
+    subnet_key,
+)
+
+log = logging.getLogger("flanneld.subnet")
+
+State = Literal["acquiring", "held", "out-of-subnets", "etcd-unreachable"]
+DEFAULT_TTL = 86400
+MAX_RENEW_INTERVAL = 300.0  # check ownership at least this often, even with a 24 h TTL
+CONFIG_LOG_EVERY = 30.0
+
+
+@dataclass
+class ManagerStatus:
+    """Plain data for /readyz, /metrics and flannelctl."""
+
+    state: State = "acquiring"
+    last_error: str | None = None
+    watch_restarts: int = 0
+    keepalive_failures: int = 0
+    lease_expiry: float | None = None  # unix time; None for a reservation
+    subnets_in_use: int = 0
+    subnets_total: int = 0
+    rejected_leases: int = 0
+    renewals: int = 0  # successful keepalive + ownership checks
+    reacquisitions: int = 0
+    endpoint: str = ""
+
+
+class OutOfSubnets(Exception):
+    pass
+
+
+class EtcdSubnetManager:
+    def __init__(self, endpoints: Sequence[str] | str, prefix: str = DEFAULT_PREFIX, *,
+                 ttl: int = DEFAULT_TTL, username: str | None = None,
+                 password: str | None = None, cafile: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 renew_interval: float | None = None, rng: random.Random | None = None) -> None:
+        if ttl < 1:
+            raise ValueError(f"lease TTL {ttl}: must be at least 1 second")
+        self.etcd = EtcdClient(endpoints, username=username, password=password, cafile=cafile,
+                               certfile=certfile, keyfile=keyfile)
+        self.prefix = join_key(prefix)
+        self.ttl = ttl
+        self.renew_interval = renew_interval or min(max(ttl / 3, 0.2), MAX_RENEW_INTERVAL)
+        self.config: NetworkConfig | None = None
+        self.lease: Lease | None = None
+        self.status = ManagerStatus(endpoint=str(self.etcd.endpoint))
+        self._rng = rng or random.Random()
+        self._attrs: LeaseAttrs | None = None
+        self._etcd_lease: int | None = None  # our one etcd lease, granted on first need
+        self._own_changed = asyncio.Event()
+        self._watch_ok = True
+        self._lease_ok = True
+
+    # -- keys -------------------------------------------------------------
+
+    @property
+    def config_key(self) -> str:
+        return join_key(self.prefix, "config")
+
+    @property
+    def subnets_prefix(self) -> str:
+        return join_key(self.prefix, "subnets") + "/"
+
+    def key_of(self, subnet: IPv4Network, ipv6_subnet: IPv6Network | None = None) -> str:
+        return self.subnets_prefix + subnet_key(subnet, ipv6_subnet)
+
+    # -- config -----------------------------------------------------------
+
+    async def get_network_config(self) -> NetworkConfig:
+        """Read `<prefix>/config`, waiting (1 s polls) until it exists; ConfigError if bad."""
+        last_log = -CONFIG_LOG_EVERY
+        while True:
+            problem = None
+            try:
+                kv = await self.etcd.call(lambda c: c.get(self.config_key.encode()))
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                problem = f"etcd unreachable: {exc}"
+                self._set_error(problem, etcd_down=True)
+            else:
+                if kv is not None:
+                    try:
+                        self.config = parse_network_config(kv.value)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{self.config_key}: {exc}") from None
+                    self.status.subnets_total = self.config.subnet_count()
+                    return self.config
+                problem = (f"network config {self.config_key} does not exist yet; create it, "
+                           f"e.g. etcdctl put {self.config_key} "
+                           "'{\"Network\":\"10.5.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}'")
+            if time.monotonic() - last_log >= CONFIG_LOG_EVERY:
+                log.warning("waiting for the network config: %s", problem)
+                last_log = time.monotonic()
+            await asyncio.sleep(1)
+
+    # -- acquire ----------------------------------------------------------
+
+    async def acquire(self, attrs: LeaseAttrs, previous: IPv4Network | None = None, *,
+                      previous_ipv6: IPv6Network | None = None) -> Lease:
+        """Lease a subnet in flannel's order; retries races, outages and a full network."""
+        self._attrs = attrs
+        config = self.config or await self.get_network_config()
+        self.status.state = "acquiring"
+        race, full, down = Backoff(0.02, 1.0, jitter=0.5), Backoff(1.0, 30.0), Backoff(0.1, 5.0)
+        while True:
+            try:
+                lease = await self._try_acquire(config, attrs, previous, previous_ipv6)
+            except OutOfSubnets as exc:
+                self.status.state = "out-of-subnets"
+                self.status.last_error = str(exc)
+                delay = full.next()
+                log.error("%s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._set_error(f"etcd unreachable while acquiring a subnet: {exc}",
+                                etcd_down=True)
+                log.warning("%s", self.status.last_error)
+                await down.sleep()
+                continue
+            if lease is None:  # somebody else got there first: look again
+                self.status.state = "acquiring"
+                await race.sleep()
+                continue
+            self.lease = lease
+            self._lease_ok = True
+            self.status.last_error = None
+            self._update_state()
+            return lease
+
+    async def _try_acquire(self, config: NetworkConfig, attrs: LeaseAttrs,
+                           previous: IPv4Network | None,
+                           previous_ipv6: IPv6Network | None) -> Lease | None:
+        listing = await self._list()
+        occupied = []
+        for kv in listing:
+            try:
+                v4, v6 = self._parse_key(kv.key)
+            except LeaseError:
+                continue  # not a subnet key: occupies nothing
+            lease = None
+            try:
+                lease = Lease(v4, decode_attrs(kv.value), v6, lease_id=kv.lease,
+                              mod_revision=kv.mod_revision)
+            except LeaseError:
+                pass  # a garbage value still occupies its subnet
+            occupied.append(Occupied(v4, v6, lease))
+        plan = plan_acquire(config, occupied, attrs.public_ip, previous, previous_ipv6,
+                            self._rng)
+        self.status.subnets_in_use = plan.in_use
+        for lease in plan.ignored:
+            log.warning("reservation %s carries our PublicIP %s but does not fit the network "
+                        "config; leaving it alone and leasing another subnet",
+                        lease.key, attrs.public_ip)
+        for lease in plan.delete:
+            log.warning("deleting our old lease %s: it does not fit the network config "
+                        "any more", lease.key)
+            await self._delete_if_unchanged(lease)
+        if plan.out_of_subnets:
+            raise OutOfSubnets(self._out_of_subnets_message(config, plan))
+        if plan.reuse is not None:
+            return await self._reuse(plan.reuse, attrs)
+        assert plan.subnet is not None
+        return await self._create(config, plan, attrs)
+
+    def _out_of_subnets_message(self, config: NetworkConfig, plan: AcquirePlan) -> str:
+        total = config.subnet_count()
+        msg = (f"out of subnets: network {config.network} has {total} subnets of "
+               f"/{config.subnet_len} between {config.subnet_min} and {config.subnet_max} "
+               f"and {plan.in_use} are in use")
+        if config.enable_ipv6:
+            msg += f" (or no IPv6 subnet is free in {config.ipv6_network})"
+        return (msg + f"; free some (etcdctl del {self.subnets_prefix}<key>) or use a bigger "
+                "Network / longer SubnetLen")
+
+    async def _reuse(self, lease: Lease, attrs: LeaseAttrs) -> Lease | None:
+        """Step 1: keep our lease; a reservation stays one, never gets a TTL."""
+        key = self.key_of(lease.subnet, lease.ipv6_subnet)
+        if lease.is_reservation:
+            if lease.attrs == attrs:
+                log.info("using reservation %s for our PublicIP %s (no TTL)", key,
+                         attrs.public_ip)
+                self.status.lease_expiry = None
+                return lease
+            new = await self._put_if(key, attrs, lease_id=0, mod_revision=lease.mod_revision)
+        else:
+            lease_id = await self._ensure_etcd_lease()
+            new = await self._put_if(key, attrs, lease_id=lease_id,
+                                     mod_revision=lease.mod_revision)
+            if new is not None and lease.lease_id not in (0, lease_id):
+                await self._revoke_if_unused(lease.lease_id)
+        if new is not None:
+            log.info("re-using our lease %s (PublicIP %s)%s", key, attrs.public_ip,
+                     " as a reservation (no TTL)" if new.is_reservation else "")
+        return new
+
+    async def _create(self, config: NetworkConfig, plan: AcquirePlan,
+                      attrs: LeaseAttrs) -> Lease | None:
+        """Steps 2/3: create the key only if no key for this IPv4 subnet exists."""
+        assert plan.subnet is not None
+        key = self.key_of(plan.subnet, plan.ipv6_subnet)
+        # Compare over every key of this IPv4 subnet ("10.5.52.0-24" and any
+        # "10.5.52.0-24&<v6>"), so two dual-stack nodes cannot share it.
+        v4_key = self.key_of(plan.subnet).encode()
+        lease_id = await self._ensure_etcd_lease()
+
+        async def txn(c: aetcd.Client) -> tuple[bool, list[Any]]:
+            t = c.transactions
+            result: tuple[bool, list[Any]] = await c.transaction(
+                compare=[t.create(v4_key, range_end=prefix_range_end(v4_key)) == 0],
+                success=[t.put(key.encode(), encode_attrs(attrs), lease=lease_id),
+                         t.get(key.encode())],
+                failure=[])
+            return result
+
+        ok, responses = await self.etcd.call(txn)
+        if not ok:
+            log.info("subnet %s was taken by another node just now; trying again", plan.subnet)
+            return None
+        lease = self._lease_from_txn(responses, plan.subnet, plan.ipv6_subnet, attrs)
+        if config.enable_ipv6 and not await self._ipv6_unique(lease):
+            return None
+        log.info("leased subnet %s%s (%s; etcd lease %x, TTL %d s)", plan.subnet,
+                 f" and {plan.ipv6_subnet}" if plan.ipv6_subnet else "",
+                 {"previous": "same as before the restart",
+                  "random": "new"}.get(plan.source, plan.source), lease_id, self.ttl)
+        return lease
+
+    async def _ipv6_unique(self, lease: Lease) -> bool:
+        """An IPv6 subnet is not covered by the create compare: the older key keeps it."""
+        assert lease.ipv6_subnet is not None
+        for kv in await self._list():
+            try:
+                _, v6 = self._parse_key(kv.key)
+            except LeaseError:
+                continue
+            if v6 is not None and v6.overlaps(lease.ipv6_subnet) \
+                    and kv.create_revision < lease.mod_revision:
+                log.info("IPv6 subnet %s was taken by another node just now; trying again",
+                         lease.ipv6_subnet)
+                await self._delete_if_unchanged(lease)
+                return False
+        return True
+
+    # -- hold -------------------------------------------------------------
+
+    async def hold(self, attrs: LeaseAttrs,
+                   on_change: Callable[[Lease], Awaitable[None] | None]) -> None:
+        """Keep our lease forever: keepalive, ownership checks, re-acquire when lost."""
+        self._attrs = attrs
+        if self.lease is None:
+            await _maybe_await(on_change(await self.acquire(attrs)))
+        while True:
+            reason = await self._keep(attrs)
+            old = self.lease
+            assert old is not None
+            log.error("LOST our subnet lease %s: %s; re-acquiring a subnet", old.key, reason)
+            self.lease = None
+            self._lease_ok = False
+            self.status.reacquisitions += 1
+            self.status.last_error = f"lost lease {old.key}: {reason}"
+            new = await self.acquire(attrs, previous=old.subnet, previous_ipv6=old.ipv6_subnet)
+            if new.subnet != old.subnet:
+                log.error("our subnet CHANGED from %s to %s: pods still using addresses of "
+                          "%s must be restarted", old.subnet, new.subnet, old.subnet)
+            else:
+                log.warning("got our subnet %s back", new.subnet)
+            await _maybe_await(on_change(new))
+
+    async def _keep(self, attrs: LeaseAttrs) -> str:
+        """Renew until the lease is lost; returns why."""
+        down = Backoff(0.1, 5.0)
+        while True:
+            self._own_changed.clear()
+            lease = self.lease
+            assert lease is not None
+            wait = self.renew_interval
+            try:
+                reason = await self._renew_once(lease, attrs)
+                if reason is not None:
+                    return reason
+                self._lease_ok = True
+                self.status.renewals += 1
+                down.reset()
+                self._update_state()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.status.keepalive_failures += 1
+                self._set_error(f"cannot renew lease {lease.key}: {exc}", etcd_down=True)
+                log.warning("%s", self.status.last_error)
+                wait = min(down.next(), self.renew_interval)
+            try:
+                await asyncio.wait_for(self._own_changed.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def _renew_once(self, lease: Lease, attrs: LeaseAttrs) -> str | None:
+        key = lease.key
+        full_key = self.key_of(lease.subnet, lease.ipv6_subnet)
+        if not lease.is_reservation:
+            reply = await self.etcd.call(lambda c: c.refresh_lease(lease.lease_id))
+            ttl = int(getattr(reply, "TTL", 0)) if reply is not None else 0
+            if ttl <= 0:
+                self._etcd_lease = None  # expired: the next acquire grants a new one
+                return (f"etcd lease {lease.lease_id:x} expired (etcd unreachable for longer "
+                        f"than the {self.ttl} s TTL?), and {key} with it")
+            self.status.lease_expiry = time.time() + ttl
+        kv = await self.etcd.call(lambda c: c.get(full_key.encode()))
+        if kv is None:
+            return f"{key} was deleted"
+        if kv.mod_revision != lease.mod_revision:
+            try:
+                now = decode_attrs(kv.value)
+                holder = f"PublicIP {now.public_ip}"
+            except LeaseError:
+                holder = "an unreadable value"
+            return (f"{key} was rewritten by someone else (now {holder}, etcd lease "
+                    f"{kv.lease:x})")
+        if lease.attrs != attrs:  # our backend data changed: rewrite, only if still ours
+            new = await self._put_if(full_key, attrs, lease.lease_id, lease.mod_revision)
+            if new is None:
+                return f"{key} changed while we were updating it"
+            self.lease = new
+        return None
+
+    # -- watch ------------------------------------------------------------
+
+    async def watch(self, own_subnet: Callable[[], IPv4Network | None]
+                    ) -> AsyncIterator[LeaseEvent]:
+        """Peer lease events: a snapshot first, then added/changed/removed, forever."""
+        config = self.config or await self.get_network_config()
+        view = PeerView(self.subnets_prefix, partial(self._check_peer, config), log.warning)
+        prefix = self.subnets_prefix.encode()
+        backoff = Backoff(0.1, 5.0)
+        while True:
+            started = time.monotonic()
+            try:
+                listing = await self._list()
+                kvs = [(kv.key.decode("utf-8", "replace"), kv.value, kv.lease, kv.mod_revision)
+                       for kv in listing]
+                for event in view.reset(kvs, own_subnet()):
+                    yield event
+                self.status.rejected_leases = view.rejected
+                self._watch_ok = True
+                self._update_state()
+                watch = await self.etcd.watch_prefix(prefix, listing.header.revision + 1)
+                try:
+                    async for ev in watch:
+                        key = ev.kv.key.decode("utf-8", "replace")
+                        self._note_own_key(key, ev)
+                        own = own_subnet()
+                        if ev.kind == "DELETE":
+                            events = view.delete(key, own)
+                        else:
+                            events = view.put(key, ev.kv.value, ev.kv.lease,
+                                              ev.kv.mod_revision, own)
+                        self.status.rejected_leases = view.rejected
+                        for event in events:
+                            yield event
+                finally:
+                    await _cancel_quietly(watch)
+                # aetcd ends the iterator without an error when its client is reset
+                log.info("lease watch ended (etcd client reset); re-listing")
+                self.status.watch_restarts += 1
+            except aetcd.exceptions.RevisionCompactedError as exc:
+                log.info("lease watch: %s; re-listing", exc)
+                self.status.watch_restarts += 1
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.status.watch_restarts += 1
+                self._watch_ok = False
+                self._set_error(f"lease watch lost etcd: {exc}", etcd_down=True)
+                if time.monotonic() - started > 10:
+                    backoff.reset()
+                delay = backoff.next()
+                log.warning("%s; re-listing in %.1f s", self.status.last_error, delay)
+                await asyncio.sleep(delay)
+
+    def _check_peer(self, config: NetworkConfig, lease: Lease,
+                    own: IPv4Network | None) -> None:
+        own_ips = [ip for ip in (self._attrs.public_ip, self._attrs.public_ipv6)
+                   if ip is not None] if self._attrs else []
+        own6 = self.lease.ipv6_subnet if self.lease is not None else None
+        check_peer_lease(lease, config.network, own_subnet=own, own_public_ips=own_ips,
+                         ipv6_network=config.ipv6_network, own_ipv6_subnet=own6)
+
+    def _note_own_key(self, key: str, ev: Any) -> None:
+        lease = self.lease
+        if lease is not None and key == self.key_of(lease.subnet, lease.ipv6_subnet):
+            if ev.kind == "DELETE" or ev.kv.mod_revision != lease.mod_revision:
+                self._own_changed.set()  # wake hold() to check at once
+
+    # -- etcd helpers -----------------------------------------------------
+
+    async def _list(self) -> Any:
+        prefix = self.subnets_prefix.encode()
+        return await self.etcd.call(lambda c: c.get_prefix(prefix))
+
+    def _parse_key(self, raw: bytes) -> tuple[IPv4Network, IPv6Network | None]:
+        key = raw.decode("utf-8", "replace")
+        name = key[len(self.subnets_prefix):]
+        if not key.startswith(self.subnets_prefix) or "/" in name:
+            raise LeaseError(f"lease key {key!r}: not directly under {self.subnets_prefix}")
+        return parse_subnet_key(name)
+
+    async def _ensure_etcd_lease(self) -> int:
+        if self._etcd_lease is None:
+            granted = await self.etcd.call(lambda c: c.lease(self.ttl))
+            self._etcd_lease = int(granted.id)
+            self.status.lease_expiry = time.time() + int(granted.ttl)
+            if int(granted.ttl) != self.ttl:
+                log.warning("etcd granted a TTL of %s s instead of %s s", granted.ttl, self.ttl)
+        return self._etcd_lease
+
+    async def _put_if(self, key: str, attrs: LeaseAttrs, lease_id: int,
+                      mod_revision: int) -> Lease | None:
+        """Write our value only if the key is still at `mod_revision`."""
+        async def txn(c: aetcd.Client) -> tuple[bool, list[Any]]:
+            t = c.transactions
+            result: tuple[bool, list[Any]] = await c.transaction(
+                compare=[t.mod(key.encode()) == mod_revision],
+                success=[t.put(key.encode(), encode_attrs(attrs), lease=lease_id or None),
+                         t.get(key.encode())],
+                failure=[])
+            return result
+
+        try:
+            ok, responses = await self.etcd.call(txn)
+        except aetcd.ClientError as exc:
+            if "lease not found" not in str(exc):
+                raise
+            self._etcd_lease = None  # expired behind our back; grant a new one next time
+            return None
+        if not ok:
+            return None
+        v4, v6 = self._parse_key(key.encode())
+        return self._lease_from_txn(responses, v4, v6, attrs)
+
+    def _lease_from_txn(self, responses: list[Any], subnet: IPv4Network,
+                        ipv6_subnet: IPv6Network | None, attrs: LeaseAttrs) -> Lease:
+        _, got = responses[1][0]  # the Get in the success branch: (value, rtypes.Get)
+        return Lease(subnet, attrs, ipv6_subnet, lease_id=got.lease,
+                     mod_revision=got.mod_revision)
+
+    async def _delete_if_unchanged(self, lease: Lease) -> None:
+        key = self.key_of(lease.subnet, lease.ipv6_subnet).encode()
+
+        async def txn(c: aetcd.Client) -> Any:
+            t = c.transactions
+            return await c.transaction(compare=[t.mod(key) == lease.mod_revision],
+                                       success=[t.delete(key)], failure=[])
+        await self.etcd.call(txn)
+
+    async def _revoke_if_unused(self, lease_id: int) -> None:
+        """Revoke a previous run's etcd lease once no key is attached to it any more."""
+        try:
+            info = await self.etcd.call(lambda c: c.get_lease_info(lease_id, keys=True))
+            if info.TTL > 0 and not list(info.keys):
+                await self.etcd.call(lambda c: c.revoke_lease(lease_id))
+        except aetcd.ClientError as exc:  # best effort: it expires by itself anyway
+            log.debug("revoking old etcd lease %x: %s", lease_id, exc)
+
+    # -- status -----------------------------------------------------------
+
+    def _set_error(self, message: str, *, etcd_down: bool = False) -> None:
+        self.status.last_error = message
+        if etcd_down:
+            self.status.state = "etcd-unreachable"
+
+    def _update_state(self) -> None:
+        self.status.endpoint = str(self.etcd.endpoint)
+        if self.lease is None:
+            return
+        self.status.state = "held" if self._watch_ok and self._lease_ok else "etcd-unreachable"
+
+    async def release(self) -> None:
+        """Give the subnet back (decommission): delete our key if still ours, revoke the
+        etcd lease. A reservation is left in place."""
+        lease = self.lease
+        if lease is not None and not lease.is_reservation:
+            await self._delete_if_unchanged(lease)
+        if self._etcd_lease is not None:
+            lease_id = self._etcd_lease
+            await self.etcd.call(lambda c: c.revoke_lease(lease_id))
+            self._etcd_lease = None
+        self.lease = None
+
+    async def close(self) -> None:
+        await self.etcd.close()
+
+
+async def _maybe_await(result: Awaitable[None] | None) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _cancel_quietly(watch: Any) -> None:
+    try:
+        await asyncio.wait_for(watch.cancel(), 2)
+    except Exception as exc:  # the stream may already be gone
+        log.debug("cancelling lease watch: %r", exc)
