@@ -80,7 +80,7 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
     ok, value = result[0]
     if not ok:
         raise value
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def socket_in_netns(netns: str, family: int = socket.AF_INET,
@@ -108,6 +108,10 @@ def netns_pids(netns: str) -> list[int]:
     return [int(x) for x in proc.stdout.split() if x.isdigit()]
 
 
+class WaitAbort(Exception):
+    """Raised by a `wait_for` condition that can never become true (e.g. the process died)."""
+
+
 def wait_for(cond: Callable[[], T], timeout: float, interval: float = 0.05,
              what: str = "condition") -> T:
     """Poll `cond` until it returns a truthy value or `timeout` passes."""
@@ -118,6 +122,8 @@ def wait_for(cond: Callable[[], T], timeout: float, interval: float = 0.05,
             value = cond()
             if value:
                 return value
+        except WaitAbort:
+            raise
         except Exception as exc:  # keep polling; report the last error on timeout
             last_exc = exc
         if time.monotonic() >= deadline:
@@ -135,8 +141,11 @@ class Sandbox:
     _reaper: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9]{1,23}", self.prefix):
-            raise ValueError(f"sandbox prefix {self.prefix!r}: use 2-24 lowercase letters/digits")
+        # Labs use `pfl-<name>`; nothing else may contain '-', so that no prefix is the
+        # start of another's namespace names (`<prefix>-…`).
+        if not _PREFIX_RE.fullmatch(self.prefix):
+            raise ValueError(f"sandbox prefix {self.prefix!r}: use 2-24 lowercase letters/digits"
+                             " (or pfl-<lab name> for a lab)")
         self.state_dir = STATE_ROOT / self.prefix
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
@@ -154,14 +163,15 @@ class Sandbox:
     def namespaces(self) -> list[str]:
         return [n for n in list_netns() if n.startswith(self.prefix + "-")]
 
-    def add_netns(self, name: str) -> str:
+    def add_netns(self, name: str, *, forwarding: bool = True) -> str:
+        """A namespace with lo up; `forwarding` makes it a router (ip_forward, no rp_filter)."""
         full = self.ns(name)
         if full not in list_netns():
             run(["ip", "netns", "add", full])
         ip("link", "set", "lo", "up", netns=full)
-        for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0"):
-            run(["ip", "netns", "exec", full, "sysctl", "-qw", key])
+        if forwarding:
+            run(["ip", "netns", "exec", full, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                 "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"])
         return full
 
     def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int = 1500) -> None:
@@ -177,7 +187,8 @@ class Sandbox:
         return self.state_dir / f"{name}.pid"
 
     def spawn(self, name: str, argv: Sequence[str], *, netns: str | None = None,
-              env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+              env: dict[str, str] | None = None,
+              log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start a tracked process, optionally inside one of our namespaces."""
         full = list(argv)
         if netns is not None:
@@ -188,6 +199,14 @@ class Sandbox:
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         self.pidfile(name).write_text(f"{proc.pid}\n")
         return proc
+
+    def pid(self, name: str) -> int | None:
+        """The pid of a tracked process if it is still running."""
+        try:
+            pid = int(self.pidfile(name).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
 
     def kill(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         pf = self.pidfile(name)
@@ -212,9 +231,11 @@ class Sandbox:
         self._reaper_w = w  # never written: its close at our death wakes the reaper
 
     def cleanup(self) -> None:
+        pids = []
         for pf in sorted(self.state_dir.glob("*.pid")):
             with contextlib.suppress(ValueError, FileNotFoundError):
-                _kill_pid(int(pf.read_text()), signal.SIGTERM, 5)
+                pids.append(int(pf.read_text()))
+        _kill_pids(pids, signal.SIGTERM, 5)
         for ns in self.namespaces():
             for pid in netns_pids(ns):
                 _kill_pid(pid, signal.SIGKILL, 5)
@@ -227,18 +248,29 @@ class Sandbox:
 
 
 def _kill_pid(pid: int, sig: int, timeout: float) -> None:
-    if not pid_alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+    _kill_pids([pid], sig, timeout)
+
+
+def _kill_pids(pids: Sequence[int], sig: int, timeout: float) -> None:
+    """Signal all at once, wait for all, SIGKILL the ones still alive at the deadline."""
+    live = [p for p in pids if pid_alive(p)]
+    for pid in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
     deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
+    while True:
+        for pid in live:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)  # reap our own children so they stop being zombies
+        live = [p for p in live if pid_alive(p)]
+        if not live or time.monotonic() >= deadline:
+            break
         time.sleep(0.02)
-    if pid_alive(pid):
+    for pid in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
 
 
 def _python() -> str:
@@ -246,21 +278,29 @@ def _python() -> str:
     return sys.executable
 
 
-_TEST_PREFIX = re.compile(r"^pft(\d+)x[0-9a-f]+-")
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,23}|pfl-[a-z][a-z0-9]{0,19}")
+# Test sandboxes (`pft<pid>x<hex>`) and labs started by tests (`pfl-t<pid>x<tag>`):
+# both carry the PID of the test process that owns them.
+_TEST_PREFIX = re.compile(r"^((?:pft|pfl-t)(\d+)x[0-9a-z]+)-")
+
+
+def owned_lab_name(tag: str = "") -> str:
+    """A lab name owned by this process: swept by the next test run if this one dies."""
+    return f"t{os.getpid()}x{tag or secrets.token_hex(2)}"
 
 
 def sweep_stale_test_sandboxes() -> list[str]:
-    """Remove test sandboxes whose owning process is gone (crash, kill -9)."""
+    """Remove test sandboxes and test labs whose owning process is gone (crash, kill -9)."""
     owners: dict[str, int] = {}
     for ns in list_netns():
         m = _TEST_PREFIX.match(ns)
         if m:
-            owners[ns.split("-", 1)[0]] = int(m.group(1))
+            owners[m.group(1)] = int(m.group(2))
     if STATE_ROOT.exists():
         for d in STATE_ROOT.iterdir():
             m = _TEST_PREFIX.match(d.name + "-")
             if m:
-                owners[d.name] = int(m.group(1))
+                owners[m.group(1)] = int(m.group(2))
     swept = [p for p, pid in owners.items() if not pid_alive(pid)]
     for prefix in swept:
         Sandbox(prefix).cleanup()

@@ -1,0 +1,262 @@
+"""Bring a lab up and down: namespaces, underlay, etcd, flanneld per host, pods via CNI.
+
+`up` is parallel wherever the kernel and the daemons allow it and waits on
+conditions (etcd healthy, flanneld /readyz, every peer programmed), never on
+sleeps. `down` needs nothing but the lab's name: it kills what the pidfiles
+name, then everything still inside a namespace with the lab's prefix, then
+removes those namespaces and the state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from netns_lab import observe
+from netns_lab.lab import Lab, Pod
+from netns_lab.netns import Sandbox, WaitAbort, list_netns, run, wait_for
+from netns_lab.plan import BRIDGE, POD_IFACE, lab_prefix
+from netns_lab.progress import Progress
+from netns_lab.runtime import CNI_SYSTEM_DIR, CONFLIST_NAME, Runtime, result_ipv4, write_conflist
+
+READY_TIMEOUT = 30.0
+CONVERGE_TIMEOUT = 30.0
+
+
+def _venv_tool(name: str, module: str) -> list[str]:
+    """A console script of this installation, or `python -m` when it is not installed."""
+    exe = Path(sys.executable).parent / name
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
+def _ip_batch(netns: str, lines: list[str]) -> None:
+    if lines:
+        run(["ip", "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n")
+
+
+def _clean_env() -> dict[str, str]:
+    # flanneld reads FLANNELD_*, etcd ETCD_*: never hand them the caller's.
+    return {k: v for k, v in os.environ.items() if not k.startswith(("FLANNELD_", "ETCD"))}
+
+
+# -- underlay -------------------------------------------------------------------
+
+
+def create_namespaces(lab: Lab) -> int:
+    t = lab.topology
+    segs = {s.name for s in t.segments}
+    names = lab.plan.infra_namespaces()
+    # The first `ip netns add` sets up /run/netns; the rest can go in parallel.
+    lab.sandbox.add_netns(names[0], forwarding=names[0] not in segs)
+    observe.parallel(lambda n: lab.sandbox.add_netns(n, forwarding=n not in segs), names[1:])
+    return len(names)
+
+
+def build_underlay(lab: Lab) -> None:
+    plan = lab.plan
+
+    def segment(seg: str) -> None:
+        lines = [f"link add {BRIDGE} type bridge", f"link set {BRIDGE} up"]
+        for lk in plan.links_on(seg):
+            lines += [f"link add {lk.port} mtu {lk.mtu} type veth peer name {lk.ifname} "
+                      f"mtu {lk.mtu} netns {lab.ns(lk.owner)}",
+                      f"link set {lk.port} master {BRIDGE}", f"link set {lk.port} up"]
+        _ip_batch(lab.ns(seg), lines)
+
+    def owner(name: str) -> None:
+        lines = []
+        for lk in plan.links_of(name):
+            lines += [f"link set {lk.ifname} up", f"addr add {lk.cidr} dev {lk.ifname}"]
+        lines += [f"route add {r.dst} via {r.via}" for r in plan.routes.get(name, ())]
+        _ip_batch(lab.ns(name), lines)
+
+    observe.parallel(segment, [s.name for s in lab.topology.segments])
+    observe.parallel(owner, sorted({lk.owner for lk in plan.links}))
+
+
+# -- etcd -----------------------------------------------------------------------
+
+
+def start_etcd(lab: Lab) -> None:
+    members = lab.etcd_members()
+    for m in members:
+        m.start(wait=False)
+    observe.parallel(lambda m: m.wait_healthy(READY_TIMEOUT), members)
+
+
+def write_network_config(lab: Lab) -> None:
+    value = json.dumps(lab.topology.network, separators=(",", ":"))
+    observe.etcdctl(lab, "put", lab.topology.etcd_prefix + "/config", value)
+
+
+# -- flanneld ---------------------------------------------------------------------
+
+
+def flanneld_argv(lab: Lab, host: str) -> list[str]:
+    hd = lab.host_dir(host)
+    return [*_venv_tool("flanneld", "flanneld.main"),
+            "--etcd-endpoints", ",".join(lab.plan.etcd_endpoints),
+            "--etcd-prefix", lab.topology.etcd_prefix,
+            "--iface", "eth0", "--subnet-file", str(hd / "subnet.env"), "--state-dir", str(hd),
+            "--healthz-port", str(observe.HEALTHZ_PORT), "--healthz-ip", "127.0.0.1",
+            "--resync-interval", "2", "--log-level", "info",
+            *lab.topology.host(host).flanneld_args]
+
+
+def flanneld_proc(host: str) -> str:
+    return f"flanneld-{host}"
+
+
+def start_flanneld(lab: Lab, host: str) -> None:
+    lab.host_dir(host).mkdir(parents=True, exist_ok=True)
+    lab.sandbox.spawn(flanneld_proc(host), flanneld_argv(lab, host), netns=lab.ns(host),
+                      env=_clean_env())
+
+
+def log_tail(lab: Lab, proc_name: str, lines: int = 15) -> str:
+    path = lab.state_dir / f"{proc_name}.log"
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def wait_flanneld(lab: Lab, host: str, timeout: float = READY_TIMEOUT) -> None:
+    name = flanneld_proc(host)
+
+    def ready() -> bool:
+        if lab.sandbox.pid(name) is None:
+            raise WaitAbort(f"flanneld on {host} exited; its log "
+                            f"({lab.state_dir / (name + '.log')}) ends:\n{log_tail(lab, name)}")
+        return observe.flanneld_ready(lab.ns(host))
+    try:
+        wait_for(ready, timeout, what=f"flanneld on {host} to be ready (/readyz)")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\nits log ends:\n{log_tail(lab, name)}") from None
+
+
+def wait_converged(lab: Lab, timeout: float = CONVERGE_TIMEOUT) -> None:
+    wait_for(lambda: observe.converged(lab), timeout,
+             what="every host to program every other host's lease", interval=0.1)
+
+
+# -- CNI and pods -----------------------------------------------------------------
+
+
+def install_cni(lab: Lab) -> None:
+    run([*_venv_tool("flannelctl", "flanneld.ctl"), "install-cni", "--bin-dir", str(lab.cni_bin)],
+        timeout=60)
+
+
+def runtime_for(lab: Lab, host: str) -> Runtime:
+    hd = lab.host_dir(host)
+    conflist = hd / "cni" / CONFLIST_NAME
+    if not conflist.exists():
+        write_conflist(hd)
+    return Runtime(lab.ns(host), conflist, [lab.cni_bin, CNI_SYSTEM_DIR])
+
+
+def add_pod(lab: Lab, host: str, pod: str) -> Pod:
+    """A pod namespace, wired by the CNI plugin exactly as a runtime would ask."""
+    short = lab.plan.pod_short(host, pod)
+    full = lab.sandbox.add_netns(short, forwarding=False)
+    try:
+        result = runtime_for(lab, host).add(lab.plan.container_id(host, pod),
+                                            f"/run/netns/{full}", POD_IFACE, pod)
+        return Pod(host, pod, result_ipv4(result), result)
+    except BaseException:
+        run(["ip", "netns", "del", full], check=False)
+        raise
+
+
+def del_pod(lab: Lab, host: str, pod: str) -> None:
+    p = lab.pods.get(host, {}).get(pod)
+    full = lab.plan.pod_ns(host, pod)
+    runtime_for(lab, host).delete(lab.plan.container_id(host, pod), f"/run/netns/{full}",
+                                  POD_IFACE, pod, p.result if p else None)
+    run(["ip", "netns", "del", full], check=False)
+
+
+# -- up / down ----------------------------------------------------------------------
+
+
+def up(lab: Lab, progress: Progress) -> None:
+    t = lab.topology
+    lab.save()  # first, so that `down` and `status` know the lab from here on
+    cni_error: list[BaseException] = []
+
+    def cni() -> None:
+        try:
+            install_cni(lab)
+        except BaseException as exc:
+            cni_error.append(exc)
+    installer = threading.Thread(target=cni, name="install-cni")
+    installer.start()
+    with progress.step("namespaces") as s:
+        s.detail = f"{create_namespaces(lab)} ({lab.plan.prefix}-*)"
+    with progress.step("underlay") as s:
+        build_underlay(lab)
+        s.detail = (f"{len(t.segments)} segment(s), {len(t.routers)} router(s), "
+                    f"{len(lab.plan.links)} links")
+    with progress.step("etcd") as s:
+        start_etcd(lab)
+        write_network_config(lab)
+        s.detail = f"{len(t.etcd)} member(s) at {', '.join(lab.plan.etcd_endpoints)}"
+    with progress.step("flanneld") as s:
+        for h in t.host_names:
+            write_conflist(lab.host_dir(h))
+            start_flanneld(lab, h)
+        observe.parallel(lambda h: wait_flanneld(lab, h), t.host_names)
+        s.detail = f"{len(t.hosts)} host(s) ready, backend {t.backend_type}"
+    with progress.step("peers") as s:
+        wait_converged(lab)
+        n = len(t.hosts)
+        s.detail = f"{n * (n - 1)} peer entries programmed"
+    with progress.step("pods") as s:
+        installer.join()
+        if cni_error:
+            raise RuntimeError(f"installing the CNI plugin failed: {cni_error[0]}")
+        wanted = [(h.name, p) for h in t.hosts for p in h.pods]
+        for pod in observe.parallel(lambda hp: add_pod(lab, *hp), wanted):
+            lab.pods.setdefault(pod.host, {})[pod.name] = pod
+        for h in t.host_names:
+            lab.pods.setdefault(h, {})
+        lab.save()
+        s.detail = f"{len(wanted)} via CNI ADD"
+
+
+def down(name: str) -> tuple[int, int]:
+    """Remove a lab by name alone: (namespaces removed, processes stopped)."""
+    prefix = lab_prefix(name)
+    state = Lab.state_dir_of(name)
+    namespaces = [n for n in list_netns() if n.startswith(prefix + "-")]
+    if not namespaces and not any(state.glob("*.pid")) and not (state / "lab.json").exists():
+        shutil.rmtree(state, ignore_errors=True)
+        return 0, 0
+    box = Sandbox(prefix)
+    procs = sum(1 for pf in box.state_dir.glob("*.pid") if _pidfile_alive(pf))
+    box.cleanup()
+    return len(namespaces), procs
+
+
+def _pidfile_alive(pf: Path) -> bool:
+    from netns_lab.netns import pid_alive
+    try:
+        return pid_alive(int(pf.read_text()))
+    except (ValueError, OSError):
+        return False
+
+
+def leftovers(name: str) -> dict[str, list[str]]:
+    """What of a lab still exists: namespaces, state dir, processes in its namespaces."""
+    prefix = lab_prefix(name)
+    ns = [n for n in list_netns() if n.startswith(prefix + "-")]
+    procs = [p for n in ns for p in subprocess.run(["ip", "netns", "pids", n],
+                                                   capture_output=True, text=True).stdout.split()]
+    state = [str(Lab.state_dir_of(name))] if Lab.state_dir_of(name).exists() else []
+    return {"namespaces": ns, "processes": procs, "state": state}

@@ -1,0 +1,1 @@
+"""netns-lab subcommands: one module each, its docstring is the help."""

@@ -1,0 +1,37 @@
+"""Decode a host's underlay traffic: outer IPs, VXLAN VNI and inner IPs, or plain IP (host-gw).
+
+Runs scapy inside the host's namespace on its eth0 (or --iface) until -c
+packets were shown or --timeout seconds passed. etcd traffic and non-IPv4
+frames are hidden unless --all. Try it while `netns-lab ping` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from netns_lab.lab import Lab, LabError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST", help="a host (or router, etcd member) of the lab")
+    p.add_argument("-c", "--count", type=int, default=20, help="stop after N packets (20)")
+    p.add_argument("--timeout", type=float, default=30.0, help="stop after S seconds (30)")
+    p.add_argument("--iface", default=None, help="interface to capture on (default eth0)")
+    p.add_argument("--all", action="store_true", help="also etcd traffic, ARP and the rest")
+    p.add_argument("--json", action="store_true", help="one JSON object per packet")
+
+
+def run(args: argparse.Namespace) -> int:
+    lab = Lab.load(args.name)
+    kind, ns = lab.resolve(args.host)
+    if kind not in ("host", "router", "etcd"):
+        raise LabError(f"capture runs on a host, router or etcd member, not a {kind}")
+    port = lab.topology.network.get("Backend", {}).get("Port")
+    argv = [sys.executable, "-m", "netns_lab.capture", "--iface", args.iface or "eth0",
+            "--label", args.host, "-c", str(args.count), "--timeout", str(args.timeout)]
+    if isinstance(port, int) and port:
+        argv += ["--port", str(port)]
+    argv += ["--all"] * args.all + ["--json"] * args.json
+    os.execvp("ip", ["ip", "netns", "exec", ns, *argv])

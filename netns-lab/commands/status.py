@@ -1,0 +1,24 @@
+"""Show hosts, public IPs, subnets, backend, peers programmed and pods (from etcd and the kernel).
+
+PEERS counts the other hosts' leases this host has programmed in its kernel:
+vxlan (route + neighbour + FDB entry) or direct (a route via the peer's
+underlay address: host-gw or DirectRouting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from netns_lab import status
+from netns_lab.lab import Lab
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    data = status.collect(Lab.load(args.name))
+    print(json.dumps(data, indent=2) if args.json else status.render(data))
+    return 0

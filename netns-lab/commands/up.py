@@ -1,0 +1,78 @@
+"""Bring a lab up: namespaces, underlay, etcd, flanneld on every host, pods via CNI.
+
+FILE is a topology YAML file or the name of a shipped example (`netns-lab
+examples` lists them); without it, the default lab: 3 hosts, vxlan, 2 pods each.
+With --demo, also print the status table and the full ping matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from netns_lab import build, ping, status, topology
+from netns_lab.lab import Lab, LabError, lab_lock
+from netns_lab.progress import Progress
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", metavar="FILE",
+                   help="topology YAML file or example name (default: the built-in default)")
+    p.add_argument("--demo", action="store_true",
+                   help="then show the status table and the ping matrix, and how to explore")
+    p.add_argument("--replace", action="store_true",
+                   help="take down a lab of the same name first")
+    p.add_argument("--keep", action="store_true",
+                   help="on failure, leave what was built for inspection (default: remove it)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+def run(args: argparse.Namespace) -> int:
+    topo = topology.load(args.file)
+    name = args.name
+    progress = Progress(quiet=args.quiet)
+    with lab_lock(name):
+        if Lab.exists(name) or build.leftovers(name)["namespaces"]:
+            if not args.replace:
+                raise LabError(f"lab {name!r} is already up: `netns-lab down --name {name}` "
+                               "first, add --replace, or pick another --name")
+            build.down(name)
+        lab = Lab.new(name, topo, args.file or "default")
+        progress.say(f"netns-lab: bringing up lab {name!r}: {topo.description or args.file}")
+        start = time.monotonic()
+        try:
+            build.up(lab, progress)
+        except BaseException as exc:
+            progress.say(f"netns-lab: up failed: {exc}")
+            if args.keep:
+                progress.say(f"kept for inspection: logs in {lab.state_dir}; "
+                             f"`netns-lab down --name {name}` removes it")
+            else:
+                build.down(name)
+                progress.say("removed what was built (use --keep to inspect it instead)")
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return 1
+    took = time.monotonic() - start
+    flag = "" if name == "lab" else f" --name {name}"
+    progress.say(f"lab {name!r} up in {took:.1f}s")
+    if not args.demo:
+        return 0
+    print()
+    print(status.render(status.collect(lab)))
+    print()
+    results = ping.ping_all(lab)
+    print(ping.render(lab, results, progress.ok, progress.bad))
+    print(f"""
+Explore:
+  netns-lab{flag} status                  hosts, leases, peers programmed, pods
+  netns-lab{flag} ping                    the pod-to-pod matrix again
+  netns-lab{flag} capture h1 -c 10        decode the underlay: outer IPs, VNI, inner IPs
+  netns-lab{flag} exec h1 -- ip route     any command inside a host (or a pod: h1/p1)
+  netns-lab{flag} pod add h1 p9           one more pod, through the CNI plugin
+  netns-lab{flag} flanneld restart h2     chaos: also etcd stop|start, link down|up, partition
+Tear down:
+  netns-lab{flag} down""")
+    sys.stdout.flush()
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,181 @@
+"""A named lab's persistent state: the parsed topology, its plan and the live pods.
+
+State lives in `<STATE_ROOT>/pfl-<name>/` (the lab's Sandbox state dir):
+`lab.json` (topology, assigned addresses, pods, partitions), one directory per
+host (subnet.env, flanneld state, CNI config and IPAM data), pidfiles and logs.
+Commands that change the state hold `lab.lock` while they read-modify-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netns_lab import netns
+from netns_lab.etcd import EtcdMember
+from netns_lab.netns import Sandbox
+from netns_lab.plan import Plan, lab_prefix, make_plan
+from netns_lab.topology import Topology, parse
+
+STATE_FILE = "lab.json"
+DEFAULT_NAME = "lab"
+
+
+class LabError(RuntimeError):
+    """A lab command that cannot proceed; the message says what to do."""
+
+
+@dataclass
+class Pod:
+    host: str
+    name: str
+    ip: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Lab:
+    name: str
+    topology: Topology
+    plan: Plan
+    pods: dict[str, dict[str, Pod]] = field(default_factory=dict)  # host -> name -> Pod
+    partitions: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
+    _sandbox: Sandbox | None = field(default=None, init=False, repr=False)
+
+    # -- naming and places ---------------------------------------------------
+
+    @staticmethod
+    def state_dir_of(name: str) -> Path:
+        return netns.STATE_ROOT / lab_prefix(name)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state_dir_of(self.name)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = Sandbox(self.plan.prefix)
+        return self._sandbox
+
+    def host_dir(self, host: str) -> Path:
+        return self.state_dir / host
+
+    @property
+    def cni_bin(self) -> Path:
+        return self.state_dir / "cni-bin"
+
+    def ns(self, short: str) -> str:
+        return self.plan.ns(short)
+
+    def etcd_members(self) -> list[EtcdMember]:
+        cluster = {m.name: f"http://{self.plan.ip_of(m.name)}:2380" for m in self.topology.etcd}
+        return [EtcdMember(self.sandbox, m.name, host=str(self.plan.ip_of(m.name)),
+                           netns=self.ns(m.name), cluster=cluster)
+                for m in self.topology.etcd]
+
+    def all_pods(self) -> list[Pod]:
+        return [p for h in self.topology.host_names for p in self.pods.get(h, {}).values()]
+
+    def resolve(self, target: str) -> tuple[str, str]:
+        """(kind, namespace) of a host, pod (`pod`, `host/pod` or `host-pod`), router,
+        segment or etcd member of this lab."""
+        t = self.topology
+        kinds = {**{s.name: "segment" for s in t.segments}, **{r.name: "router" for r in t.routers},
+                 **{m.name: "etcd" for m in t.etcd}, **{h: "host" for h in t.host_names}}
+        if target in kinds:
+            return kinds[target], self.ns(target)
+        for sep in ("/", "-"):
+            if sep in target:
+                host, pod = target.split(sep, 1)
+                if pod in self.pods.get(host, {}):
+                    return "pod", self.plan.pod_ns(host, pod)
+        owners = [p for p in self.all_pods() if p.name == target]
+        if len(owners) == 1:
+            return "pod", self.plan.pod_ns(owners[0].host, target)
+        if len(owners) > 1:
+            raise LabError(f"pod name {target!r} is on several hosts; say which: "
+                           + ", ".join(f"{p.host}/{p.name}" for p in owners))
+        pods = [f"{p.host}/{p.name}" for p in self.all_pods()]
+        raise LabError(f"{target!r} is not in lab {self.name!r}; hosts: "
+                       f"{', '.join(t.host_names)}; pods: {', '.join(pods) or 'none'}; "
+                       f"others: {', '.join(k for k, v in kinds.items() if v != 'host')}")
+
+    # -- persistence -----------------------------------------------------------
+
+    @classmethod
+    def new(cls, name: str, topology: Topology, source: str = "") -> Lab:
+        return cls(name=name, topology=topology, plan=make_plan(topology, name), source=source)
+
+    @classmethod
+    def exists(cls, name: str) -> bool:
+        return (cls.state_dir_of(name) / STATE_FILE).exists()
+
+    @classmethod
+    def load(cls, name: str) -> Lab:
+        path = cls.state_dir_of(name) / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            leftovers = [n for n in netns.list_netns() if n.startswith(lab_prefix(name) + "-")]
+            hint = (f" ({len(leftovers)} of its namespaces are left over: run "
+                    f"`netns-lab down --name {name}`)" if leftovers else "")
+            raise LabError(f"lab {name!r} is not up{hint}; start it with "
+                           f"`netns-lab up --name {name}`") from None
+        topology = parse(data["topology"], str(path))
+        lab = cls.new(name, topology, data.get("source", ""))
+        for host, pods in data.get("pods", {}).items():
+            lab.pods[host] = {n: Pod(host, n, p.get("ip", ""), p.get("result", {}))
+                              for n, p in pods.items()}
+        lab.partitions = [(a, b) for a, b in data.get("partitions", [])]
+        return lab
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1, "name": self.name, "source": self.source,
+            "topology": self.topology.to_dict(), "plan": self.plan.to_dict(),
+            "pods": {h: {n: {"ip": p.ip, "netns": self.plan.pod_ns(h, n),
+                             "container_id": self.plan.container_id(h, n), "result": p.result}
+                         for n, p in pods.items()} for h, pods in self.pods.items()},
+            "partitions": [list(p) for p in self.partitions],
+        }
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Lab]:
+        """This lab re-read under its lock, saved on normal exit."""
+        with lab_lock(self.name):
+            fresh = Lab.load(self.name)
+            yield fresh
+            fresh.save()
+
+
+@contextlib.contextmanager
+def lab_lock(name: str) -> Iterator[None]:
+    d = Lab.state_dir_of(name)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "lab.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def list_labs() -> list[str]:
+    """Names of labs with a state file or left-over namespaces."""
+    names = set()
+    if netns.STATE_ROOT.exists():
+        names |= {d.name[4:] for d in netns.STATE_ROOT.iterdir() if d.name.startswith("pfl-")}
+    names |= {n.split("-")[1] for n in netns.list_netns() if n.startswith("pfl-")}
+    return sorted(names)
