@@ -1,0 +1,370 @@
+"""rtnetlink messages encoded and decoded with struct: pure, no sockets.
+
+Only the handful of messages and attributes the backends use. Bodies are
+returned without the 16-byte nlmsghdr; `netlink.py` adds it (with the
+sequence number) when it sends them. Layouts: <linux/netlink.h>,
+<linux/rtnetlink.h>, <linux/neighbour.h>, <linux/if_link.h>, <linux/if_addr.h>.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+Buf = bytes | bytearray  # what the parsers accept: a received datagram or our receive buffer
+
+# nlmsghdr
+NLMSG_HDR = struct.Struct("=IHHII")
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_DUMP = 0x300
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in NLMSG_ERROR replies
+NLMSGERR_ATTR_MSG = 1
+
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+
+AF_INET, AF_BRIDGE = socket.AF_INET, 7
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
+RTN_UNICAST = 1
+RT_TABLE_MAIN = 254
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
+RTNH_F_ONLINK = 0x4
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 9, 15
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_TXQLEN, IFLA_LINKINFO = 1, 3, 4, 13, 18
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFF_UP = 0x1
+# IFLA_VXLAN_*
+VX_ID, VX_LINK, VX_LOCAL, VX_TTL, VX_TOS, VX_LEARNING = 1, 3, 4, 5, 6, 7
+VX_PROXY, VX_RSC, VX_L2MISS, VX_L3MISS, VX_PORT = 11, 12, 13, 14, 15
+VX_UDP_ZERO_CSUM6_TX, VX_UDP_ZERO_CSUM6_RX, VX_GBP = 19, 20, 23
+
+_RTA = struct.Struct("=HH")
+_NDMSG = struct.Struct("=BBHiHBB")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBi")
+# Whole neighbour/FDB bodies in one pack: ndmsg + an IPv4 attribute + a MAC attribute.
+_ND_IP_MAC = struct.Struct("=BBHiHBBHH4sHH6s2x")
+_ND_IP = struct.Struct("=BBHiHBBHH4s")
+_ND_MAC = struct.Struct("=BBHiHBBHH6s2x")
+_U32_ATTR = struct.Struct("=HHI")
+_IP_ATTR = struct.Struct("=HH4s")
+_U32 = struct.Struct("=I")
+_BE32 = struct.Struct(">I")
+
+
+class _Memo(dict[bytes, str]):
+    """bytes -> text, remembered: dumps repeat the same few thousand addresses every resync."""
+
+    def __init__(self, convert: Callable[[bytes], str]) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, raw: bytes) -> str:
+        if len(self) > 1 << 16:
+            self.clear()
+        text = self[raw] = self.convert(raw)
+        return text
+
+
+_IP_TEXT = _Memo(socket.inet_ntoa)
+_MAC_TEXT = _Memo(lambda raw: raw.hex(":"))
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def mac_str(raw: Buf) -> str:
+    return raw.hex(":")
+
+
+def rta(kind: int, data: bytes) -> bytes:
+    length = 4 + len(data)
+    return _RTA.pack(length, kind) + data + b"\0" * (-length % 4)
+
+
+def rta_u32(kind: int, value: int) -> bytes:
+    return _U32_ATTR.pack(8, kind, value)
+
+
+def rta_u8(kind: int, value: int) -> bytes:
+    return rta(kind, bytes([value]))
+
+
+def nlmsg(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    return NLMSG_HDR.pack(16 + len(body), kind, flags, seq, 0) + body
+
+
+# --- neighbours and FDB ---------------------------------------------------------------------
+
+
+def neigh_body(ifindex: int, ip: str, mac: str | None) -> bytes:
+    """`ip neigh replace IP lladdr MAC dev X nud permanent` (mac None: for a delete)."""
+    if mac is None:
+        return _ND_IP.pack(AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, RTN_UNICAST,
+                           8, NDA_DST, socket.inet_aton(ip))
+    return _ND_IP_MAC.pack(AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, RTN_UNICAST,
+                           8, NDA_DST, socket.inet_aton(ip), 10, NDA_LLADDR, mac_bytes(mac))
+
+
+def fdb_body(ifindex: int, mac: str, dst: str | None) -> bytes:
+    """`bridge fdb replace MAC dev X dst DST self permanent` (dst None: the whole entry)."""
+    if dst is None:
+        return _ND_MAC.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0,
+                            10, NDA_LLADDR, mac_bytes(mac))
+    return _ND_IP_MAC.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0,
+                           8, NDA_DST, socket.inet_aton(dst), 10, NDA_LLADDR, mac_bytes(mac))
+
+
+def neigh_dump_body(family: int, ifindex: int) -> bytes:
+    """A dump request filtered by device (strict checking: AF_INET via attr, FDB via header)."""
+    if family == AF_BRIDGE:
+        return _NDMSG.pack(AF_BRIDGE, 0, 0, ifindex, 0, 0, 0)
+    return _NDMSG.pack(family, 0, 0, 0, 0, 0, 0) + rta_u32(NDA_IFINDEX, ifindex)
+
+
+class NeighRow(NamedTuple):
+    family: int
+    ifindex: int
+    state: int
+    flags: int
+    dst: str | None
+    mac: str | None
+    extra: bool  # carries port/VNI/ifindex overrides (FDB): not an entry we would write
+
+
+def parse_neigh(buf: Buf, off: int, end: int) -> NeighRow:
+    # Hand-inlined attribute walk: dumps of thousands of entries are parsed on every resync.
+    family, _, _, ifindex, state, flags, _ = _NDMSG.unpack_from(buf, off)
+    dst = mac = None
+    extra = False
+    p = off + 12
+    unpack = _RTA.unpack_from
+    while p + 4 <= end:
+        length, kind = unpack(buf, p)
+        if length < 4:
+            break
+        if kind == NDA_DST and length == 8:
+            dst = _IP_TEXT[bytes(buf[p + 4:p + 8])]
+        elif kind == NDA_LLADDR:
+            mac = _MAC_TEXT[bytes(buf[p + 4:p + length])]
+        elif 6 <= kind <= 8:  # NDA_PORT, NDA_VNI, NDA_IFINDEX: overrides we never write
+            extra = True
+        p += (length + 3) & ~3
+    return NeighRow(family, ifindex, state, flags, dst, mac, extra)
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def route_body(dst_ip: str, dst_len: int, gateway: str, oif: int, *, onlink: bool,
+               priority: int = 0, proto: int = 3, delete: bool = False) -> bytes:
+    """`ip route replace DST via GW [dev OIF] [onlink]` in the main table (or its delete)."""
+    scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE
+    flags = RTNH_F_ONLINK if onlink else 0
+    body = _RTMSG.pack(AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, proto, scope, RTN_UNICAST, flags)
+    body += _IP_ATTR.pack(8, RTA_DST, socket.inet_aton(dst_ip))
+    body += _IP_ATTR.pack(8, RTA_GATEWAY, socket.inet_aton(gateway))
+    if oif:
+        body += _U32_ATTR.pack(8, RTA_OIF, oif)
+    if priority:
+        body += _U32_ATTR.pack(8, RTA_PRIORITY, priority)
+    return body
+
+
+def route_dump_body(table: int = RT_TABLE_MAIN) -> bytes:
+    return _RTMSG.pack(AF_INET, 0, 0, 0, table, 0, 0, 0, 0)
+
+
+class RouteRow(NamedTuple):
+    dst: int  # network address as an int, for cheap "inside the Network" checks
+    dst_text: str
+    dst_len: int
+    table: int
+    proto: int
+    scope: int
+    rtype: int
+    flags: int
+    oif: int
+    gateway: str | None
+    priority: int
+    multipath: bool
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.dst_text}/{self.dst_len}"
+
+
+def parse_route(buf: Buf, off: int, end: int) -> RouteRow:
+    _, dst_len, _, _, table, proto, scope, rtype, flags = _RTMSG.unpack_from(buf, off)
+    dst = oif = priority = 0
+    dst_text = "0.0.0.0"
+    gateway = None
+    multipath = False
+    p = off + 12
+    unpack = _RTA.unpack_from
+    while p + 4 <= end:
+        length, kind = unpack(buf, p)
+        if length < 4:
+            break
+        if kind == RTA_DST:
+            dst = _BE32.unpack_from(buf, p + 4)[0]
+            dst_text = _IP_TEXT[bytes(buf[p + 4:p + 8])]
+        elif kind == RTA_OIF:
+            oif = _U32.unpack_from(buf, p + 4)[0]
+        elif kind == RTA_GATEWAY:
+            gateway = _IP_TEXT[bytes(buf[p + 4:p + 8])]
+        elif kind == RTA_PRIORITY:
+            priority = _U32.unpack_from(buf, p + 4)[0]
+        elif kind == RTA_TABLE:
+            table = _U32.unpack_from(buf, p + 4)[0]
+        elif kind == RTA_MULTIPATH:
+            multipath = True
+        p += (length + 3) & ~3
+    return RouteRow(dst, dst_text, dst_len, table, proto, scope, rtype, flags, oif, gateway,
+                    priority, multipath)
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+
+def addr_body(ifindex: int, ip: str, prefixlen: int) -> bytes:
+    raw = socket.inet_aton(ip)
+    return (_IFADDR.pack(AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
+            + _IP_ATTR.pack(8, IFA_LOCAL, raw) + _IP_ATTR.pack(8, IFA_ADDRESS, raw))
+
+
+def addr_dump_body(ifindex: int) -> bytes:
+    return _IFADDR.pack(AF_INET, 0, 0, 0, ifindex)
+
+
+def parse_addr(buf: Buf, off: int, end: int) -> tuple[int, str | None]:
+    """(ifindex, "a.b.c.d/len") of an RTM_NEWADDR."""
+    family, prefixlen, _, _, ifindex = _IFADDR.unpack_from(buf, off)
+    local = address = None
+    for kind, a, b in iter_attrs(buf, off + _IFADDR.size, end):
+        if kind == IFA_LOCAL:
+            local = socket.inet_ntoa(buf[a:b])
+        elif kind == IFA_ADDRESS:
+            address = socket.inet_ntoa(buf[a:b])
+    ip = local or address
+    return ifindex, (f"{ip}/{prefixlen}" if ip and family == AF_INET else None)
+
+
+# --- links ----------------------------------------------------------------------------------
+
+
+def link_get_body(name: str | None = None, index: int = 0) -> bytes:
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+    return body + rta(IFLA_IFNAME, name.encode() + b"\0") if name else body
+
+
+def link_set_body(index: int, *, up: bool | None = None, mtu: int | None = None,
+                  mac: str | None = None) -> bytes:
+    flags = IFF_UP if up else 0
+    change = IFF_UP if up is not None else 0
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
+    if mtu is not None:
+        body += rta_u32(IFLA_MTU, mtu)
+    if mac is not None:
+        body += rta(IFLA_ADDRESS, mac_bytes(mac))
+    return body
+
+
+def vxlan_create_body(name: str, *, vni: int, local: str, link: int, port: int, learning: bool,
+                      gbp: bool, mtu: int, mac: str) -> bytes:
+    """The RTM_NEWLINK flannel's netlink library sends for its vxlan device (compat §3.1)."""
+    data = (rta_u32(VX_ID, vni) + rta_u32(VX_LINK, link) + rta(VX_LOCAL, socket.inet_aton(local))
+            + rta_u8(VX_TTL, 0) + rta_u8(VX_TOS, 0) + rta_u8(VX_LEARNING, int(learning))
+            + rta_u8(VX_PROXY, 0) + rta_u8(VX_RSC, 0) + rta_u8(VX_L2MISS, 0)
+            + rta_u8(VX_L3MISS, 0) + rta_u8(VX_UDP_ZERO_CSUM6_TX, 0)
+            + rta_u8(VX_UDP_ZERO_CSUM6_RX, 0))
+    if gbp:
+        data += rta(VX_GBP, b"")
+    if port > 0:  # otherwise the kernel default, 8472
+        data += rta(VX_PORT, struct.pack(">H", port))
+    info = rta(IFLA_INFO_KIND, b"vxlan") + rta(IFLA_INFO_DATA, data)
+    return (_IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+            + rta(IFLA_IFNAME, name.encode() + b"\0") + rta_u32(IFLA_MTU, mtu)
+            + rta_u32(IFLA_TXQLEN, 0) + rta(IFLA_ADDRESS, mac_bytes(mac))
+            + rta(IFLA_LINKINFO, info))
+
+
+class LinkRow(NamedTuple):
+    ifindex: int
+    flags: int
+    name: str
+    mtu: int
+    mac: str
+    kind: str
+    info: dict[int, bytes]  # IFLA_INFO_DATA attributes by type
+
+
+def parse_link(buf: Buf, off: int, end: int) -> LinkRow:
+    _, _, index, flags, _ = _IFINFO.unpack_from(buf, off)
+    name = mac = kind = ""
+    mtu = 0
+    info: dict[int, bytes] = {}
+    for k, a, b in iter_attrs(buf, off + _IFINFO.size, end):
+        if k == IFLA_IFNAME:
+            name = bytes(buf[a:b]).rstrip(b"\0").decode()
+        elif k == IFLA_MTU:
+            mtu = int.from_bytes(buf[a:b], "little")
+        elif k == IFLA_ADDRESS:
+            mac = mac_str(buf[a:b])
+        elif k == IFLA_LINKINFO:
+            for k2, a2, b2 in iter_attrs(buf, a, b):
+                if k2 == IFLA_INFO_KIND:
+                    kind = bytes(buf[a2:b2]).rstrip(b"\0").decode()
+                elif k2 == IFLA_INFO_DATA:
+                    info = {k3: bytes(buf[a3:b3]) for k3, a3, b3 in iter_attrs(buf, a2, b2)}
+    return LinkRow(index, flags, name, mtu, mac, kind, info)
+
+
+# --- framing --------------------------------------------------------------------------------
+
+
+def iter_attrs(buf: Buf, off: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, start, end) of each rtattr in buf[off:end]; nested/byte-order bits masked off."""
+    unpack = _RTA.unpack_from
+    while off + 4 <= end:
+        length, kind = unpack(buf, off)
+        if length < 4:
+            break
+        yield kind & 0x3FFF, off + 4, off + length
+        off += (length + 3) & ~3
+
+
+def iter_msgs(buf: Buf, size: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(type, flags, seq, body start, end) of each message in buf[:size]."""
+    off = 0
+    unpack = NLMSG_HDR.unpack_from
+    while off + 16 <= size:
+        length, kind, flags, seq, _ = unpack(buf, off)
+        if length < 16:
+            break
+        yield kind, flags, seq, off + 16, off + length
+        off += (length + 3) & ~3
+
+
+def parse_error(buf: Buf, off: int, end: int, flags: int) -> tuple[int, int, str]:
+    """(errno, seq of the request, extended-ack message) of an NLMSG_ERROR."""
+    (error,) = struct.unpack_from("=i", buf, off)
+    _, _, _, seq, _ = NLMSG_HDR.unpack_from(buf, off + 4)
+    text = ""
+    if flags & NLM_F_ACK_TLVS:
+        tlv = off + 4 + (16 if flags & NLM_F_CAPPED else NLMSG_HDR.unpack_from(buf, off + 4)[0])
+        for kind, a, b in iter_attrs(buf, tlv, end):
+            if kind == NLMSGERR_ATTR_MSG:
+                text = bytes(buf[a:b]).rstrip(b"\0").decode(errors="replace")
+    return -error, seq, text
