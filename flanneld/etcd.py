@@ -173,6 +173,12 @@ def is_connection_error(exc: BaseException) -> bool:
                          grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Worth retrying later: the connection failed, or etcd answered with an error
+    (leader change, overload, expired token...). Anything else is a bug: let it raise."""
+    return is_connection_error(exc) or isinstance(exc, aetcd.ClientError)
+
+
 class Backoff:
     """Exponential backoff with jitter: first, 2*first, ... capped at `cap` seconds."""
 
@@ -210,6 +216,7 @@ class EtcdClient:
         self._index = 0
         self._generation = 0
         self._client: _Client | None = None
+        self.reauthentications = 0  # auth tokens that expired and were renewed
 
     @property
     def endpoint(self) -> Endpoint:
@@ -237,6 +244,7 @@ class EtcdClient:
                 if reauthenticated or self._username is None:
                     raise
                 reauthenticated = True  # the auth token expired: log in again, same endpoint
+                self.reauthentications += 1
                 await self.reset(generation, rotate=False)
                 continue
             except Exception as exc:

@@ -205,5 +205,5 @@ class PeerView:
             return
         self._warned[key] = (mod_revision, message)
         self.rejected += 1
-        self._warn(f"skipping {message} (key {key}, revision {mod_revision}); "
-                   "other peers are not affected")
+        self._warn(f"ignoring {key} (revision {mod_revision}): {message}; "
+                   "no other peer is affected")

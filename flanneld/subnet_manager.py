@@ -35,7 +35,7 @@ from aetcd.utils import prefix_range_end
 
 from flanneld.allocator import AcquirePlan, Occupied, plan_acquire
 from flanneld.config import ConfigError, NetworkConfig, parse_network_config
-from flanneld.etcd import Backoff, EtcdClient, is_connection_error
+from flanneld.etcd import Backoff, EtcdClient, is_connection_error, is_retryable
 from flanneld.events import LeaseEvent, PeerView
 from flanneld.lease import (
     DEFAULT_PREFIX,
@@ -125,10 +125,9 @@ class EtcdSubnetManager:
             try:
                 kv = await self.etcd.call(lambda c: c.get(self.config_key.encode()))
             except Exception as exc:
-                if not is_connection_error(exc):
+                if not is_retryable(exc):
                     raise
-                problem = f"etcd unreachable: {exc}"
-                self._set_error(problem, etcd_down=True)
+                problem = self._etcd_failed("cannot read the network config", exc)
             else:
                 if kv is not None:
                     try:
@@ -165,11 +164,9 @@ class EtcdSubnetManager:
                 await asyncio.sleep(delay)
                 continue
             except Exception as exc:
-                if not is_connection_error(exc):
+                if not is_retryable(exc):
                     raise
-                self._set_error(f"etcd unreachable while acquiring a subnet: {exc}",
-                                etcd_down=True)
-                log.warning("%s", self.status.last_error)
+                log.warning("%s", self._etcd_failed("cannot acquire a subnet", exc))
                 await down.sleep()
                 continue
             if lease is None:  # somebody else got there first: look again
@@ -338,11 +335,10 @@ class EtcdSubnetManager:
                 down.reset()
                 self._update_state()
             except Exception as exc:
-                if not is_connection_error(exc):
+                if not is_retryable(exc):
                     raise
                 self.status.keepalive_failures += 1
-                self._set_error(f"cannot renew lease {lease.key}: {exc}", etcd_down=True)
-                log.warning("%s", self.status.last_error)
+                log.warning("%s", self._etcd_failed(f"cannot renew lease {lease.key}", exc))
                 wait = min(down.next(), self.renew_interval)
             try:
                 await asyncio.wait_for(self._own_changed.wait(), wait)
@@ -421,15 +417,15 @@ class EtcdSubnetManager:
                 log.info("lease watch: %s; re-listing", exc)
                 self.status.watch_restarts += 1
             except Exception as exc:
-                if not is_connection_error(exc):
+                if not is_retryable(exc):
                     raise
                 self.status.watch_restarts += 1
                 self._watch_ok = False
-                self._set_error(f"lease watch lost etcd: {exc}", etcd_down=True)
+                problem = self._etcd_failed("lease watch failed", exc)
                 if time.monotonic() - started > 10:
                     backoff.reset()
                 delay = backoff.next()
-                log.warning("%s; re-listing in %.1f s", self.status.last_error, delay)
+                log.warning("%s; re-listing in %.1f s", problem, delay)
                 await asyncio.sleep(delay)
 
     def _check_peer(self, config: NetworkConfig, lease: Lease,
@@ -518,10 +514,14 @@ class EtcdSubnetManager:
 
     # -- status -----------------------------------------------------------
 
-    def _set_error(self, message: str, *, etcd_down: bool = False) -> None:
+    def _etcd_failed(self, context: str, exc: BaseException) -> str:
+        """Record an etcd failure in the status; returns the message to log."""
+        down = is_connection_error(exc)
+        message = f"{context}: {'etcd unreachable: ' if down else 'etcd error: '}{exc}"
         self.status.last_error = message
-        if etcd_down:
+        if down:
             self.status.state = "etcd-unreachable"
+        return message
 
     def _update_state(self) -> None:
         self.status.endpoint = str(self.etcd.endpoint)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from ipaddress import IPv4Address
 from typing import Any, TypeVar
 
@@ -17,8 +17,8 @@ T = TypeVar("T")
 NETWORK = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'
 
 
-async def until(cond: Callable[[], Awaitable[T] | T], timeout: float = 10,
-                what: str = "condition", interval: float = 0.05) -> T:
+async def until(cond: Callable[[], Any], timeout: float = 10,
+                what: str = "condition", interval: float = 0.05) -> Any:
     """Poll `cond` (sync or async) until it is truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -27,7 +27,7 @@ async def until(cond: Callable[[], Awaitable[T] | T], timeout: float = 10,
         if asyncio.iscoroutine(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         last = value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
