@@ -147,7 +147,8 @@ def peer_state(lease: Lease, view: KernelView) -> str:
             continue
         neigh = any(n.get("dst") == s0 and n.get("dev") == dev
                     and str(n.get("lladdr", "")).lower() == mac for n in view.neighs)
-        fdb = any(f.get("dev") == dev and str(f.get("mac", "")).lower() == mac
+        # `bridge -j fdb` names the device "ifname" (older iproute2: "dev")
+        fdb = any(f.get("ifname", f.get("dev")) == dev and str(f.get("mac", "")).lower() == mac
                   and f.get("dst") == public for f in view.fdb)
         return "vxlan" if neigh and fdb else "partial"
     return "partial" if routes else "missing"
