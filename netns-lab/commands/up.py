@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     topo = topology.load(args.file)
     name = args.name
-    progress = Progress(quiet=args.quiet)
+    progress = Progress(sys.stdout, quiet=args.quiet)
     with lab_lock(name):
         if Lab.exists(name) or build.leftovers(name)["namespaces"]:
             if not args.replace:
@@ -55,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
                 raise
             return 1
     took = time.monotonic() - start
-    flag = "" if name == "lab" else f" --name {name}"
     progress.say(f"lab {name!r} up in {took:.1f}s")
     if not args.demo:
         return 0
@@ -64,15 +63,28 @@ def run(args: argparse.Namespace) -> int:
     print()
     results = ping.ping_all(lab)
     print(ping.render(lab, results, progress.ok, progress.bad))
-    print(f"""
-Explore:
-  netns-lab{flag} status                  hosts, leases, peers programmed, pods
-  netns-lab{flag} ping                    the pod-to-pod matrix again
-  netns-lab{flag} capture h1 -c 10        decode the underlay: outer IPs, VNI, inner IPs
-  netns-lab{flag} exec h1 -- ip route     any command inside a host (or a pod: h1/p1)
-  netns-lab{flag} pod add h1 p9           one more pod, through the CNI plugin
-  netns-lab{flag} flanneld restart h2     chaos: also etcd stop|start, link down|up, partition
-Tear down:
-  netns-lab{flag} down""")
+    print()
+    print(explore_hints(lab))
     sys.stdout.flush()
     return 0 if all(r.ok for r in results) else 1
+
+
+def explore_hints(lab: Lab) -> str:
+    cmd = "netns-lab" if lab.name == "lab" else f"netns-lab --name {lab.name}"
+    hosts = lab.topology.host_names
+    h1, h2 = hosts[0], hosts[-1]
+    pod = next((ping.label(p) for p in lab.all_pods()), f"{h1}/p1")
+    hints = [
+        ("status", "hosts, leases, peers programmed, pods"),
+        ("ping", "the pod-to-pod matrix again"),
+        (f"capture {h1} -c 10", f"decode {h1}'s underlay (run `ping` meanwhile): outer IPs, "
+                                "VNI, inner IPs"),
+        (f"exec {h1} -- ip route", f"any command in a host, or a pod ({pod})"),
+        (f"pod add {h1} web", "one more pod, through the CNI plugin"),
+        (f"flanneld restart {h2}", "chaos; also: etcd stop|start, link down|up, partition"),
+    ]
+    width = max(len(c) for c, _ in hints) + len(cmd) + 3
+    lines = ["Explore:"] + [f"  {cmd} {c}".ljust(width) + f"  {d}" for c, d in hints]
+    lines += ["Other topologies: netns-lab examples; e.g. netns-lab up vxlan-routed --name l3",
+              "Tear down:", f"  {cmd} down"]
+    return "\n".join(lines)
