@@ -6,14 +6,15 @@ names), else `--iface-can-reach` (the interface the kernel routes that address
 through), else the default-route interface. If any of the first three was
 given and none fits, that is an error, never a silent fall-back to the default.
 
-`choose_interface` is pure, over `LinkInfo` records; `list_links` reads them
-from the kernel (pyroute2, synchronous: call it from a worker thread).
+`choose_interface` is pure, over `LinkInfo` records; `discover` reads them
+with `ip -j` (blocking: call it from a worker thread).
 """
 
 from __future__ import annotations
 
+import json
 import re
-import socket
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -152,62 +153,49 @@ def _match_regex(links: Sequence[LinkInfo],
     return None
 
 
-# -- I/O: reading the kernel's view (synchronous pyroute2; run it in a thread) ---------------
+# -- I/O: the kernel's view through `ip -j` (no netlink library to load for a one-off read) --
 
-def list_links(ipr: Any) -> list[LinkInfo]:
-    """Every interface with its IPv4 addresses and whether it holds the best default route."""
-    addrs: dict[int, list[IPv4Address]] = {}
-    dynamic: dict[int, set[IPv4Address]] = {}
-    for msg in ipr.get_addr(family=socket.AF_INET):
-        addr = IPv4Address(msg.get_attr("IFA_ADDRESS") or msg.get_attr("IFA_LOCAL"))
-        addrs.setdefault(msg["index"], []).append(addr)
-        flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-        if not flags & 0x80:  # IFA_F_PERMANENT
-            dynamic.setdefault(msg["index"], set()).add(addr)
-    default_oif: int | None = None
-    best_metric: int | None = None
-    for route in ipr.get_routes(family=socket.AF_INET, table=254):
-        if route["dst_len"] != 0:
-            continue
-        oif = route.get_attr("RTA_OIF")
-        if oif is None:  # multipath: take the first hop, as flannel does
-            hops = route.get_attr("RTA_MULTIPATH") or []
-            oif = hops[0]["oif"] if hops else None
-        metric = route.get_attr("RTA_PRIORITY") or 0
-        if oif is not None and (best_metric is None or metric < best_metric):
-            default_oif, best_metric = oif, metric
+def links_from_ip_json(addrs: list[dict[str, Any]],
+                       default_routes: list[dict[str, Any]]) -> list[LinkInfo]:
+    """LinkInfo records from `ip -j addr show` and `ip -j -4 route show default`."""
+    index_of = {a["ifname"]: a["ifindex"] for a in addrs}
+    best: tuple[int, int] | None = None  # (metric, ifindex) of the best default route
+    for route in default_routes:
+        dev = route.get("dev") or next((h.get("dev") for h in route.get("nexthops", [])), None)
+        if dev in index_of:
+            cand = (int(route.get("metric", 0)), index_of[dev])
+            best = cand if best is None or cand[0] < best[0] else best
     links = []
-    for msg in ipr.get_links():
-        index = msg["index"]
-        links.append(LinkInfo(name=msg.get_attr("IFLA_IFNAME"), index=index,
-                              addresses=tuple(addrs.get(index, ())),
-                              mtu=msg.get_attr("IFLA_MTU"),
-                              is_default_route=index == default_oif,
-                              dynamic=frozenset(dynamic.get(index, ()))))
+    for a in addrs:
+        v4 = [i for i in a.get("addr_info", []) if i.get("family") == "inet"]
+        links.append(LinkInfo(
+            name=a["ifname"], index=a["ifindex"], mtu=int(a.get("mtu", 1500)),
+            addresses=tuple(IPv4Address(i["local"]) for i in v4),
+            is_default_route=best is not None and a["ifindex"] == best[1],
+            dynamic=frozenset(IPv4Address(i["local"]) for i in v4 if i.get("dynamic"))))
     return sorted(links, key=lambda lk: lk.index)
 
 
-def route_oif(ipr: Any, target: IPv4Address) -> int | None:
-    """The interface index the kernel would send `target` out of, or None if unreachable."""
-    try:
-        routes = ipr.route("get", dst=str(target))
-    except Exception:  # pyroute2's NetlinkError: ENETUNREACH and friends
-        return None
-    for r in routes:
-        oif = r.get_attr("RTA_OIF")
-        if oif is not None:
-            return int(oif)
-    return None
+def _ip_json(*args: str) -> Any:
+    proc = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0:
+        raise OSError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return json.loads(proc.stdout) if proc.stdout.strip() else []
 
 
 def discover(*, iface: Sequence[str] = (), iface_regex: Sequence[str] = (),
              can_reach: IPv4Address | None = None,
              public_ip: IPv4Address | None = None) -> Choice:
-    """Read this namespace's interfaces and choose (blocking: netlink I/O)."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        links = list_links(ipr)
-        reach = (can_reach, route_oif(ipr, can_reach)) if can_reach is not None else None
+    """Read this namespace's interfaces and choose (blocking: runs `ip`)."""
+    links = links_from_ip_json(_ip_json("addr", "show"),
+                               _ip_json("-4", "route", "show", "table", "main", "default"))
+    reach = None
+    if can_reach is not None:
+        try:
+            got = _ip_json("-4", "route", "get", str(can_reach))
+        except OSError:
+            got = []
+        index_of = {lk.name: lk.index for lk in links}
+        reach = (can_reach, next((index_of.get(r.get("dev")) for r in got), None))
     return choose_interface(links, iface=iface, iface_regex=iface_regex, can_reach=reach,
                             public_ip=public_ip)

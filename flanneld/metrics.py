@@ -35,8 +35,10 @@ RECONCILE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 class _StatusCollector(Collector):
     """Exports the subnet manager's status object, read when scraped."""
 
-    def __init__(self, status: Callable[[], Any]) -> None:
+    def __init__(self, status: Callable[[], Any],
+                 has_lease: Callable[[], bool] | None = None) -> None:
         self._status = status
+        self._has_lease = has_lease or (lambda: True)
 
     def collect(self) -> Iterator[Metric]:
         st = self._status()
@@ -57,8 +59,7 @@ class _StatusCollector(Collector):
             yield GaugeMetricFamily(f"{NS}_subnets_in_use", "Subnets leased in the network",
                                     value=float(in_use))
         expiry = getattr(st, "lease_expiry", None)
-        lease = getattr(st, "has_lease", True)
-        if lease:
+        if self._has_lease():
             # A reservation never expires: +Inf. Absent while we hold no lease.
             value = math.inf if expiry is None else float(expiry)
             yield GaugeMetricFamily(f"{NS}_lease_expiry_timestamp_seconds",
@@ -69,7 +70,8 @@ class _StatusCollector(Collector):
 class Metrics:
     """Every metric flanneld exports, on `self.registry`."""
 
-    def __init__(self, status: Callable[[], Any] | None = None) -> None:
+    def __init__(self, status: Callable[[], Any] | None = None,
+                 has_lease: Callable[[], bool] | None = None) -> None:
         disable_created_metrics()  # `_created` series only double the scrape size
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.peers_known = Gauge(f"{NS}_peers_known", "Peer leases known from etcd",
@@ -103,7 +105,7 @@ class Metrics:
                           ["version", "backend"], registry=r)
         ProcessCollector(registry=r)
         if status is not None:
-            r.register(_StatusCollector(status))
+            r.register(_StatusCollector(status, has_lease))
         for kind in ("route", "neigh", "fdb", "device", "nft"):
             self.repairs.labels(kind=kind)  # export zeros, so rates work from the start
         for mode in ("full", "incremental"):

@@ -76,7 +76,7 @@ def _endpoints(raw: str) -> tuple[str, ...]:
     if not urls:
         raise ValueError("needs at least one URL such as http://127.0.0.1:2379")
     for url in urls:
-        parts = urlsplit(url)
+        parts = urlsplit(url if "://" in url else f"http://{url}")  # bare host:port is http
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not a URL such as http://10.0.0.1:2379")
         try:

@@ -6,7 +6,13 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
-from flanneld.iface import IfaceError, LinkInfo, choose_interface, usable_addresses
+from flanneld.iface import (
+    IfaceError,
+    LinkInfo,
+    choose_interface,
+    links_from_ip_json,
+    usable_addresses,
+)
 
 LINKS = [
     LinkInfo("lo", 1, (A("127.0.0.1"),), 65536),
@@ -93,3 +99,35 @@ def test_no_default_route_says_what_to_pass() -> None:
     bare = [LinkInfo("eth0", 2, (), 1500, is_default_route=True)]
     with pytest.raises(IfaceError, match="eth0 has no usable IPv4"):
         choose_interface(bare)
+
+
+# `ip -j addr show` and `ip -j -4 route show table main default`, as iproute2 6.1 prints them.
+IP_ADDR = [
+    {"ifindex": 1, "ifname": "lo", "mtu": 65536, "addr_info": [
+        {"family": "inet", "local": "127.0.0.1", "prefixlen": 8, "scope": "host"},
+        {"family": "inet6", "local": "::1", "prefixlen": 128, "scope": "host"}]},
+    {"ifindex": 2, "ifname": "eth0", "mtu": 1500, "addr_info": [
+        {"family": "inet", "local": "192.168.7.1", "prefixlen": 24, "scope": "global",
+         "dynamic": True},
+        {"family": "inet", "local": "10.1.1.1", "prefixlen": 24, "scope": "global"}]},
+    {"ifindex": 3, "ifname": "eth1", "mtu": 9000, "addr_info": [
+        {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]},
+]
+DEFAULTS = [
+    {"dst": "default", "gateway": "10.9.0.1", "dev": "eth1", "metric": 100, "flags": []},
+    {"dst": "default", "gateway": "192.168.7.2", "dev": "eth0", "metric": 5, "flags": []},
+]
+
+
+def test_links_from_ip_json() -> None:
+    links = links_from_ip_json(IP_ADDR, DEFAULTS)
+    assert [lk.name for lk in links] == ["lo", "eth0", "eth1"]
+    eth0 = links[1]
+    assert eth0.addresses == (A("192.168.7.1"), A("10.1.1.1")) and eth0.mtu == 1500
+    assert eth0.dynamic == frozenset({A("192.168.7.1")})
+    assert eth0.is_default_route and not links[2].is_default_route  # lowest metric wins
+    assert links[2].addresses == ()
+    c = choose_interface(links)
+    assert (c.name, c.address) == ("eth0", A("10.1.1.1"))  # permanent before DHCP
+    multipath = [{"dst": "default", "nexthops": [{"gateway": "10.9.0.1", "dev": "eth1"}]}]
+    assert links_from_ip_json(IP_ADDR, multipath)[2].is_default_route

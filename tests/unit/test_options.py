@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
+from flanneld import __version__
 from flanneld.options import (
     FLAGS,
     OptionsError,
@@ -98,7 +102,8 @@ public-ip:
     (["--iface=fd00::1"], {}, None, ["--iface", "IPv6"]),
     (["--iface=has/slash"], {}, None, ["--iface", "interface name"]),
     (["--iface-regex=(eth"], {}, None, ["--iface-regex", "(eth", "regular expression"]),
-    (["--etcd-endpoints=127.0.0.1:2379"], {}, None, ["--etcd-endpoints", "not a URL"]),
+    (["--etcd-endpoints=unix:///x.sock"], {}, None, ["--etcd-endpoints", "not a URL"]),
+    (["--etcd-endpoints=http://h:99999"], {}, None, ["--etcd-endpoints", "bad port"]),
     (["--etcd-prefix=coreos"], {}, None, ["--etcd-prefix", "absolute"]),
     (["--log-level=loud"], {}, None, ["--log-level", "'loud'", "debug"]),
     (["--ip-masq=yes"], {}, None, ["--ip-masq", "'yes'", "true or false"]),
@@ -160,3 +165,20 @@ def test_docs_hold_the_current_flag_table() -> None:
     (python -c 'from pathlib import Path; from flanneld.options import update_docs;
     update_docs(Path("docs/flanneld.md"))')."""
     assert render_markdown() in DOCS.read_text()
+
+
+def _flanneld(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("flanneld")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=30,
+                          env={"PATH": os.environ.get("PATH", "")})
+
+
+def test_cli_help_version_and_errors() -> None:
+    done = _flanneld("--help")
+    assert done.returncode == 0 and "--subnet-lease-ttl" in done.stdout
+    done = _flanneld("--version")
+    assert done.returncode == 0 and done.stdout.strip() == __version__
+    done = _flanneld("--kube-subnet-mgr")
+    assert done.returncode == 2 and "not supported: use etcd" in done.stderr
+    done = _flanneld("--healthz-port", "http")
+    assert done.returncode == 2 and "--healthz-port" in done.stderr and "0..65535" in done.stderr
