@@ -1,1 +1,29 @@
-"""pyflannel: backends."""
+"""pyflannel backends: the data-plane programmers (vxlan, host-gw).
+
+`create_backend` is the one entry point; backend modules are imported only
+when chosen, so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backends.base import Backend, ExternalInterface
+    from flanneld.config import NetworkConfig
+
+SUPPORTED = ("vxlan", "host-gw")
+
+
+def create_backend(config: NetworkConfig, ext: ExternalInterface, state_dir: Path,
+                   netns: str | None = None) -> Backend:
+    """The backend for `config.backend_type`, driving `netns` (None: the current namespace)."""
+    if config.backend_type == "vxlan":
+        from backends.vxlan import VxlanBackend
+        return VxlanBackend(config, ext, state_dir, netns)
+    if config.backend_type == "host-gw":
+        from backends.hostgw import HostGwBackend
+        return HostGwBackend(config, ext, state_dir, netns)
+    raise ValueError(f"Backend.Type {config.backend_type!r} is not supported: "
+                     f"use one of {', '.join(SUPPORTED)}")

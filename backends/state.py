@@ -167,20 +167,24 @@ class RouteScope:
     """
 
     network: IPv4Network
-    own_subnet: str | None
+    own_subnet: IPv4Network | None
     dev_index: int  # 0 for host-gw
     ext_index: int
     _net: int = field(init=False, repr=False, compare=False)
     _mask: int = field(init=False, repr=False, compare=False)
+    _own: tuple[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_net", int(self.network.network_address))
-        object.__setattr__(self, "_mask", int(self.network.netmask))
+        set_ = object.__setattr__
+        set_(self, "_net", int(self.network.network_address))
+        set_(self, "_mask", int(self.network.netmask))
+        own = self.own_subnet
+        set_(self, "_own", (int(own.network_address), own.prefixlen) if own else (-1, -1))
 
-    def owns(self, dst: int, dst_len: int, oif: int, has_gateway: bool, cidr: str) -> bool:
+    def owns(self, dst: int, dst_len: int, oif: int, has_gateway: bool) -> bool:
         if dst_len < self.network.prefixlen or dst & self._mask != self._net:
             return False
-        if cidr == self.own_subnet:
+        if (dst, dst_len) == self._own:
             return False
         return (self.dev_index != 0 and oif == self.dev_index) or (
             has_gateway and oif == self.ext_index)
@@ -309,11 +313,11 @@ def combine(outcomes: Iterable[tuple[str, Outcome]]) -> Desired:
     unreachable: list[tuple[str, str]] = []
     mac_owner: dict[str, str] = {}
     for key, out in sorted(outcomes, key=lambda kv: kv[0]):
+        if out.skipped:
+            skipped.append((key, out.skipped))
+        elif out.unreachable:
+            unreachable.append((key, out.unreachable))
         if out.entries is None:
-            if out.skipped:
-                skipped.append((key, out.skipped))
-            elif out.unreachable:
-                unreachable.append((key, out.unreachable))
             continue
         e = out.entries
         if e.fdb is not None and e.fdb[0] in mac_owner:
@@ -331,6 +335,16 @@ def combine(outcomes: Iterable[tuple[str, Outcome]]) -> Desired:
         tables.routes[e.route[0]] = (e.route[1],)
         peers[key] = e
     return Desired(tables, peers, skipped, unreachable)
+
+
+def keep_last_good(out: Outcome, last_good: PeerEntries | None) -> Outcome:
+    """A lease that turned unusable keeps the entries it had: a bad write never cuts a peer off.
+
+    It is still reported as skipped; the entries go once the lease is deleted.
+    """
+    if out.entries is not None or not out.skipped or last_good is None:
+        return out
+    return Outcome(last_good, skipped=out.skipped + "; keeping its last good entries")
 
 
 def desired_state(own: Lease, peers: Iterable[Lease], ctx: PeerContext,

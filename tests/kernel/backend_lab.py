@@ -22,7 +22,8 @@ from typing import Any
 
 from netns_lab.netns import Sandbox, in_netns, run, wait_for
 
-from backends.base import ExternalInterface
+from backends import create_backend
+from backends.base import Backend, ExternalInterface, ReconcileResult
 from flanneld.config import HostGwConfig, NetworkConfig, VxlanConfig
 from flanneld.lease import Lease, LeaseAttrs
 
@@ -189,3 +190,40 @@ def ping_flood(pod_ns: str, dst: str, seconds: float) -> subprocess.Popen[str]:
     count = int(seconds / 0.01)
     return subprocess.Popen(["ip", "netns", "exec", pod_ns, "ping", "-n", "-i", "0.01", "-W", "1",
                              "-c", str(count), dst], stdout=subprocess.PIPE, text=True)
+
+
+# --- a cluster of backends driven with synthetic leases (no etcd) ------------------------------
+
+
+@dataclass
+class Cluster:
+    lab: Lab
+    config: NetworkConfig
+    backends: dict[str, Backend] = field(default_factory=dict)
+    leases: dict[str, Lease] = field(default_factory=dict)
+
+    def peers(self, *extra: Lease) -> list[Lease]:
+        return [*self.leases.values(), *extra]
+
+    def reconcile(self, name: str, peers: list[Lease] | None = None, *,
+                  full: bool = True) -> ReconcileResult:
+        peers = self.peers() if peers is None else peers
+        return self.backends[name].reconcile(self.leases[name], peers, full=full)
+
+    def close(self) -> None:
+        for be in self.backends.values():
+            be.close()
+
+
+def start_cluster(lab: Lab, config: NetworkConfig, names: list[str] | None = None) -> Cluster:
+    """A backend per host, each publishing its lease, then a full reconcile everywhere."""
+    cluster = Cluster(lab, config)
+    for name in names or list(lab.hosts):
+        host = lab.hosts[name]
+        be = create_backend(config, host.ext, lab.state_dir(name), netns=host.ns)
+        cluster.backends[name] = be
+        cluster.leases[name] = host.lease(be.lease_attrs())
+    for name in cluster.backends:
+        result = cluster.reconcile(name)
+        assert not result.errors, result.errors
+    return cluster

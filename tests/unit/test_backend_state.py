@@ -20,13 +20,16 @@ from backends.state import (
     VxlanDeviceSpec,
     address_changes,
     apply_plan,
+    combine,
     desired_state,
     diff,
     incompatibility,
     ip_to_int,
+    keep_last_good,
     onlink_oif,
     programmed_peers,
     vxlan_mtu,
+    vxlan_outcome,
 )
 from flanneld.lease import Lease, LeaseAttrs, vxlan_backend_data
 
@@ -99,6 +102,18 @@ def test_bad_peers_are_skipped_without_blocking_others() -> None:
     assert "udp" in reasons["10.5.47.0-24"]
 
 
+def test_a_lease_turned_bad_keeps_its_last_good_entries() -> None:
+    good = vx("10.5.34.0/24", "192.168.64.4", "0e:7a:19:3b:d0:0f")
+    last = desired_state(OWN, [good], CTX, "vxlan").peers[good.key]
+    bad = vx("10.5.34.0/24", "192.168.64.4", "garbage")
+    out = keep_last_good(vxlan_outcome(bad, CTX), last)
+    assert out.entries == last and out.skipped and "keeping its last good" in out.skipped
+    d = combine([(bad.key, out)])
+    assert d.tables.neighs == {"10.5.34.0": "0e:7a:19:3b:d0:0f"}
+    assert [k for k, _ in d.skipped] == [bad.key]
+    assert keep_last_good(vxlan_outcome(bad, CTX), None).entries is None
+
+
 def test_hostgw_routes_and_unreachable_peers() -> None:
     own = hg("10.5.52.0/24", "192.168.64.3")
     near, far = hg("10.5.36.0/24", "192.168.64.6"), hg("10.5.37.0/24", "192.168.65.7")
@@ -122,15 +137,16 @@ def test_onlink_longest_prefix_match() -> None:
 
 
 def test_route_scope_only_owns_our_routes() -> None:
-    scope = RouteScope(NET, "10.5.52.0/24", DEV, EXT)
+    scope = RouteScope(NET, IPv4Network("10.5.52.0/24"), DEV, EXT)
     a = ip_to_int
-    assert scope.owns(a("10.5.34.0"), 24, DEV, False, "10.5.34.0/24")
-    assert scope.owns(a("10.5.34.0"), 24, EXT, True, "10.5.34.0/24")  # DirectRouting / host-gw
-    assert not scope.owns(a("10.5.34.0"), 24, EXT, False, "10.5.34.0/24")  # connected route
-    assert not scope.owns(a("10.5.34.0"), 24, 9, True, "10.5.34.0/24")  # another interface
-    assert not scope.owns(a("10.6.34.0"), 24, DEV, False, "10.6.34.0/24")  # outside the Network
-    assert not scope.owns(a("10.5.0.0"), 15, DEV, False, "10.4.0.0/15")
-    assert not scope.owns(a("10.5.52.0"), 24, DEV, False, "10.5.52.0/24")  # our own subnet
+    assert scope.owns(a("10.5.34.0"), 24, DEV, False)
+    assert scope.owns(a("10.5.34.0"), 24, EXT, True)  # DirectRouting / host-gw
+    assert not scope.owns(a("10.5.34.0"), 24, EXT, False)  # a connected route
+    assert not scope.owns(a("10.5.34.0"), 24, 9, True)  # another interface
+    assert not scope.owns(a("10.6.34.0"), 24, DEV, False)  # outside the Network
+    assert not scope.owns(a("10.4.0.0"), 15, DEV, False)  # wider than the Network
+    assert not scope.owns(a("10.5.52.0"), 24, DEV, False)  # our own subnet
+    assert scope.owns(a("10.5.52.0"), 25, DEV, False)
 
 
 def test_device_compatibility_and_addresses() -> None:

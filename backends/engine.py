@@ -1,0 +1,312 @@
+"""The reconcile loop shared by the backends: dump, diff, apply in batches, remember.
+
+full=True (start, periodic resync, after errors): dump the kernel's main
+table (and, for vxlan, the device's neighbours and FDB), diff against the
+desired state, apply the difference. Entries we had programmed before and
+find missing or altered count as repairs.
+
+full=False (watch events): diff the desired state against the cache of what
+we last applied, without dumping anything, so one new lease among a thousand
+costs one small batch. Any failure there falls back to a full run at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from ipaddress import IPv4Network
+from typing import Any
+
+from backends import nlmsg as m
+from backends.base import ExternalInterface, OnceLog, ReconcileResult
+from backends.netlink import Result, RtNetlink
+from backends.state import (
+    Desired,
+    MainRoute,
+    Outcome,
+    PeerContext,
+    PeerEntries,
+    Plan,
+    RouteScope,
+    RouteSpec,
+    Tables,
+    apply_plan,
+    combine,
+    diff,
+    keep_last_good,
+    programmed_peers,
+    route_matches,
+)
+from flanneld.lease import Lease
+
+log = logging.getLogger("pyflannel.backends")
+
+REPLACE = m.NLM_F_CREATE | m.NLM_F_REPLACE
+GONE = (errno.ENOENT, errno.ESRCH)  # deleting what is already gone is fine
+
+
+class Engine:
+    """Subclasses set `backend_type`, implement `_outcome`, and may manage a device."""
+
+    backend_type = ""
+
+    def __init__(self, network: IPv4Network, ext: ExternalInterface, netns: str | None) -> None:
+        self.network = network
+        self.ext = ext
+        self.netns = netns
+        self.nl = RtNetlink(netns)
+        self._lock = threading.Lock()
+        self.dev_index = 0  # our device (vxlan); 0: none
+        self._applied: Tables | None = None  # what the kernel holds of ours, as last seen/applied
+        self._main: tuple[MainRoute, ...] = ()  # routes we do not own, for on-link decisions
+        self._own_key: str | None = None
+        self._memo: dict[int, tuple[Lease, Outcome]] = {}
+        self._memo_ctx: PeerContext | None = None
+        self._last_good: dict[str, PeerEntries] = {}
+        self._failed: set[tuple[str, Any]] = set()  # ops that failed on the last run
+        self._skip_log = OnceLog()
+        self._unreach_log = OnceLog()
+
+    # --- hooks --------------------------------------------------------------------------
+
+    def _outcome(self, lease: Lease, ctx: PeerContext) -> Outcome:
+        raise NotImplementedError
+
+    def _context(self, own: Lease) -> PeerContext:
+        return PeerContext(network=self.network, own_key=own.key,
+                           own_public_ip=str(self.ext.public), ext_index=self.ext.index,
+                           ext_name=self.ext.name, main_routes=self._main)
+
+    def _prepare(self, own: Lease, result: ReconcileResult) -> bool:
+        """Bring the device in line before a full run; False if peers cannot be programmed."""
+        return True
+
+    def _dump_neighbours(self, tables: Tables) -> list[tuple[str, None]]:
+        """Fill neighbour/FDB tables (vxlan); return FDB deletes to do first."""
+        return []
+
+    # --- the public entry point ---------------------------------------------------------
+
+    def reconcile(self, own: Lease, peers: Iterable[Lease], *,
+                  full: bool = True) -> ReconcileResult:
+        peers = list(peers)
+        with self._lock:
+            if not full and self._applied is not None and own.key == self._own_key:
+                result = self._run(own, peers, full=False)
+                if not result.errors:
+                    return result
+                log.warning("incremental reconcile failed (%s); doing a full one",
+                            result.errors[0])
+                again = self._run(own, peers, full=True)
+                for bucket in ("added", "removed", "repaired"):
+                    for kind, n in getattr(result, bucket).items():
+                        again.count(bucket, kind, n)
+                return again
+            return self._run(own, peers, full=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self.nl.close()
+
+    # --- one run ------------------------------------------------------------------------
+
+    def _run(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
+        result = ReconcileResult(full=full)
+        previous = self._applied
+        pre_deletes: list[tuple[str, None]] = []
+        if full:
+            if own.key != self._own_key:
+                previous = None  # a new subnet: nothing we see is a "repair"
+            if not self._prepare(own, result):
+                self._applied = None
+                return result
+            base, pre_deletes = self._dump(own)
+        else:
+            assert previous is not None
+            base = previous
+        self._own_key = own.key
+        desired = self._desired(own, peers)
+        plan = diff(desired.tables, base)
+        plan.fdb_del[:0] = pre_deletes
+        if full:
+            self._failed = set()
+        else:  # do not hammer the kernel with what just failed; the next full run retries
+            _drop_failed(plan, self._failed)
+        done = self._execute(plan, desired, previous, result)
+        self._applied = apply_plan(base, done)
+        result.skipped = desired.skipped
+        result.unreachable += desired.unreachable
+        result.programmed_peers = programmed_peers(desired, self._applied)
+        self._skip_log.update(result.skipped, f"{self.backend_type}: skipping lease")
+        self._unreach_log.update(result.unreachable, f"{self.backend_type}: peer unreachable")
+        return result
+
+    def _desired(self, own: Lease, peers: list[Lease]) -> Desired:
+        """Per-lease outcomes are memoised by lease object: an event recomputes only its lease.
+
+        A lease that turns unusable keeps the entries of its last good version
+        (`keep_last_good`), so a bad write in etcd never cuts a working peer off.
+        """
+        ctx = self._context(own)
+        if ctx != self._memo_ctx:
+            self._memo = {}
+            self._memo_ctx = ctx
+        memo: dict[int, tuple[Lease, Outcome]] = {}
+        last_good: dict[str, PeerEntries] = {}
+        outcomes = []
+        for lease in peers:
+            if lease.subnet == own.subnet:
+                continue
+            hit = self._memo.get(id(lease))
+            if hit is None or hit[0] is not lease:
+                hit = (lease, self._outcome(lease, ctx))
+            memo[id(lease)] = hit
+            key = lease.key
+            out = hit[1]
+            if out.entries is None and out.skipped:
+                out = keep_last_good(out, self._last_good.get(key))
+            if out.entries is not None:
+                last_good[key] = out.entries
+            outcomes.append((key, out))
+        self._memo, self._last_good = memo, last_good
+        return combine(outcomes)
+
+    def _dump(self, own: Lease) -> tuple[Tables, list[tuple[str, None]]]:
+        """Our entries as the kernel has them, and the main-table routes we do not own."""
+        scope = RouteScope(self.network, own.subnet, self.dev_index, self.ext.index)
+        tables = Tables()
+        main: list[MainRoute] = []
+        rows = self.nl.dump(m.RTM_GETROUTE, m.route_dump_body(), m.parse_route, m.RTM_NEWROUTE)
+        for r in rows:
+            if r.table != m.RT_TABLE_MAIN:
+                continue
+            if r.rtype == m.RTN_UNICAST and not r.multipath and scope.owns(
+                    r.dst, r.dst_len, r.oif, r.gateway is not None):
+                spec = RouteSpec(r.gateway or "0.0.0.0", r.oif, bool(r.flags & m.RTNH_F_ONLINK),
+                                 r.priority, r.proto)
+                tables.routes[r.cidr] = (*tables.routes.get(r.cidr, ()), spec)
+            else:
+                main.append(MainRoute(r.dst, r.dst_len, r.oif, r.gateway is not None or r.multipath,
+                                      r.rtype, r.priority))
+        self._main = tuple(main)
+        return tables, self._dump_neighbours(tables)
+
+    # --- applying a plan ----------------------------------------------------------------
+
+    def _execute(self, plan: Plan, desired: Desired, previous: Tables | None,
+                 result: ReconcileResult) -> Plan:
+        """Apply `plan` in two batches (routes last); return the part that succeeded."""
+        first = [(kind, op) for kind, ops in (
+            ("route-", plan.route_del), ("neigh-", plan.neigh_del), ("fdb-", plan.fdb_del),
+            ("neigh", plan.neigh_set), ("fdb", plan.fdb_set)) for op in ops]
+        done = Plan()
+        failed_neigh: set[str] = set()
+        failed_fdb: set[str] = set()
+        for (kind, op), res in zip(first, self._send(first), strict=True):
+            if res[0] and not (kind.endswith("-") and res[0] in GONE):
+                self._fail(result, kind, op, res)
+                if kind == "neigh":
+                    failed_neigh.add(op[0])
+                elif kind == "fdb":
+                    failed_fdb.add(op[0])
+                continue
+            _record(done, kind, op)
+            bucket = "removed" if kind.endswith("-") else (
+                "repaired" if _was_programmed(previous, kind, op) else "added")
+            result.count(bucket, kind.rstrip("-"))
+
+        second = []
+        for cidr, spec in plan.route_set:
+            mac = desired.tables.neighs.get(spec.gateway, "") if spec.onlink else ""
+            if spec.gateway in failed_neigh or mac in failed_fdb:
+                result.errors.append(f"route {cidr} via {spec.gateway} not added: its "
+                                     "neighbour or FDB entry failed (see above)")
+                continue
+            second.append(("route", (cidr, spec)))
+        by_route = {e.route[0]: key for key, e in desired.peers.items()}
+        for (kind, op), res in zip(second, self._send(second), strict=True):
+            cidr, spec = op
+            if res[0] == errno.ENETUNREACH and not spec.onlink:
+                result.unreachable.append((by_route.get(cidr, cidr), f"route {cidr} via "
+                                           f"{spec.gateway}: the kernel says network unreachable"))
+                self._failed.add((kind, op))
+            elif res[0]:
+                self._fail(result, kind, op, res)
+            else:
+                _record(done, kind, op)
+                result.count("repaired" if _was_programmed(previous, kind, op) else "added",
+                             "route")
+        return done
+
+    def _send(self, batch: list[tuple[str, Any]]) -> list[Result]:
+        dev = self.dev_index
+        return self.nl.apply([_encode(dev, kind, op) for kind, op in batch]) if batch else []
+
+    def _fail(self, result: ReconcileResult, kind: str, op: Any, res: Result) -> None:
+        self._failed.add((kind, op))
+        what = {"route-": "delete route", "neigh-": "delete neighbour", "fdb-": "delete FDB entry",
+                "neigh": "neighbour", "fdb": "FDB entry", "route": "route"}[kind]
+        text = f" ({res[1]})" if res[1] else ""
+        result.errors.append(f"{what} {_show(op)}: {os.strerror(res[0])}{text}")
+
+
+def _encode(dev: int, kind: str, op: Any) -> tuple[int, int, bytes]:
+    if kind == "neigh":
+        return m.RTM_NEWNEIGH, REPLACE, m.neigh_body(dev, op[0], op[1])
+    if kind == "fdb":
+        return m.RTM_NEWNEIGH, REPLACE, m.fdb_body(dev, op[0], op[1])
+    if kind == "route":
+        return m.RTM_NEWROUTE, REPLACE, _route(op[0], op[1], False)
+    if kind == "neigh-":
+        return m.RTM_DELNEIGH, 0, m.neigh_body(dev, op, None)
+    if kind == "fdb-":
+        return m.RTM_DELNEIGH, 0, m.fdb_body(dev, op[0], op[1])
+    return m.RTM_DELROUTE, 0, _route(op[0], op[1], True)
+
+
+def _route(cidr: str, spec: RouteSpec, delete: bool) -> bytes:
+    ip, length = cidr.split("/")
+    return m.route_body(ip, int(length), spec.gateway, spec.oif, onlink=spec.onlink,
+                        priority=spec.priority, proto=spec.proto if delete else 3, delete=delete)
+
+
+def _show(op: Any) -> str:
+    if isinstance(op, tuple):
+        if len(op) == 2 and isinstance(op[1], RouteSpec):
+            spec = op[1]
+            dev = f" dev #{spec.oif}" if spec.oif else ""
+            return f"{op[0]} via {spec.gateway}{dev}{' onlink' if spec.onlink else ''}"
+        return " -> ".join(str(x) for x in op if x is not None)
+    return str(op)
+
+
+def _record(plan: Plan, kind: str, op: Any) -> None:
+    getattr(plan, {"route-": "route_del", "neigh-": "neigh_del", "fdb-": "fdb_del",
+                   "neigh": "neigh_set", "fdb": "fdb_set", "route": "route_set"}[kind]).append(op)
+
+
+def _was_programmed(previous: Tables | None, kind: str, op: Any) -> bool:
+    """Did we have this exact entry in place before (so re-adding it is a repair)?"""
+    if previous is None:
+        return False
+    if kind == "neigh":
+        ip, mac = op
+        return previous.neighs.get(ip) == mac
+    if kind == "fdb":
+        mac, dst = op
+        return previous.fdb.get(mac) == (dst,)
+    if kind == "route":
+        cidr, spec = op
+        return any(route_matches(spec, h) for h in previous.routes.get(cidr, ()))
+    return False
+
+
+def _drop_failed(plan: Plan, failed: set[tuple[str, Any]]) -> None:
+    if not failed:
+        return
+    plan.neigh_set[:] = [op for op in plan.neigh_set if ("neigh", op) not in failed]
+    plan.fdb_set[:] = [op for op in plan.fdb_set if ("fdb", op) not in failed]
+    plan.route_set[:] = [op for op in plan.route_set if ("route", op) not in failed]
