@@ -1,0 +1,170 @@
+"""flannel's delegate configuration, derived exactly as flannel-io/cni-plugin does (pure).
+
+Input: the `flannel` plugin's config and the node's subnet.env. Output: the
+delegate config (a bridge config with host-local IPAM by default) that flannel
+saves to `<dataDir>/<containerID>` and hands to the delegate plugin. We serve
+`type: bridge` ourselves with the same semantics, so the derivation is the
+contract: same keys, same defaults, same errors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cni.protocol import INVALID_CONFIG, UNSUPPORTED_FIELD, CniError
+from flanneld.subnetenv import SubnetEnv
+
+DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
+DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
+
+
+@dataclass(frozen=True)
+class FlannelConf:
+    name: str
+    cni_version: str
+    subnet_file: str
+    data_dir: str
+    socket_path: str
+    delegate: dict[str, Any]
+    ipam: dict[str, Any] | None
+    runtime_config: dict[str, Any] | None
+
+
+def socket_path_for(conf: dict[str, Any]) -> str:
+    """Where flanneld serves the CNI: `cniSocket`, else beside the subnet file."""
+    explicit = conf.get("cniSocket")
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    subnet_file = conf.get("subnetFile") or DEFAULT_SUBNET_FILE
+    head = str(subnet_file).rpartition("/")[0]
+    return f"{head or '.'}/cni.sock"
+
+
+def load_conf(conf: dict[str, Any]) -> FlannelConf:
+    """The flannel plugin's own keys, type-checked; errors name the field."""
+    def string(key: str, default: str) -> str:
+        value = conf.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise CniError(INVALID_CONFIG, f"{key!r} must be a non-empty string, got {value!r}")
+        return value
+
+    def obj(key: str) -> dict[str, Any] | None:
+        value = conf.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise CniError(INVALID_CONFIG, f"{key!r} must be a JSON object, got {value!r}")
+        return value
+
+    delegate = obj("delegate")
+    if delegate is None:
+        delegate = {}
+    else:
+        delegate = dict(delegate)
+        if "type" in delegate and not isinstance(delegate["type"], str):
+            raise CniError(INVALID_CONFIG, "'delegate' dictionary, if present, must have "
+                           f"(string) 'type' field, got {delegate['type']!r}")
+        if "name" in delegate:
+            raise CniError(INVALID_CONFIG, "'delegate' dictionary must not have 'name' field, "
+                           "it'll be set by flannel")
+        if "ipam" in delegate:
+            raise CniError(INVALID_CONFIG, "'delegate' dictionary must not have 'ipam' field, "
+                           "it'll be set by flannel")
+    return FlannelConf(
+        name=string("name", ""), cni_version=str(conf.get("cniVersion") or ""),
+        subnet_file=string("subnetFile", DEFAULT_SUBNET_FILE),
+        data_dir=string("dataDir", DEFAULT_DATA_DIR), socket_path=socket_path_for(conf),
+        delegate=delegate, ipam=obj("ipam"), runtime_config=obj("runtimeConfig"))
+
+
+def derive_delegate(fc: FlannelConf, env: SubnetEnv) -> dict[str, Any]:
+    """The delegate config flannel would build (flannel_linux.go doCmdAdd/getDelegateIPAM)."""
+    d = dict(fc.delegate)
+    if fc.runtime_config is not None:
+        d["runtimeConfig"] = fc.runtime_config
+    d["name"] = fc.name
+    d.setdefault("type", "bridge")
+    d.setdefault("ipMasq", not env.ipmasq)  # flanneld masquerades, or the bridge does
+    d.setdefault("mtu", env.mtu)
+    if d["type"] == "bridge":
+        d.setdefault("isGateway", True)
+    if fc.cni_version:
+        d["cniVersion"] = fc.cni_version
+    d["ipam"] = delegate_ipam(fc.ipam, env)
+    return d
+
+
+def delegate_ipam(ipam: dict[str, Any] | None, env: SubnetEnv) -> dict[str, Any]:
+    out = dict(ipam or {})
+    out.setdefault("type", "host-local")
+    ranges = [[{"subnet": str(env.subnet.network)}]]
+    if env.ipv6_subnet is not None:
+        ranges.append([{"subnet": str(env.ipv6_subnet.network)}])
+    out["ranges"] = ranges
+    routes = out.get("routes") or []
+    if not isinstance(routes, list) or not all(isinstance(r, dict) for r in routes):
+        raise CniError(INVALID_CONFIG, f"'ipam.routes' must be a list of objects, got {routes!r}")
+    # Go re-marshals types.Route: only dst and gw survive, in that order.
+    normal = [{k: r[k] for k in ("dst", "gw") if r.get(k)} for r in routes]
+    normal.append({"dst": str(env.network)})
+    if env.ipv6_network is not None:
+        normal.append({"dst": str(env.ipv6_network)})
+    out["routes"] = normal
+    return out
+
+
+def scratch_bytes(delegate: dict[str, Any]) -> bytes:
+    """What flannel writes to `<dataDir>/<containerID>`: compact JSON, keys sorted (Go maps)."""
+    return json.dumps(delegate, separators=(",", ":"), sort_keys=True).encode()
+
+
+# The bridge keys we implement; anything else that changes behaviour is refused
+# rather than silently ignored (the error names the key and the value).
+_UNSUPPORTED_TRUTHY = ("vlan", "macspoofchk", "vlanTrunk", "enabledad", "portIsolation",
+                       "disableContainerInterface", "preserveDefaultVlan")
+
+
+@dataclass(frozen=True)
+class BridgeConf:
+    bridge: str
+    is_gateway: bool
+    is_default_gateway: bool
+    force_address: bool
+    ip_masq: bool
+    mtu: int
+    hairpin: bool
+    promisc: bool
+    dns: dict[str, Any]
+
+
+def bridge_conf(d: dict[str, Any]) -> BridgeConf:
+    for key in _UNSUPPORTED_TRUTHY:
+        if d.get(key):
+            raise CniError(UNSUPPORTED_FIELD, f"delegate key {key!r} = {d[key]!r} is not "
+                           "supported by pyflannel's bridge", f"remove {key!r} from 'delegate'")
+
+    def flag(key: str) -> bool:
+        value = d.get(key, False)
+        if not isinstance(value, bool):
+            raise CniError(INVALID_CONFIG, f"delegate key {key!r} must be true or false, "
+                           f"got {value!r}")
+        return value
+
+    bridge = d.get("bridge") or "cni0"
+    if not isinstance(bridge, str) or len(bridge.encode()) > 15 or "/" in bridge:
+        raise CniError(INVALID_CONFIG, f"delegate key 'bridge' = {bridge!r} is not a valid "
+                       "interface name (1-15 bytes)")
+    mtu = d.get("mtu") or 0
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 0 <= mtu <= 65535:
+        raise CniError(INVALID_CONFIG, f"delegate key 'mtu' = {mtu!r} must be an integer 68..65535")
+    is_default_gw = flag("isDefaultGateway")
+    hairpin, promisc = flag("hairpinMode"), flag("promiscMode")
+    if hairpin and promisc:
+        raise CniError(INVALID_CONFIG, "cannot set hairpin mode and promiscuous mode at the same "
+                       "time", "set only one of 'hairpinMode' and 'promiscMode'")
+    dns = d.get("dns") or {}
+    if not isinstance(dns, dict):
+        raise CniError(INVALID_CONFIG, f"'dns' must be a JSON object, got {dns!r}")
+    return BridgeConf(bridge=bridge, is_gateway=flag("isGateway") or is_default_gw,
+                      is_default_gateway=is_default_gw, force_address=flag("forceAddress"),
+                      ip_masq=flag("ipMasq"), mtu=mtu, hairpin=hairpin, promisc=promisc, dns=dns)

@@ -1,0 +1,250 @@
+"""flanneld's CNI server: the plugin's work, warm, over a root-only unix socket.
+
+The exec'd `flannel` front (cni/front.py) forwards each invocation here and
+relays the answer; this process keeps netlink sockets, the nft context and
+the bridge state warm, and hands veth deletions (an RCU grace period each) to
+a background thread. The work itself is `cni.plugin.handle`, the very function
+the front's in-process fallback runs.
+
+Callers are checked with SO_PEERCRED: uid 0, and the same network namespace as
+the server (the plugin's host side must be ours). Anyone else gets a refusal
+and the front falls back to doing the work itself.
+
+Standalone (tests, benchmarks, a node without the daemon):
+    python -m flanneld.cni_server --socket /run/flannel/cni.sock
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import signal
+import socket
+import struct
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+MAX_REQUEST = 16 << 20
+_CRED = struct.Struct("3i")
+
+
+def _netns_id(pid: int | str = "thread-self") -> tuple[int, int]:
+    st = os.stat(f"/proc/{pid}/ns/net")
+    return st.st_dev, st.st_ino
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(min(n - len(buf), 1 << 16))
+        if not chunk:
+            raise ConnectionError("short request")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_request(conn: socket.socket) -> tuple[dict[str, str], bytes]:
+    head = _recv_exact(conn, 8)
+    if head[:4] != b"PFC1":
+        raise ConnectionError("bad magic")
+    n = int.from_bytes(head[4:8], "big")
+    if n > MAX_REQUEST:
+        raise ConnectionError("request too large")
+    pairs = _recv_exact(conn, n)
+    m = int.from_bytes(_recv_exact(conn, 4), "big")
+    if m > MAX_REQUEST:
+        raise ConnectionError("request too large")
+    stdin = _recv_exact(conn, m)
+    env = {}
+    for pair in pairs.split(b"\0") if pairs else []:
+        key, _, value = pair.partition(b"=")
+        env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env, stdin
+
+
+def encode_response(code: int, out: bytes, err: bytes) -> bytes:
+    return (b"K" + code.to_bytes(4, "big") + len(out).to_bytes(4, "big") + out
+            + len(err).to_bytes(4, "big") + err)
+
+
+class CniServer:
+    """Serve CNI invocations on `socket_path` from worker threads (never the asyncio loop)."""
+
+    def __init__(self, socket_path: Path, workers: int = 4, test_hooks: bool = False) -> None:
+        self.socket_path = Path(socket_path)
+        self.workers = workers
+        self.test_hooks = test_hooks
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._conns: queue.Queue[socket.socket | None] = queue.Queue()
+        self._doomed: queue.Queue[tuple[int, str] | None] = queue.Queue()
+        self._netns: tuple[int, int] = (0, 0)
+        self._stopping = threading.Event()
+
+    # lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        from cni import link, masq  # the plugin's modules load here, not at daemon import
+        self._netns = _netns_id()
+        self._prepare_dir()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        listener.bind(str(self.socket_path))
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(512)
+        self._listener = listener
+        masq.nft()  # its netlink socket must be opened here, in the host namespace
+        bridges = link.BridgeCache()
+        self._spawn("cni-accept", self._accept)
+        self._spawn("cni-reaper", self._reap)
+        for i in range(self.workers):
+            self._spawn(f"cni-worker-{i}", self._work, bridges)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        for _ in range(self.workers):
+            self._conns.put(None)
+        workers = [t for t in self._threads if t.name.startswith("cni-worker")]
+        for t in workers:
+            t.join(timeout=30)
+        self._doomed.put(None)  # the reaper finishes pending deletions, then exits
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads = []
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _prepare_dir(self) -> None:
+        parent = self.socket_path.parent
+        if not parent.exists():
+            parent.mkdir(mode=0o700, parents=True)
+        st = parent.stat()
+        if st.st_uid != os.geteuid():
+            raise PermissionError(f"{parent} is owned by uid {st.st_uid}, not by us: refusing "
+                                  "to put the CNI socket there")
+        if st.st_mode & 0o022 and not st.st_mode & 0o1000:
+            raise PermissionError(f"{parent} is writable by others (mode "
+                                  f"{st.st_mode & 0o7777:o}): refusing to serve the CNI there")
+        if self.socket_path.exists() or self.socket_path.is_symlink():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.socket_path))
+                raise RuntimeError(f"{self.socket_path}: another CNI server is listening")
+            except OSError:
+                self.socket_path.unlink()  # stale, from a process that is gone
+            finally:
+                probe.close()
+
+    # threads ---------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set() and self._listener is not None:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            self._conns.put(conn)
+
+    def _work(self, bridges: Any) -> None:
+        from cni.plugin import Context
+        ctx = Context(defer=self._defer, flush=self._flush, in_server=True,
+                      test_hooks=self.test_hooks, bridges=bridges)
+        try:
+            while True:
+                conn = self._conns.get()
+                if conn is None:
+                    return
+                with conn:
+                    self._serve(conn, ctx)
+        finally:
+            ctx.close()
+
+    def _serve(self, conn: Any, ctx: Any) -> None:
+        from cni.plugin import Abandon, handle
+        conn.settimeout(30)
+        try:
+            env, stdin = read_request(conn)
+        except (OSError, ConnectionError):
+            return
+        if not self._trusted(conn):
+            with contextlib.suppress(OSError):
+                conn.sendall(b"R")
+            return
+        conn.settimeout(None)
+        try:
+            code, out, err = handle(env, stdin, ctx)
+        except Abandon:
+            return  # test hook: as if the daemon died mid-request
+        with contextlib.suppress(OSError):
+            conn.sendall(encode_response(code, out, err))
+
+    def _trusted(self, conn: socket.socket) -> bool:
+        pid, uid, _gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      _CRED.size))
+        if uid != 0:
+            return False
+        try:
+            return _netns_id(pid) == self._netns
+        except OSError:
+            return False
+
+    def _defer(self, index: int, name: str) -> None:
+        self._doomed.put((index, name))
+
+    def _flush(self) -> None:
+        self._doomed.join()
+
+    def _reap(self) -> None:
+        """Delete veths handed over by DEL (each waits for an RCU grace period)."""
+        from cni import netlink as nl
+        with nl.Netlink() as host:
+            while True:
+                item = self._doomed.get()
+                try:
+                    if item is None:
+                        return
+                    index, name = item
+                    link = host.link(index=index)
+                    if link is not None and link.name == name:
+                        host.delete_link(index=index)
+                except OSError as exc:
+                    print(f"cni-server: deleting {item}: {exc}", file=sys.stderr)
+                finally:
+                    self._doomed.task_done()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the pyflannel CNI plugin on a socket.")
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--test-hooks", action="store_true",
+                        help="honour PYFLANNEL_CNI_TEST_HOOK (tests only)")
+    args = parser.parse_args(argv)
+    server = CniServer(args.socket, workers=args.workers, test_hooks=args.test_hooks)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    server.start()
+    print(f"cni-server: serving on {args.socket}", file=sys.stderr, flush=True)
+    done.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
