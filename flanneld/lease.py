@@ -114,6 +114,9 @@ def parse_subnet_key(key: str) -> tuple[IPv4Network, IPv6Network | None]:
             v6 = IPv6Network(f"{m.group(3)}/{m.group(4)}")
         except ValueError as exc:
             raise LeaseError(f"lease key {key!r}: IPv6 part: {exc}") from None
+    if subnet_key(v4, v6) != name:  # we address keys by this form, as flannel writes them
+        raise LeaseError(f"lease key {key!r}: not in canonical form "
+                         f"(flannel would write {subnet_key(v4, v6)!r})")
     return v4, v6
 
 
