@@ -26,6 +26,7 @@ import aetcd
 import aetcd.client
 import grpc
 from aetcd import rpc
+from aetcd.utils import prefix_range_end
 
 log = logging.getLogger("flanneld.etcd")
 T = TypeVar("T")
@@ -276,6 +277,66 @@ class EtcdClient:
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> Any:
         """A prefix watch (aetcd `Watch`) from `start_revision` on the current endpoint."""
         return await self.call(lambda c: c.watch_prefix(prefix, start_revision=start_revision))
+
+    # -- the few key-value operations the subnet manager needs, all atomic --------
+
+    async def get(self, key: str) -> Any:
+        """The key's aetcd KeyValue (with .value, .lease, .mod_revision), or None."""
+        return await self.call(lambda c: c.get(key.encode()))
+
+    async def list_prefix(self, prefix: str) -> Any:
+        """aetcd GetRange: iterate for KeyValues; `.header.revision` is the read revision."""
+        return await self.call(lambda c: c.get_prefix(prefix.encode()))
+
+    async def create(self, key: str, value: bytes, lease_id: int, *,
+                     unless_prefix: str | None = None) -> Any:
+        """Put `key` only if no key starting with `unless_prefix` (default: the key
+        itself) exists; the stored KeyValue, or None if something was there."""
+        guard = (unless_prefix or key).encode()
+        return await self._txn(lambda t: [t.create(guard, range_end=prefix_range_end(guard))
+                                          == 0], key, value, lease_id)
+
+    async def put_if_unchanged(self, key: str, value: bytes, lease_id: int,
+                               mod_revision: int) -> Any:
+        """Put `key` only if it is still at `mod_revision`; the stored KeyValue, or None."""
+        return await self._txn(lambda t: [t.mod(key.encode()) == mod_revision], key, value,
+                               lease_id)
+
+    async def delete_if_unchanged(self, key: str, mod_revision: int) -> bool:
+        async def txn(c: aetcd.Client) -> bool:
+            t = c.transactions
+            ok, _ = await c.transaction(compare=[t.mod(key.encode()) == mod_revision],
+                                        success=[t.delete(key.encode())], failure=[])
+            return bool(ok)
+        return await self.call(txn)
+
+    async def _txn(self, compare: Callable[[Any], list[Any]], key: str, value: bytes,
+                   lease_id: int) -> Any:
+        async def txn(c: aetcd.Client) -> Any:
+            t = c.transactions
+            ok, responses = await c.transaction(
+                compare=compare(t), failure=[],
+                success=[t.put(key.encode(), value, lease=lease_id or None), t.get(key.encode())])
+            # the Get in the same transaction gives the revision and lease we just wrote
+            return responses[1][0][1] if ok else None
+        return await self.call(txn)
+
+    async def grant(self, ttl: int) -> tuple[int, int]:
+        """A new etcd lease: (id, granted TTL)."""
+        lease = await self.call(lambda c: c.lease(ttl))
+        return int(lease.id), int(lease.ttl)
+
+    async def keepalive(self, lease_id: int) -> int:
+        """Refresh a lease once; its new TTL, or 0 if it has expired."""
+        reply = await self.call(lambda c: c.refresh_lease(lease_id))
+        return int(getattr(reply, "TTL", 0)) if reply is not None else 0
+
+    async def revoke(self, lease_id: int, *, only_if_unused: bool = False) -> None:
+        if only_if_unused:
+            info = await self.call(lambda c: c.get_lease_info(lease_id, keys=True))
+            if info.TTL <= 0 or list(info.keys):
+                return
+        await self.call(lambda c: c.revoke_lease(lease_id))
 
     @property
     def generation(self) -> int:

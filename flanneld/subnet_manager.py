@@ -31,7 +31,6 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Literal
 
 import aetcd
-from aetcd.utils import prefix_range_end
 
 from flanneld.allocator import AcquirePlan, Occupied, plan_acquire
 from flanneld.config import ConfigError, NetworkConfig, parse_network_config
@@ -123,7 +122,7 @@ class EtcdSubnetManager:
         while True:
             problem = None
             try:
-                kv = await self.etcd.call(lambda c: c.get(self.config_key.encode()))
+                kv = await self.etcd.get(self.config_key)
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
@@ -227,22 +226,20 @@ class EtcdSubnetManager:
     async def _reuse(self, lease: Lease, attrs: LeaseAttrs) -> Lease | None:
         """Step 1: keep our lease; a reservation stays one, never gets a TTL."""
         key = self.key_of(lease.subnet, lease.ipv6_subnet)
-        if lease.is_reservation:
-            if lease.attrs == attrs:
-                log.info("using reservation %s for our PublicIP %s (no TTL)", key,
-                         attrs.public_ip)
-                self.status.lease_expiry = None
-                return lease
-            new = await self._put_if(key, attrs, lease_id=0, mod_revision=lease.mod_revision)
-        else:
-            lease_id = await self._ensure_etcd_lease()
-            new = await self._put_if(key, attrs, lease_id=lease_id,
-                                     mod_revision=lease.mod_revision)
-            if new is not None and lease.lease_id not in (0, lease_id):
-                await self._revoke_if_unused(lease.lease_id)
+        if lease.is_reservation and lease.attrs == attrs:
+            log.info("using reservation %s for our PublicIP %s (no TTL)", key, attrs.public_ip)
+            self.status.lease_expiry = None
+            return lease
+        lease_id = 0 if lease.is_reservation else await self._ensure_etcd_lease()
+        new = await self._put_if(key, attrs, lease_id, lease.mod_revision)
         if new is not None:
             log.info("re-using our lease %s (PublicIP %s)%s", key, attrs.public_ip,
                      " as a reservation (no TTL)" if new.is_reservation else "")
+            if lease.lease_id not in (0, lease_id):  # the previous run's etcd lease
+                try:
+                    await self.etcd.revoke(lease.lease_id, only_if_unused=True)
+                except aetcd.ClientError as exc:  # best effort: it expires anyway
+                    log.debug("revoking old etcd lease %x: %s", lease.lease_id, exc)
         return new
 
     async def _create(self, config: NetworkConfig, plan: AcquirePlan,
@@ -250,25 +247,16 @@ class EtcdSubnetManager:
         """Steps 2/3: create the key only if no key for this IPv4 subnet exists."""
         assert plan.subnet is not None
         key = self.key_of(plan.subnet, plan.ipv6_subnet)
-        # Compare over every key of this IPv4 subnet ("10.5.52.0-24" and any
-        # "10.5.52.0-24&<v6>"), so two dual-stack nodes cannot share it.
-        v4_key = self.key_of(plan.subnet).encode()
         lease_id = await self._ensure_etcd_lease()
-
-        async def txn(c: aetcd.Client) -> tuple[bool, list[Any]]:
-            t = c.transactions
-            result: tuple[bool, list[Any]] = await c.transaction(
-                compare=[t.create(v4_key, range_end=prefix_range_end(v4_key)) == 0],
-                success=[t.put(key.encode(), encode_attrs(attrs), lease=lease_id),
-                         t.get(key.encode())],
-                failure=[])
-            return result
-
-        ok, responses = await self.etcd.call(txn)
-        if not ok:
+        # The guard covers every key of this IPv4 subnet ("10.5.52.0-24" and any
+        # "10.5.52.0-24&<v6>"), so two dual-stack nodes cannot share it.
+        kv = await self.etcd.create(key, encode_attrs(attrs), lease_id,
+                                    unless_prefix=self.key_of(plan.subnet))
+        if kv is None:
             log.info("subnet %s was taken by another node just now; trying again", plan.subnet)
             return None
-        lease = self._lease_from_txn(responses, plan.subnet, plan.ipv6_subnet, attrs)
+        lease = Lease(plan.subnet, attrs, plan.ipv6_subnet, lease_id=kv.lease,
+                      mod_revision=kv.mod_revision)
         if config.enable_ipv6 and not await self._ipv6_unique(lease):
             return None
         log.info("leased subnet %s%s (%s; etcd lease %x, TTL %d s)", plan.subnet,
@@ -278,7 +266,7 @@ class EtcdSubnetManager:
         return lease
 
     async def _ipv6_unique(self, lease: Lease) -> bool:
-        """An IPv6 subnet is not covered by the create compare: the older key keeps it."""
+        """An IPv6 subnet is not covered by the create guard: the older key keeps it."""
         assert lease.ipv6_subnet is not None
         for kv in await self._list():
             try:
@@ -349,14 +337,13 @@ class EtcdSubnetManager:
         key = lease.key
         full_key = self.key_of(lease.subnet, lease.ipv6_subnet)
         if not lease.is_reservation:
-            reply = await self.etcd.call(lambda c: c.refresh_lease(lease.lease_id))
-            ttl = int(getattr(reply, "TTL", 0)) if reply is not None else 0
+            ttl = await self.etcd.keepalive(lease.lease_id)
             if ttl <= 0:
                 self._etcd_lease = None  # expired: the next acquire grants a new one
                 return (f"etcd lease {lease.lease_id:x} expired (etcd unreachable for longer "
                         f"than the {self.ttl} s TTL?), and {key} with it")
             self.status.lease_expiry = time.time() + ttl
-        kv = await self.etcd.call(lambda c: c.get(full_key.encode()))
+        kv = await self.etcd.get(full_key)
         if kv is None:
             return f"{key} was deleted"
         if kv.mod_revision != lease.mod_revision:
@@ -445,8 +432,7 @@ class EtcdSubnetManager:
     # -- etcd helpers -----------------------------------------------------
 
     async def _list(self) -> Any:
-        prefix = self.subnets_prefix.encode()
-        return await self.etcd.call(lambda c: c.get_prefix(prefix))
+        return await self.etcd.list_prefix(self.subnets_prefix)
 
     def _parse_key(self, raw: bytes) -> tuple[IPv4Network, IPv6Network | None]:
         key = raw.decode("utf-8", "replace")
@@ -457,60 +443,31 @@ class EtcdSubnetManager:
 
     async def _ensure_etcd_lease(self) -> int:
         if self._etcd_lease is None:
-            granted = await self.etcd.call(lambda c: c.lease(self.ttl))
-            self._etcd_lease = int(granted.id)
-            self.status.lease_expiry = time.time() + int(granted.ttl)
-            if int(granted.ttl) != self.ttl:
-                log.warning("etcd granted a TTL of %s s instead of %s s", granted.ttl, self.ttl)
+            self._etcd_lease, granted = await self.etcd.grant(self.ttl)
+            self.status.lease_expiry = time.time() + granted
+            if granted != self.ttl:
+                log.warning("etcd granted a TTL of %s s instead of %s s", granted, self.ttl)
         return self._etcd_lease
 
     async def _put_if(self, key: str, attrs: LeaseAttrs, lease_id: int,
                       mod_revision: int) -> Lease | None:
         """Write our value only if the key is still at `mod_revision`."""
-        async def txn(c: aetcd.Client) -> tuple[bool, list[Any]]:
-            t = c.transactions
-            result: tuple[bool, list[Any]] = await c.transaction(
-                compare=[t.mod(key.encode()) == mod_revision],
-                success=[t.put(key.encode(), encode_attrs(attrs), lease=lease_id or None),
-                         t.get(key.encode())],
-                failure=[])
-            return result
-
         try:
-            ok, responses = await self.etcd.call(txn)
+            kv = await self.etcd.put_if_unchanged(key, encode_attrs(attrs), lease_id,
+                                                  mod_revision)
         except aetcd.ClientError as exc:
             if "lease not found" not in str(exc):
                 raise
             self._etcd_lease = None  # expired behind our back; grant a new one next time
             return None
-        if not ok:
+        if kv is None:
             return None
         v4, v6 = self._parse_key(key.encode())
-        return self._lease_from_txn(responses, v4, v6, attrs)
-
-    def _lease_from_txn(self, responses: list[Any], subnet: IPv4Network,
-                        ipv6_subnet: IPv6Network | None, attrs: LeaseAttrs) -> Lease:
-        _, got = responses[1][0]  # the Get in the success branch: (value, rtypes.Get)
-        return Lease(subnet, attrs, ipv6_subnet, lease_id=got.lease,
-                     mod_revision=got.mod_revision)
+        return Lease(v4, attrs, v6, lease_id=kv.lease, mod_revision=kv.mod_revision)
 
     async def _delete_if_unchanged(self, lease: Lease) -> None:
-        key = self.key_of(lease.subnet, lease.ipv6_subnet).encode()
-
-        async def txn(c: aetcd.Client) -> Any:
-            t = c.transactions
-            return await c.transaction(compare=[t.mod(key) == lease.mod_revision],
-                                       success=[t.delete(key)], failure=[])
-        await self.etcd.call(txn)
-
-    async def _revoke_if_unused(self, lease_id: int) -> None:
-        """Revoke a previous run's etcd lease once no key is attached to it any more."""
-        try:
-            info = await self.etcd.call(lambda c: c.get_lease_info(lease_id, keys=True))
-            if info.TTL > 0 and not list(info.keys):
-                await self.etcd.call(lambda c: c.revoke_lease(lease_id))
-        except aetcd.ClientError as exc:  # best effort: it expires by itself anyway
-            log.debug("revoking old etcd lease %x: %s", lease_id, exc)
+        await self.etcd.delete_if_unchanged(self.key_of(lease.subnet, lease.ipv6_subnet),
+                                            lease.mod_revision)
 
     # -- status -----------------------------------------------------------
 
@@ -536,8 +493,7 @@ class EtcdSubnetManager:
         if lease is not None and not lease.is_reservation:
             await self._delete_if_unchanged(lease)
         if self._etcd_lease is not None:
-            lease_id = self._etcd_lease
-            await self.etcd.call(lambda c: c.revoke_lease(lease_id))
+            await self.etcd.revoke(self._etcd_lease)
             self._etcd_lease = None
         self.lease = None
 
