@@ -97,7 +97,8 @@ class EtcdSubnetManager:
         self._rng = rng or random.Random()
         self._attrs: LeaseAttrs | None = None
         self._etcd_lease: int | None = None  # our one etcd lease, granted on first need
-        self._own_changed = asyncio.Event()
+        self._own_changed = asyncio.Event()  # the watch saw our key change: check it now
+        self._lease_changed = asyncio.Event()  # self.lease moved: the watch re-judges it
         self._watch_ok = True
         self._lease_ok = True
 
@@ -175,7 +176,10 @@ class EtcdSubnetManager:
             self.lease = lease
             self._lease_ok = True
             self.status.last_error = None
+            if lease.is_reservation:
+                self.status.lease_expiry = None
             self._update_state()
+            self._lease_changed.set()
             return lease
 
     async def _try_acquire(self, config: NetworkConfig, attrs: LeaseAttrs,
@@ -228,7 +232,6 @@ class EtcdSubnetManager:
         key = self.key_of(lease.subnet, lease.ipv6_subnet)
         if lease.is_reservation and lease.attrs == attrs:
             log.info("using reservation %s for our PublicIP %s (no TTL)", key, attrs.public_ip)
-            self.status.lease_expiry = None
             return lease
         lease_id = 0 if lease.is_reservation else await self._ensure_etcd_lease()
         new = await self._put_if(key, attrs, lease_id, lease.mod_revision)
@@ -305,6 +308,7 @@ class EtcdSubnetManager:
             else:
                 log.warning("got our subnet %s back", new.subnet)
             await _maybe_await(on_change(new))
+            self._lease_changed.set()  # once more, now that on_change has seen it
 
     async def _keep(self, attrs: LeaseAttrs) -> str:
         """Renew until the lease is lost; returns why."""
@@ -383,15 +387,17 @@ class EtcdSubnetManager:
                 self._update_state()
                 watch = await self.etcd.watch_prefix(prefix, listing.header.revision + 1)
                 try:
-                    async for ev in watch:
-                        key = ev.kv.key.decode("utf-8", "replace")
-                        self._note_own_key(key, ev)
+                    async for ev in self._events_or_lease_changes(watch):
                         own = own_subnet()
-                        if ev.kind == "DELETE":
-                            events = view.delete(key, own)
+                        if ev is None:  # we re-acquired: re-judge our old and new subnet
+                            events = view.set_own(own)
+                        elif ev.kind == "DELETE":
+                            self._note_own_key(ev.kv.key, ev)
+                            events = view.delete(ev.kv.key.decode("utf-8", "replace"), own)
                         else:
-                            events = view.put(key, ev.kv.value, ev.kv.lease,
-                                              ev.kv.mod_revision, own)
+                            self._note_own_key(ev.kv.key, ev)
+                            events = view.put(ev.kv.key.decode("utf-8", "replace"),
+                                              ev.kv.value, ev.kv.lease, ev.kv.mod_revision, own)
                         self.status.rejected_leases = view.rejected
                         for event in events:
                             yield event
@@ -423,8 +429,37 @@ class EtcdSubnetManager:
         check_peer_lease(lease, config.network, own_subnet=own, own_public_ips=own_ips,
                          ipv6_network=config.ipv6_network, own_ipv6_subnet=own6)
 
-    def _note_own_key(self, key: str, ev: Any) -> None:
+    async def _events_or_lease_changes(self, watch: Any) -> AsyncIterator[Any]:
+        """The watch's events, and None whenever our own lease changed meanwhile."""
+        it = watch.__aiter__()
+        pending: asyncio.Future[Any] | None = None
+        waiter: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                # never cancel a pending __anext__: that would close aetcd's iterator
+                pending = pending or asyncio.ensure_future(it.__anext__())
+                waiter = asyncio.ensure_future(self._lease_changed.wait())
+                done, _ = await asyncio.wait({pending, waiter},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if waiter in done:
+                    self._lease_changed.clear()
+                    yield None
+                if pending in done:
+                    try:
+                        ev = pending.result()
+                    except StopAsyncIteration:
+                        return
+                    pending = None
+                    yield ev
+        finally:
+            for fut in (pending, waiter):
+                if fut is not None:
+                    fut.cancel()
+
+    def _note_own_key(self, raw_key: bytes, ev: Any) -> None:
         lease = self.lease
+        key = raw_key.decode("utf-8", "replace")
         if lease is not None and key == self.key_of(lease.subnet, lease.ipv6_subnet):
             if ev.kind == "DELETE" or ev.kv.mod_revision != lease.mod_revision:
                 self._own_changed.set()  # wake hold() to check at once

@@ -273,3 +273,42 @@ def test_compaction_between_list_and_watch_is_recovered(etcd_server: EtcdMember,
             await w.stop()
     asyncio.run(main())
     assert any("compacted" in r.getMessage() for r in caplog.records)
+
+
+def test_takeover_moves_us_and_the_thief_becomes_a_peer(etcd_server: EtcdMember,
+                                                         prefix: str) -> None:
+    put_peer(etcd_server, prefix, 1, 1)
+
+    async def main() -> None:
+        m = EtcdSubnetManager([etcd_server.client_url], prefix, ttl=600, renew_interval=0.2)
+        lease = await m.acquire(attrs(50))
+        events: list[LeaseEvent] = []
+        view: dict[IPv4Network, Lease] = {}
+        changes: list[Lease] = []
+
+        def own() -> IPv4Network | None:
+            return m.lease.subnet if m.lease else None
+
+        async def consume() -> None:
+            async for event in m.watch(own):
+                events.append(event)
+                apply_event(view, event)
+        tasks = [asyncio.create_task(m.hold(attrs(50), changes.append)),
+                 asyncio.create_task(consume())]
+        try:
+            await until(lambda: events, 5, "the snapshot")
+            etcd_server.etcdctl("put", f"{prefix}/subnets/{lease.key}",
+                                encode_attrs(attrs(60)).decode())  # another node takes it
+            await until(lambda: changes, 10, "us moving elsewhere")
+            moved = changes[0].subnet
+            assert moved != lease.subnet
+            await until(lambda: lease.subnet in view, 5, "the thief as a peer")
+            assert view[lease.subnet].attrs == attrs(60) and moved not in view
+            assert all(e.lease is None or e.lease.subnet != moved for e in events)
+            assert set(view) == {IPv4Network("10.5.1.0/24"), lease.subnet}
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await m.close()
+    asyncio.run(main())
