@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,15 @@ from pathlib import Path
 
 from netns_lab import observe
 from netns_lab.lab import Lab, Pod
-from netns_lab.netns import Sandbox, WaitAbort, list_netns, run, wait_for
+from netns_lab.netns import (
+    Sandbox,
+    WaitAbort,
+    kill_pids,
+    list_netns,
+    pid_alive,
+    run,
+    wait_for,
+)
 from netns_lab.plan import BRIDGE, POD_IFACE, lab_prefix
 from netns_lab.progress import Progress
 from netns_lab.runtime import CNI_SYSTEM_DIR, CONFLIST_NAME, Runtime, result_ipv4, write_conflist
@@ -99,13 +108,14 @@ def write_network_config(lab: Lab) -> None:
 
 def flanneld_argv(lab: Lab, host: str) -> list[str]:
     hd = lab.host_dir(host)
+    spec = lab.topology.host(host)
     return [*_venv_tool("flanneld", "flanneld.main"),
             "--etcd-endpoints", ",".join(lab.plan.etcd_endpoints),
             "--etcd-prefix", lab.topology.etcd_prefix,
             "--iface", "eth0", "--subnet-file", str(hd / "subnet.env"), "--state-dir", str(hd),
             "--healthz-port", str(observe.HEALTHZ_PORT), "--healthz-ip", "127.0.0.1",
             "--resync-interval", "2", "--log-level", "info",
-            *lab.topology.host(host).flanneld_args]
+            *(["--ip-masq"] if spec.ip_masq else []), *spec.flanneld_args]
 
 
 def flanneld_proc(host: str) -> str:
@@ -239,17 +249,21 @@ def down(name: str) -> tuple[int, int]:
         shutil.rmtree(state, ignore_errors=True)
         return 0, 0
     box = Sandbox(prefix)
-    procs = sum(1 for pf in box.state_dir.glob("*.pid") if _pidfile_alive(pf))
+    pids = {pf.stem: pid for pf in box.state_dir.glob("*.pid")
+            if (pid := _pidfile_pid(pf)) and pid_alive(pid)}
+    # flanneld first and gently; then etcd at once: a member told to stop while its peers
+    # stop too spends seconds trying to hand over leadership, for a cluster about to vanish.
+    kill_pids([p for n, p in pids.items() if n.startswith("flanneld-")], signal.SIGTERM, 5)
+    kill_pids([p for n, p in pids.items() if n.startswith("etcd-")], signal.SIGKILL, 5)
     box.cleanup()
-    return len(namespaces), procs
+    return len(namespaces), len(pids)
 
 
-def _pidfile_alive(pf: Path) -> bool:
-    from netns_lab.netns import pid_alive
+def _pidfile_pid(pf: Path) -> int | None:
     try:
-        return pid_alive(int(pf.read_text()))
+        return int(pf.read_text())
     except (ValueError, OSError):
-        return False
+        return None
 
 
 def leftovers(name: str) -> dict[str, list[str]]:

@@ -235,7 +235,7 @@ class Sandbox:
         for pf in sorted(self.state_dir.glob("*.pid")):
             with contextlib.suppress(ValueError, FileNotFoundError):
                 pids.append(int(pf.read_text()))
-        _kill_pids(pids, signal.SIGTERM, 5)
+        kill_pids(pids, signal.SIGTERM, 5)
         for ns in self.namespaces():
             for pid in netns_pids(ns):
                 _kill_pid(pid, signal.SIGKILL, 5)
@@ -248,10 +248,10 @@ class Sandbox:
 
 
 def _kill_pid(pid: int, sig: int, timeout: float) -> None:
-    _kill_pids([pid], sig, timeout)
+    kill_pids([pid], sig, timeout)
 
 
-def _kill_pids(pids: Sequence[int], sig: int, timeout: float) -> None:
+def kill_pids(pids: Sequence[int], sig: int, timeout: float) -> None:
     """Signal all at once, wait for all, SIGKILL the ones still alive at the deadline."""
     live = [p for p in pids if pid_alive(p)]
     for pid in live:

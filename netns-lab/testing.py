@@ -42,6 +42,7 @@ class LabRun:
         self.root_links_before = root_links()
         self.up_seconds = 0.0
         self.pids: list[int] = []
+        self.closed = False
 
     def cli(self, *args: str, check: bool = True,
             timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -113,6 +114,9 @@ class LabRun:
     def close(self) -> dict[str, list[str]]:
         """`netns-lab down`, then what it left behind (empty when all is well)."""
         left: dict[str, list[str]] = {}
+        if self.closed:
+            return left
+        self.closed = True
         try:
             self.cli("down", timeout=120)
             left = {k: v for k, v in leftovers(self.name).items() if v}

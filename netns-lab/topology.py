@@ -30,6 +30,7 @@ MANAGED_FLAGS = ("--etcd-endpoints", "--iface", "--subnet-file", "--state-dir",
                  "--healthz-port", "--healthz-ip", "--etcd-prefix")
 MAX_HOSTS = 64
 MAX_PODS = 32
+HOST_KEYS = ("segment", "pods", "flanneld_args", "ip_masq", "ip")  # `ip` last: not a default
 TOP_KEYS = ("description", "network", "etcd_prefix", "etcd", "segments", "routers",
             "hosts", "defaults")
 
@@ -64,6 +65,9 @@ class Host:
     pods: tuple[str, ...] = ()
     flanneld_args: tuple[str, ...] = ()
     ip: IPv4Address | None = None
+    # flanneld --ip-masq, on by default as in kube-flannel's manifest: without it the
+    # bridge plugin masquerades pod-to-pod traffic (flannel's FLANNEL_IPMASQ=false rule).
+    ip_masq: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class Topology:
             "etcd": {"members": {m.name: _drop_none({"segment": m.segment, "ip": m.ip})
                                  for m in self.etcd}},
             "hosts": {h.name: _drop_none({"segment": h.segment, "pods": list(h.pods),
-                                          "flanneld_args": list(h.flanneld_args), "ip": h.ip})
+                                          "flanneld_args": list(h.flanneld_args), "ip": h.ip,
+                                          "ip_masq": h.ip_masq})
                       for h in self.hosts},
         }
 
@@ -232,7 +237,7 @@ def parse(data: Any, source: str = "topology") -> Topology:
     seg_names = [s.name for s in segments]
     routers = _parse_routers(c, data.get("routers"), seg_names)
     defaults = _mapping(c, "defaults", data.get("defaults"))
-    _unknown_keys(c, "defaults", defaults, ("segment", "pods", "flanneld_args"))
+    _unknown_keys(c, "defaults", defaults, HOST_KEYS[:-1])
     hosts = _parse_hosts(c, data.get("hosts"), defaults, seg_names)
     etcd = _parse_etcd(c, data.get("etcd"), seg_names)
     topo = Topology(hosts=tuple(hosts), segments=tuple(segments), routers=tuple(routers),
@@ -357,9 +362,13 @@ def _flags(c: _Collector, where: str, value: Any) -> tuple[str, ...]:
         c.add(where, f"{value!r}: expected a list of flanneld flags, e.g. [--ip-masq]")
         return ()
     for arg in value:
-        if arg.startswith("-") and arg.split("=", 1)[0] in MANAGED_FLAGS:
+        flag = "--" + arg.lstrip("-").split("=", 1)[0]
+        if flag in MANAGED_FLAGS:
             c.add(where, f"{arg!r} is set by the lab for every host; remove it "
                          f"(the lab manages {', '.join(MANAGED_FLAGS)})")
+        elif flag == "--ip-masq":
+            c.add(where, f"{arg!r}: say `ip_masq: true` or `ip_masq: false` instead "
+                         "(on by default, as in kube-flannel)")
     return tuple(value)
 
 
@@ -404,14 +413,16 @@ def _parse_hosts(c: _Collector, value: Any, defaults: dict[str, Any],
         if not _name_ok(c, where, name):
             continue
         spec = _mapping(c, where, spec)
-        _unknown_keys(c, where, spec, ("segment", "pods", "flanneld_args", "ip"))
-        merged = {"pods": 2, **defaults, **spec}
+        _unknown_keys(c, where, spec, HOST_KEYS)
+        merged = {"pods": 2, "ip_masq": True, **defaults, **spec}
+        if not isinstance(merged["ip_masq"], bool):
+            c.add(f"{where}.ip_masq", f"{merged['ip_masq']!r}: use true or false")
         out.append(Host(
             name=name,
             segment=_segment_ref(c, f"{where}.segment", merged.get("segment"), segs),
             pods=_pods(c, f"{where}.pods", merged["pods"]),
             flanneld_args=_flags(c, f"{where}.flanneld_args", merged.get("flanneld_args", [])),
-            ip=_ip(c, f"{where}.ip", spec.get("ip"))))
+            ip=_ip(c, f"{where}.ip", spec.get("ip")), ip_masq=merged["ip_masq"] is not False))
     return out
 
 

@@ -70,12 +70,12 @@ def test_minimal_document_gets_defaults() -> None:
 
 
 def test_defaults_apply_and_hosts_override() -> None:
-    t = parse({"hosts": {"a": None, "b": {"pods": 0, "flanneld_args": "--ip-masq -v"}},
-               "defaults": {"pods": 3, "flanneld_args": ["--ip-masq"]}})
+    t = parse({"hosts": {"a": None, "b": {"pods": 0, "flanneld_args": "--log-level debug"}},
+               "defaults": {"pods": 3, "flanneld_args": ["--resync-interval=5"]}})
     assert t.host("a").pods == ("p1", "p2", "p3")
-    assert t.host("a").flanneld_args == ("--ip-masq",)
+    assert t.host("a").flanneld_args == ("--resync-interval=5",)
     assert t.host("b").pods == ()
-    assert t.host("b").flanneld_args == ("--ip-masq", "-v")
+    assert t.host("b").flanneld_args == ("--log-level", "debug")
 
 
 def test_network_keys_are_case_insensitive_like_flannel() -> None:
@@ -173,6 +173,15 @@ def test_vxlan_directrouting_across_routers_is_fine() -> None:
 def test_managed_flanneld_flags_are_refused() -> None:
     one_problem({"hosts": {"a": {"flanneld_args": ["--iface=eth1"]}}},
                 "hosts.a.flanneld_args", "--iface", "set by the lab")
+
+
+def test_ip_masq_is_on_by_default_and_has_its_own_key() -> None:
+    t = parse({"hosts": {"a": None, "b": {"ip_masq": False}}})
+    assert t.host("a").ip_masq and not t.host("b").ip_masq
+    assert not parse({"hosts": 1, "defaults": {"ip_masq": False}}).hosts[0].ip_masq
+    one_problem({"hosts": {"a": {"flanneld_args": ["--ip-masq=false"]}}},
+                "hosts.a.flanneld_args", "ip_masq: false")
+    one_problem({"hosts": {"a": {"ip_masq": "yes"}}}, "hosts.a.ip_masq", "true or false")
 
 
 def test_even_etcd_cluster_refused() -> None:
