@@ -22,22 +22,25 @@ from typing import Any
 
 from backends import nlmsg as m
 from backends.base import ExternalInterface, OnceLog, ReconcileResult
-from backends.netlink import Result, RtNetlink
-from backends.state import (
+from backends.desired import (
     Desired,
     MainRoute,
     Outcome,
     PeerContext,
     PeerEntries,
+    combine,
+    keep_last_good,
+    patch,
+)
+from backends.netlink import Result, RtNetlink
+from backends.state import (
+    Keys,
     Plan,
     RouteScope,
     RouteSpec,
     Tables,
     apply_plan,
-    combine,
     diff,
-    keep_last_good,
-    programmed_peers,
     route_matches,
 )
 from flanneld.lease import Lease
@@ -63,9 +66,12 @@ class Engine:
         self._applied: Tables | None = None  # what the kernel holds of ours, as last seen/applied
         self._main: tuple[MainRoute, ...] = ()  # routes we do not own, for on-link decisions
         self._own_key: str | None = None
-        self._memo: dict[int, tuple[Lease, Outcome]] = {}
+        # Per lease object (by id): (lease, key, outcome); the outcome of our own lease is None.
+        self._seen: dict[int, tuple[Lease, str, Outcome | None]] = {}
         self._memo_ctx: PeerContext | None = None
+        self._desired: Desired | None = None
         self._last_good: dict[str, PeerEntries] = {}
+        self._programmed: set[str] = set()
         self._failed: set[tuple[str, Any]] = set()  # ops that failed on the last run
         self._skip_log = OnceLog()
         self._unreach_log = OnceLog()
@@ -121,58 +127,86 @@ class Engine:
             if own.key != self._own_key:
                 previous = None  # a new subnet: nothing we see is a "repair"
             if not self._prepare(own, result):
-                self._applied = None
+                self._applied = self._desired = None
                 return result
             base, pre_deletes = self._dump(own)
         else:
             assert previous is not None
             base = previous
         self._own_key = own.key
-        desired = self._desired(own, peers)
-        plan = diff(desired.tables, base)
+        desired, keys, changed = self._update_desired(own, peers, full=full)
+        plan = diff(desired.tables, base, keys)
         plan.fdb_del[:0] = pre_deletes
         if full:
             self._failed = set()
         else:  # do not hammer the kernel with what just failed; the next full run retries
             _drop_failed(plan, self._failed)
         done = self._execute(plan, desired, previous, result)
-        self._applied = apply_plan(base, done)
-        result.skipped = desired.skipped
-        result.unreachable += desired.unreachable
-        result.programmed_peers = programmed_peers(desired, self._applied)
+        self._applied = apply_plan(base, done, inplace=True)
+        # After the plan, the kernel matches the desired state except where an op failed
+        # (or, incrementally, was not retried): only those peers are not programmed.
+        bad = {(kind, op if kind == "neigh-" else op[0]) for kind, op in self._failed}
+        candidates = desired.peers.keys() if keys is None else changed.keys()
+        if keys is None:
+            self._programmed = set()
+        for key in candidates:
+            e = desired.peers.get(key)
+            if e is not None and not (bad and _hits(e, bad)):
+                self._programmed.add(key)
+            else:
+                self._programmed.discard(key)
+        result.programmed_peers = len(self._programmed)
+        result.skipped = sorted(desired.skipped.items())
+        result.unreachable += sorted(desired.unreachable.items())
         self._skip_log.update(result.skipped, f"{self.backend_type}: skipping lease")
         self._unreach_log.update(result.unreachable, f"{self.backend_type}: peer unreachable")
         return result
 
-    def _desired(self, own: Lease, peers: list[Lease]) -> Desired:
-        """Per-lease outcomes are memoised by lease object: an event recomputes only its lease.
+    def _update_desired(self, own: Lease, peers: list[Lease], *, full: bool
+                        ) -> tuple[Desired, Keys | None, dict[str, Outcome | None]]:
+        """The desired state, the table keys to diff (None: all), and the changed leases.
 
-        A lease that turns unusable keeps the entries of its last good version
-        (`keep_last_good`), so a bad write in etcd never cuts a working peer off.
+        Outcomes are memoised per lease object, so an event recomputes only the
+        leases that changed, and (unless a full run) patches the previous desired
+        state instead of rebuilding it. A lease that turns unusable keeps the
+        entries of its last good version (`keep_last_good`): a bad write in etcd
+        never cuts a working peer off.
         """
         ctx = self._context(own)
-        if ctx != self._memo_ctx:
-            self._memo = {}
-            self._memo_ctx = ctx
-        memo: dict[int, tuple[Lease, Outcome]] = {}
-        last_good: dict[str, PeerEntries] = {}
-        outcomes = []
+        rebuild = full or self._desired is None or ctx != self._memo_ctx
+        old = self._seen if ctx == self._memo_ctx else {}
+        seen: dict[int, tuple[Lease, str, Outcome | None]] = {}
+        changes: dict[str, Outcome | None] = {}
         for lease in peers:
-            if lease.subnet == own.subnet:
-                continue
-            hit = self._memo.get(id(lease))
+            hit = old.get(id(lease))
             if hit is None or hit[0] is not lease:
-                hit = (lease, self._outcome(lease, ctx))
-            memo[id(lease)] = hit
-            key = lease.key
-            out = hit[1]
-            if out.entries is None and out.skipped:
-                out = keep_last_good(out, self._last_good.get(key))
-            if out.entries is not None:
-                last_good[key] = out.entries
-            outcomes.append((key, out))
-        self._memo, self._last_good = memo, last_good
-        return combine(outcomes)
+                key = lease.key
+                out = None
+                if lease.subnet != own.subnet:
+                    out = keep_last_good(self._outcome(lease, ctx), self._last_good.get(key))
+                    changes[key] = out
+                hit = (lease, key, out)
+            seen[id(lease)] = hit
+        if changes or len(seen) != len(old):
+            for lid, (_, key, out) in old.items():
+                if lid not in seen and out is not None and key not in changes:
+                    changes[key] = None
+        self._seen, self._memo_ctx = seen, ctx
+        for key, out in changes.items():
+            if out is not None and out.entries is not None:
+                self._last_good[key] = out.entries
+            elif out is None:
+                self._last_good.pop(key, None)
+
+        keys: Keys | None = None
+        if not rebuild:
+            assert self._desired is not None
+            keys = patch(self._desired, changes) if changes else Keys()
+        if keys is None:
+            self._desired = combine((key, out) for _, key, out in seen.values()
+                                    if out is not None)
+        assert self._desired is not None
+        return self._desired, keys, changes
 
     def _dump(self, own: Lease) -> tuple[Tables, list[tuple[str, None]]]:
         """Our entries as the kernel has them, and the main-table routes we do not own."""
@@ -224,13 +258,14 @@ class Engine:
             if spec.gateway in failed_neigh or mac in failed_fdb:
                 result.errors.append(f"route {cidr} via {spec.gateway} not added: its "
                                      "neighbour or FDB entry failed (see above)")
+                self._failed.add(("route", (cidr, spec)))
                 continue
             second.append(("route", (cidr, spec)))
-        by_route = {e.route[0]: key for key, e in desired.peers.items()}
         for (kind, op), res in zip(second, self._send(second), strict=True):
             cidr, spec = op
             if res[0] == errno.ENETUNREACH and not spec.onlink:
-                result.unreachable.append((by_route.get(cidr, cidr), f"route {cidr} via "
+                key = next((k for k, e in desired.peers.items() if e.route[0] == cidr), cidr)
+                result.unreachable.append((key, f"route {cidr} via "
                                            f"{spec.gateway}: the kernel says network unreachable"))
                 self._failed.add((kind, op))
             elif res[0]:
@@ -302,6 +337,11 @@ def _was_programmed(previous: Tables | None, kind: str, op: Any) -> bool:
         cidr, spec = op
         return any(route_matches(spec, h) for h in previous.routes.get(cidr, ()))
     return False
+
+
+def _hits(e: PeerEntries, bad: set[tuple[str, Any]]) -> bool:
+    return (("route", e.route[0]) in bad or (e.neigh is not None and ("neigh", e.neigh[0]) in bad)
+            or (e.fdb is not None and ("fdb", e.fdb[0]) in bad))
 
 
 def _drop_failed(plan: Plan, failed: set[tuple[str, Any]]) -> None:

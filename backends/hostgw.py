@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backends.base import ExternalInterface
+from backends.desired import Outcome, PeerContext, hostgw_outcome
 from backends.engine import Engine
-from backends.state import Outcome, PeerContext, hostgw_outcome
 from flanneld.lease import Lease, LeaseAttrs
 
 if TYPE_CHECKING:

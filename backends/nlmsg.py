@@ -143,8 +143,35 @@ class NeighRow(NamedTuple):
     extra: bool  # carries port/VNI/ifindex overrides (FDB): not an entry we would write
 
 
+# Fast paths: the attribute order the kernel uses for our entries, read in one unpack
+# (neigh_fill_info: DST, LLADDR, ...; vxlan_fdb_info: LLADDR, DST, [PORT, VNI, IFINDEX,]
+# CACHEINFO; a route with TABLE, DST, GATEWAY, OIF and nothing else). Anything else takes
+# the general attribute walk. Resyncs parse thousands of these.
+_ND_FAST = struct.Struct("=BBHiHBBHH4sHH6s")
+_FDB_FAST = struct.Struct("=BBHiHBBHH6s2xHH4sHH")
+_RT_FAST = struct.Struct("=BBBBBBBBIHHIHH4sHH4sHHI")
+
+
 def parse_neigh(buf: Buf, off: int, end: int) -> NeighRow:
-    # Hand-inlined attribute walk: dumps of thousands of entries are parsed on every resync.
+    size = end - off
+    if size >= 44:
+        if buf[off] == AF_INET:
+            (family, _, _, ifindex, state, flags, _, l1, t1, ip, l2, t2, mac
+             ) = _ND_FAST.unpack_from(buf, off)
+            if t1 == NDA_DST and l1 == 8 and t2 == NDA_LLADDR and l2 == 10:
+                return NeighRow(family, ifindex, state, flags, _IP_TEXT[ip], _MAC_TEXT[mac],
+                                False)
+        elif buf[off] == AF_BRIDGE:
+            (family, _, _, ifindex, state, flags, _, l1, t1, mac, l2, t2, ip, _, t3
+             ) = _FDB_FAST.unpack_from(buf, off)
+            if (t1 == NDA_LLADDR and l1 == 10 and t2 == NDA_DST and l2 == 8
+                    and t3 == 3):  # NDA_CACHEINFO next: no port/VNI/ifindex overrides
+                return NeighRow(family, ifindex, state, flags, _IP_TEXT[ip], _MAC_TEXT[mac],
+                                False)
+    return _parse_neigh_any(buf, off, end)
+
+
+def _parse_neigh_any(buf: Buf, off: int, end: int) -> NeighRow:
     family, _, _, ifindex, state, flags, _ = _NDMSG.unpack_from(buf, off)
     dst = mac = None
     extra = False
@@ -206,6 +233,16 @@ class RouteRow(NamedTuple):
 
 
 def parse_route(buf: Buf, off: int, end: int) -> RouteRow:
+    if end - off == 44:  # rtmsg + TABLE + DST + GATEWAY + OIF: a route like ours
+        (_, dst_len, _, _, _, proto, scope, rtype, flags, _, t1, table, _, t2, dst, _, t3,
+         gw, _, t4, oif) = _RT_FAST.unpack_from(buf, off)
+        if t1 == RTA_TABLE and t2 == RTA_DST and t3 == RTA_GATEWAY and t4 == RTA_OIF:
+            return RouteRow(int.from_bytes(dst, "big"), _IP_TEXT[dst], dst_len, table, proto,
+                            scope, rtype, flags, oif, _IP_TEXT[gw], 0, False)
+    return _parse_route_any(buf, off, end)
+
+
+def _parse_route_any(buf: Buf, off: int, end: int) -> RouteRow:
     _, dst_len, _, _, table, proto, scope, rtype, flags = _RTMSG.unpack_from(buf, off)
     dst = oif = priority = 0
     dst_text = "0.0.0.0"

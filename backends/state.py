@@ -1,6 +1,8 @@
-"""Desired kernel state as plain data, and the diff against what the kernel has.
+"""Kernel state as plain data, and the diff between two such states. Pure.
 
-Everything here is pure: leases + config in, tables and plans out. Addresses
+Tables hold what a backend owns; `diff` turns what the kernel has into what
+we want; `apply_plan` models what the kernel holds afterwards. (Leases become
+desired tables in `desired.py`.) Addresses
 are kept as strings (`"10.5.34.0"`, `"10.5.34.0/24"`, lowercase MACs) because
 that is what the netlink layer parses and encodes fastest, and strings hash
 and compare cheaply in the per-event diff.
@@ -13,13 +15,10 @@ point at the device (vxlan) or at a gateway via the external interface.
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import NamedTuple
-
-from flanneld.lease import Lease, LeaseError, check_vxlan_attrs
 
 RTPROT_BOOT = 3  # what flannel's netlink library sends by default; `ip route` hides it
 VXLAN_DEFAULT_PORT = 8472  # the kernel's default when no PORT attribute is sent
@@ -73,16 +72,40 @@ class Plan:
                 + len(self.neigh_set) + len(self.fdb_set) + len(self.route_set))
 
 
-def diff(desired: Tables, actual: Tables) -> Plan:
-    """The operations that turn `actual` into `desired` (see `apply_plan` for their meaning)."""
-    plan = Plan()
-    for ip, mac in desired.neighs.items():
-        if actual.neighs.get(ip) != mac:
-            plan.neigh_set.append((ip, mac))
-    plan.neigh_del.extend(ip for ip in actual.neighs if ip not in desired.neighs)
+@dataclass
+class Keys:
+    """Table keys a diff is limited to: an incremental run looks only at its leases' entries."""
 
-    for mac, dsts in desired.fdb.items():
+    neighs: set[str] = field(default_factory=set)
+    fdb: set[str] = field(default_factory=set)
+    routes: set[str] = field(default_factory=set)
+
+
+def diff(desired: Tables, actual: Tables, only: Keys | None = None) -> Plan:
+    """The operations that turn `actual` into `desired` (see `apply_plan` for their meaning).
+
+    With `only`, entries under other keys are neither added nor removed.
+    """
+    plan = Plan()
+    if only is None:
+        only = Keys(desired.neighs.keys() | actual.neighs.keys(),
+                    desired.fdb.keys() | actual.fdb.keys(),
+                    desired.routes.keys() | actual.routes.keys())
+    for ip in only.neighs:
+        mac = desired.neighs.get(ip)
+        if mac is None:
+            if ip in actual.neighs:
+                plan.neigh_del.append(ip)
+        elif actual.neighs.get(ip) != mac:
+            plan.neigh_set.append((ip, mac))
+
+    for mac in only.fdb:
+        dsts = desired.fdb.get(mac)
         have = actual.fdb.get(mac, ())
+        if dsts is None:
+            if have:
+                plan.fdb_del.append((mac, None))
+            continue
         if have == dsts:
             continue
         dst = dsts[0]
@@ -92,11 +115,14 @@ def diff(desired: Tables, actual: Tables) -> Plan:
         # A replace rewrites the first remote; any further ones are deleted.
         plan.fdb_del.extend((mac, d) for d in have[1:])
         plan.fdb_set.append((mac, dst))
-    plan.fdb_del.extend((mac, None) for mac in actual.fdb if mac not in desired.fdb)
 
-    for cidr, wants in desired.routes.items():
-        want = wants[0]
+    for cidr in only.routes:
         routes = actual.routes.get(cidr, ())
+        wants = desired.routes.get(cidr)
+        if wants is None:
+            plan.route_del.extend((cidr, r) for r in routes)
+            continue
+        want = wants[0]
         matched = [r for r in routes if route_matches(want, r)]
         extra = [r for r in routes if not route_matches(want, r)] + matched[1:]
         if not matched:
@@ -106,15 +132,12 @@ def diff(desired: Tables, actual: Tables) -> Plan:
             if same is not None:
                 extra.remove(same)
         plan.route_del.extend((cidr, r) for r in extra)
-    for cidr, routes in actual.routes.items():
-        if cidr not in desired.routes:
-            plan.route_del.extend((cidr, r) for r in routes)
     return plan
 
 
-def apply_plan(tables: Tables, plan: Plan) -> Tables:
+def apply_plan(tables: Tables, plan: Plan, *, inplace: bool = False) -> Tables:
     """What the kernel holds after `plan` (a model of its semantics; also updates our cache)."""
-    out = tables.copy()
+    out = tables if inplace else tables.copy()
     for cidr, spec in plan.route_del:
         routes = tuple(r for r in out.routes.pop(cidr, ()) if r != spec)
         if routes:
@@ -144,18 +167,7 @@ def in_sync(desired: Tables, actual: Tables) -> bool:
     return len(diff(desired, actual)) == 0
 
 
-# --- which routes are "ours", and which peers are on-link ---------------------------------
-
-
-class MainRoute(NamedTuple):
-    """A main-table route we do not manage, kept for on-link decisions."""
-
-    net: int
-    prefixlen: int
-    oif: int
-    has_gateway: bool
-    rtype: int = 1  # RTN_UNICAST
-    priority: int = 0
+# --- which routes are "ours" ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -192,181 +204,6 @@ class RouteScope:
 
 def ip_to_int(ip: str) -> int:
     return int.from_bytes(socket.inet_aton(ip), "big")
-
-
-def onlink_oif(routes: Iterable[MainRoute], ip: str) -> int | None:
-    """The interface `ip` is directly reachable through (longest-prefix match), or None."""
-    addr = ip_to_int(ip)
-    best: MainRoute | None = None
-    for r in routes:
-        mask = (0xFFFFFFFF << (32 - r.prefixlen)) & 0xFFFFFFFF
-        if addr & mask != r.net:
-            continue
-        if best is None or r.prefixlen > best.prefixlen or (
-                r.prefixlen == best.prefixlen and r.priority < best.priority):
-            best = r
-    if best is None or best.has_gateway or best.rtype != 1:
-        return None
-    return best.oif
-
-
-def connected_summary(routes: Iterable[MainRoute], ext_index: int) -> str:
-    nets = sorted({(r.net, r.prefixlen) for r in routes
-                   if r.oif == ext_index and not r.has_gateway and r.rtype == 1})
-    return ", ".join(f"{socket.inet_ntoa(struct.pack('>I', n))}/{p}" for n, p in nets) or "none"
-
-
-# --- desired state from leases -------------------------------------------------------------
-
-
-class PeerEntries(NamedTuple):
-    neigh: tuple[str, str] | None  # (ip, mac)
-    fdb: tuple[str, str] | None  # (mac, dst)
-    route: tuple[str, RouteSpec]  # (cidr, spec)
-
-
-class Outcome(NamedTuple):
-    """Per lease: entries to program, or a reason it is skipped / unreachable."""
-
-    entries: PeerEntries | None
-    skipped: str | None = None
-    unreachable: str | None = None
-
-
-@dataclass(frozen=True)
-class PeerContext:
-    """What a per-peer decision needs besides the lease itself."""
-
-    network: IPv4Network
-    own_key: str
-    own_public_ip: str
-    ext_index: int
-    ext_name: str
-    main_routes: tuple[MainRoute, ...] = ()
-    # vxlan only
-    vni: int = 0
-    dev_index: int = 0
-    direct_routing: bool = False
-
-
-def _common_skip(lease: Lease, ctx: PeerContext, backend_type: str) -> str | None:
-    if not lease.subnet.subnet_of(ctx.network):
-        return f"subnet {lease.subnet} is outside the Network {ctx.network}"
-    if lease.attrs.backend_type != backend_type:
-        kind = lease.attrs.backend_type or "udp (no BackendType)"
-        return f"BackendType {kind!r} is not {backend_type!r}; only {backend_type} peers are used"
-    if str(lease.attrs.public_ip) == ctx.own_public_ip:
-        return (f"PublicIP {lease.attrs.public_ip} is our own (a stale lease of this node?); "
-                "not programmed")
-    return None
-
-
-def vxlan_outcome(lease: Lease, ctx: PeerContext) -> Outcome:
-    """flannel's per-lease vxlan state (neighbour, FDB, onlink route) or DirectRouting route."""
-    reason = _common_skip(lease, ctx, "vxlan")
-    if reason:
-        return Outcome(None, skipped=reason)
-    try:
-        vni, mac = check_vxlan_attrs(lease.attrs)
-    except LeaseError as exc:
-        return Outcome(None, skipped=str(exc))
-    if vni != ctx.vni:
-        return Outcome(None, skipped=f"VNI {vni} differs from ours ({ctx.vni}); "
-                                     "set the same Backend.VNI on every node")
-    cidr = f"{lease.subnet.network_address}/{lease.subnet.prefixlen}"
-    public = str(lease.attrs.public_ip)
-    if ctx.direct_routing and onlink_oif(ctx.main_routes, public) == ctx.ext_index:
-        return Outcome(PeerEntries(None, None, (cidr, RouteSpec(public, 0))))
-    s0 = str(lease.subnet.network_address)
-    return Outcome(PeerEntries((s0, mac), (mac, public),
-                               (cidr, RouteSpec(s0, ctx.dev_index, onlink=True))))
-
-
-def hostgw_outcome(lease: Lease, ctx: PeerContext) -> Outcome:
-    """A route `S via P dev <ext>`, if P is L2-adjacent (directly connected on ext)."""
-    reason = _common_skip(lease, ctx, "host-gw")
-    if reason:
-        return Outcome(None, skipped=reason)
-    public = str(lease.attrs.public_ip)
-    if onlink_oif(ctx.main_routes, public) != ctx.ext_index:
-        return Outcome(None, unreachable=(
-            f"PublicIP {public} is not in a directly connected subnet of {ctx.ext_name} "
-            f"({connected_summary(ctx.main_routes, ctx.ext_index)}); host-gw needs every node "
-            "on one L2 segment (use vxlan, or vxlan with DirectRouting, otherwise)"))
-    cidr = f"{lease.subnet.network_address}/{lease.subnet.prefixlen}"
-    return Outcome(PeerEntries(None, None, (cidr, RouteSpec(public, ctx.ext_index))))
-
-
-@dataclass
-class Desired:
-    tables: Tables
-    peers: dict[str, PeerEntries]
-    skipped: list[tuple[str, str]]
-    unreachable: list[tuple[str, str]]
-
-
-def combine(outcomes: Iterable[tuple[str, Outcome]]) -> Desired:
-    """Merge per-lease outcomes (sorted by key, so conflicts resolve the same way every time)."""
-    tables = Tables()
-    peers: dict[str, PeerEntries] = {}
-    skipped: list[tuple[str, str]] = []
-    unreachable: list[tuple[str, str]] = []
-    mac_owner: dict[str, str] = {}
-    for key, out in sorted(outcomes, key=lambda kv: kv[0]):
-        if out.skipped:
-            skipped.append((key, out.skipped))
-        elif out.unreachable:
-            unreachable.append((key, out.unreachable))
-        if out.entries is None:
-            continue
-        e = out.entries
-        if e.fdb is not None and e.fdb[0] in mac_owner:
-            skipped.append((key, f"VtepMAC {e.fdb[0]} is already used by lease "
-                                 f"{mac_owner[e.fdb[0]]}; one of them is stale or misconfigured"))
-            continue
-        if e.route[0] in tables.routes:
-            skipped.append((key, f"subnet {e.route[0]} appears twice"))
-            continue
-        if e.fdb is not None:
-            mac_owner[e.fdb[0]] = key
-            tables.fdb[e.fdb[0]] = (e.fdb[1],)
-        if e.neigh is not None:
-            tables.neighs[e.neigh[0]] = e.neigh[1]
-        tables.routes[e.route[0]] = (e.route[1],)
-        peers[key] = e
-    return Desired(tables, peers, skipped, unreachable)
-
-
-def keep_last_good(out: Outcome, last_good: PeerEntries | None) -> Outcome:
-    """A lease that turned unusable keeps the entries it had: a bad write never cuts a peer off.
-
-    It is still reported as skipped; the entries go once the lease is deleted.
-    """
-    if out.entries is not None or not out.skipped or last_good is None:
-        return out
-    return Outcome(last_good, skipped=out.skipped + "; keeping its last good entries")
-
-
-def desired_state(own: Lease, peers: Iterable[Lease], ctx: PeerContext,
-                  backend_type: str) -> Desired:
-    """The whole desired table set for `backend_type` ("vxlan" or "host-gw")."""
-    decide = vxlan_outcome if backend_type == "vxlan" else hostgw_outcome
-    return combine((p.key, decide(p, ctx)) for p in peers if p.key != own.key)
-
-
-def programmed_peers(desired: Desired, kernel: Tables) -> int:
-    """Peers whose every entry is present in `kernel`."""
-    n = 0
-    for e in desired.peers.values():
-        cidr, spec = e.route
-        if not any(route_matches(spec, h) for h in kernel.routes.get(cidr, ())):
-            continue
-        if e.neigh is not None and kernel.neighs.get(e.neigh[0]) != e.neigh[1]:
-            continue
-        if e.fdb is not None and kernel.fdb.get(e.fdb[0]) != (e.fdb[1],):
-            continue
-        n += 1
-    return n
 
 
 # --- the vxlan device ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ etcd (peers point at it); the file is then rewritten to match.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -28,18 +29,16 @@ from typing import TYPE_CHECKING
 
 from backends import nlmsg as m
 from backends.base import ExternalInterface, ReconcileResult
+from backends.desired import Outcome, PeerContext, vxlan_outcome
 from backends.engine import Engine
 from backends.netlink import NetlinkError, call_in_netns
 from backends.state import (
     LinkState,
-    Outcome,
-    PeerContext,
     Tables,
     VxlanDeviceSpec,
     address_changes,
     incompatibility,
     vxlan_mtu,
-    vxlan_outcome,
 )
 from flanneld.config import VxlanConfig
 from flanneld.lease import Lease, LeaseAttrs, vxlan_backend_data
@@ -115,9 +114,8 @@ class VxlanBackend(Engine):
 
     def _context(self, own: Lease) -> PeerContext:
         base = super()._context(own)
-        return PeerContext(**{**base.__dict__, "vni": self.config.vni,
-                              "dev_index": self.dev_index,
-                              "direct_routing": self.config.direct_routing})
+        return dataclasses.replace(base, vni=self.config.vni, dev_index=self.dev_index,
+                                   direct_routing=self.config.direct_routing)
 
     def _prepare(self, own: Lease, result: ReconcileResult) -> bool:
         try:

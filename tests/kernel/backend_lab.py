@@ -181,6 +181,12 @@ class Capture:
     def stop(self) -> list[bytes]:
         self._stop.set()
         self._thread.join()
+        self._sock.setblocking(False)
+        try:  # frames already queued when the thread stopped reading
+            while True:
+                self.frames.append(self._sock.recv(65535))
+        except BlockingIOError:
+            pass
         self._sock.close()
         return self.frames
 

@@ -1,0 +1,275 @@
+"""From leases to desired kernel state: per-peer outcomes, merged into tables. Pure.
+
+`combine` builds the whole desired state; `patch` updates it in place for a
+few changed leases and says which table keys they touched, so a watch event
+among a thousand peers diffs a handful of entries instead of three thousand.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from typing import NamedTuple
+
+from backends.state import Keys, RouteSpec, Tables, ip_to_int, route_matches
+from flanneld.lease import Lease, LeaseError, check_vxlan_attrs
+
+# --- on-link decisions ---------------------------------------------------------------------
+
+
+class MainRoute(NamedTuple):
+    """A main-table route we do not manage, kept for on-link decisions."""
+
+    net: int
+    prefixlen: int
+    oif: int
+    has_gateway: bool
+    rtype: int = 1  # RTN_UNICAST
+    priority: int = 0
+
+
+
+
+def onlink_oif(routes: Iterable[MainRoute], ip: str) -> int | None:
+    """The interface `ip` is directly reachable through (longest-prefix match), or None."""
+    addr = ip_to_int(ip)
+    best: MainRoute | None = None
+    for r in routes:
+        mask = (0xFFFFFFFF << (32 - r.prefixlen)) & 0xFFFFFFFF
+        if addr & mask != r.net:
+            continue
+        if best is None or r.prefixlen > best.prefixlen or (
+                r.prefixlen == best.prefixlen and r.priority < best.priority):
+            best = r
+    if best is None or best.has_gateway or best.rtype != 1:
+        return None
+    return best.oif
+
+
+def connected_summary(routes: Iterable[MainRoute], ext_index: int) -> str:
+    nets = sorted({(r.net, r.prefixlen) for r in routes
+                   if r.oif == ext_index and not r.has_gateway and r.rtype == 1})
+    return ", ".join(f"{socket.inet_ntoa(struct.pack('>I', n))}/{p}" for n, p in nets) or "none"
+
+
+# --- per-peer outcomes ---------------------------------------------------------------------
+
+
+class PeerEntries(NamedTuple):
+    neigh: tuple[str, str] | None  # (ip, mac)
+    fdb: tuple[str, str] | None  # (mac, dst)
+    route: tuple[str, RouteSpec]  # (cidr, spec)
+
+
+class Outcome(NamedTuple):
+    """Per lease: entries to program, or a reason it is skipped / unreachable."""
+
+    entries: PeerEntries | None
+    skipped: str | None = None
+    unreachable: str | None = None
+
+
+@dataclass(frozen=True)
+class PeerContext:
+    """What a per-peer decision needs besides the lease itself."""
+
+    network: IPv4Network
+    own_key: str
+    own_public_ip: str
+    ext_index: int
+    ext_name: str
+    main_routes: tuple[MainRoute, ...] = ()
+    # vxlan only
+    vni: int = 0
+    dev_index: int = 0
+    direct_routing: bool = False
+    _net: int = field(init=False, repr=False, compare=False)
+    _mask: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_net", int(self.network.network_address))
+        object.__setattr__(self, "_mask", int(self.network.netmask))
+
+    def inside(self, subnet: IPv4Network) -> bool:
+        """subnet_of(network), with ints: it runs once per lease per event."""
+        return (subnet.prefixlen >= self.network.prefixlen
+                and int(subnet.network_address) & self._mask == self._net)
+
+
+def _common_skip(lease: Lease, ctx: PeerContext, backend_type: str) -> str | None:
+    if not ctx.inside(lease.subnet):
+        return f"subnet {lease.subnet} is outside the Network {ctx.network}"
+    if lease.attrs.backend_type != backend_type:
+        kind = lease.attrs.backend_type or "udp (no BackendType)"
+        return f"BackendType {kind!r} is not {backend_type!r}; only {backend_type} peers are used"
+    if str(lease.attrs.public_ip) == ctx.own_public_ip:
+        return (f"PublicIP {lease.attrs.public_ip} is our own (a stale lease of this node?); "
+                "not programmed")
+    return None
+
+
+def vxlan_outcome(lease: Lease, ctx: PeerContext) -> Outcome:
+    """flannel's per-lease vxlan state (neighbour, FDB, onlink route) or DirectRouting route."""
+    reason = _common_skip(lease, ctx, "vxlan")
+    if reason:
+        return Outcome(None, skipped=reason)
+    try:
+        vni, mac = check_vxlan_attrs(lease.attrs)
+    except LeaseError as exc:
+        return Outcome(None, skipped=str(exc))
+    if vni != ctx.vni:
+        return Outcome(None, skipped=f"VNI {vni} differs from ours ({ctx.vni}); "
+                                     "set the same Backend.VNI on every node")
+    s0 = str(lease.subnet.network_address)
+    cidr = f"{s0}/{lease.subnet.prefixlen}"
+    public = str(lease.attrs.public_ip)
+    if ctx.direct_routing and onlink_oif(ctx.main_routes, public) == ctx.ext_index:
+        return Outcome(PeerEntries(None, None, (cidr, RouteSpec(public, 0))))
+    return Outcome(PeerEntries((s0, mac), (mac, public),
+                               (cidr, RouteSpec(s0, ctx.dev_index, onlink=True))))
+
+
+def hostgw_outcome(lease: Lease, ctx: PeerContext) -> Outcome:
+    """A route `S via P dev <ext>`, if P is L2-adjacent (directly connected on ext)."""
+    reason = _common_skip(lease, ctx, "host-gw")
+    if reason:
+        return Outcome(None, skipped=reason)
+    public = str(lease.attrs.public_ip)
+    if onlink_oif(ctx.main_routes, public) != ctx.ext_index:
+        return Outcome(None, unreachable=(
+            f"PublicIP {public} is not in a directly connected subnet of {ctx.ext_name} "
+            f"({connected_summary(ctx.main_routes, ctx.ext_index)}); host-gw needs every node "
+            "on one L2 segment (use vxlan, or vxlan with DirectRouting, otherwise)"))
+    cidr = f"{lease.subnet.network_address}/{lease.subnet.prefixlen}"
+    return Outcome(PeerEntries(None, None, (cidr, RouteSpec(public, ctx.ext_index))))
+
+
+@dataclass
+class Desired:
+    tables: Tables
+    peers: dict[str, PeerEntries]  # lease key -> its entries
+    skipped: dict[str, str] = field(default_factory=dict)  # lease key -> reason
+    unreachable: dict[str, str] = field(default_factory=dict)
+    conflicts: bool = False  # a lease lost a MAC/subnet clash: only `combine` resolves those
+
+
+def _clash(tables: Tables, e: PeerEntries) -> str | None:
+    if e.fdb is not None and e.fdb[0] in tables.fdb:
+        return f"VtepMAC {e.fdb[0]} is already used by another lease"
+    if e.route[0] in tables.routes or (e.neigh is not None and e.neigh[0] in tables.neighs):
+        return f"subnet {e.route[0]} overlaps another lease's"
+    return None
+
+
+def _add(desired: Desired, key: str, e: PeerEntries) -> None:
+    t = desired.tables
+    if e.fdb is not None:
+        t.fdb[e.fdb[0]] = (e.fdb[1],)
+    if e.neigh is not None:
+        t.neighs[e.neigh[0]] = e.neigh[1]
+    t.routes[e.route[0]] = (e.route[1],)
+    desired.peers[key] = e
+
+
+def _note(desired: Desired, key: str, out: Outcome) -> None:
+    if out.skipped:
+        desired.skipped[key] = out.skipped
+    elif out.unreachable:
+        desired.unreachable[key] = out.unreachable
+
+
+def combine(outcomes: Iterable[tuple[str, Outcome]]) -> Desired:
+    """Merge per-lease outcomes (sorted by key, so clashes resolve the same way every time)."""
+    desired = Desired(Tables(), {})
+    mac_owner: dict[str, str] = {}
+    for key, out in sorted(outcomes, key=lambda kv: kv[0]):
+        _note(desired, key, out)
+        e = out.entries
+        if e is None:
+            continue
+        clash = _clash(desired.tables, e)
+        if clash:
+            owner = mac_owner.get(e.fdb[0], "") if e.fdb is not None else ""
+            desired.skipped[key] = (clash.replace("another lease", f"lease {owner}") if owner
+                                    else clash) + "; one of them is stale or misconfigured"
+            desired.conflicts = True
+            continue
+        if e.fdb is not None:
+            mac_owner[e.fdb[0]] = key
+        _add(desired, key, e)
+    return desired
+
+
+def patch(desired: Desired, changes: dict[str, Outcome | None]) -> Keys | None:
+    """Apply changed leases (None: gone) to `desired` in place; the table keys touched.
+
+    None means "cannot patch, use combine" (a clash is involved); `desired` is
+    then left half-updated and must be thrown away.
+    """
+    if desired.conflicts:
+        return None
+    keys = Keys()
+    t = desired.tables
+    for key in changes:
+        desired.skipped.pop(key, None)
+        desired.unreachable.pop(key, None)
+        old = desired.peers.pop(key, None)
+        if old is not None:
+            _touch(keys, old)
+            if old.neigh is not None:
+                t.neighs.pop(old.neigh[0], None)
+            if old.fdb is not None:
+                t.fdb.pop(old.fdb[0], None)
+            t.routes.pop(old.route[0], None)
+    for key, out in changes.items():
+        if out is None:
+            continue
+        _note(desired, key, out)
+        if out.entries is not None:
+            if _clash(t, out.entries):
+                return None
+            _touch(keys, out.entries)
+            _add(desired, key, out.entries)
+    return keys
+
+
+def _touch(keys: Keys, e: PeerEntries) -> None:
+    if e.neigh is not None:
+        keys.neighs.add(e.neigh[0])
+    if e.fdb is not None:
+        keys.fdb.add(e.fdb[0])
+    keys.routes.add(e.route[0])
+
+
+def keep_last_good(out: Outcome, last_good: PeerEntries | None) -> Outcome:
+    """A lease that turned unusable keeps the entries it had: a bad write never cuts a peer off.
+
+    It is still reported as skipped; the entries go once the lease is deleted.
+    """
+    if out.entries is not None or not out.skipped or last_good is None:
+        return out
+    return Outcome(last_good, skipped=out.skipped + "; keeping its last good entries")
+
+
+def desired_state(own: Lease, peers: Iterable[Lease], ctx: PeerContext,
+                  backend_type: str) -> Desired:
+    """The whole desired table set for `backend_type` ("vxlan" or "host-gw")."""
+    decide = vxlan_outcome if backend_type == "vxlan" else hostgw_outcome
+    return combine((p.key, decide(p, ctx)) for p in peers if p.subnet != own.subnet)
+
+
+def peer_programmed(e: PeerEntries, kernel: Tables) -> bool:
+    """Is every entry of this peer present in `kernel`?"""
+    cidr, spec = e.route
+    if not any(route_matches(spec, h) for h in kernel.routes.get(cidr, ())):
+        return False
+    if e.neigh is not None and kernel.neighs.get(e.neigh[0]) != e.neigh[1]:
+        return False
+    return e.fdb is None or kernel.fdb.get(e.fdb[0]) == (e.fdb[1],)
+
+
+def programmed_peers(desired: Desired, kernel: Tables) -> int:
+    return sum(peer_programmed(e, kernel) for e in desired.peers.values())
