@@ -96,8 +96,8 @@ def render(data: dict[str, Any]) -> str:
              _peers_cell(h), h["flanneld"],
              " ".join(f"{n}={ip}" for n, ip in h["pods"].items()) or "-"]
             for h in data["hosts"]]
-    out = [f"lab {data['lab']}: {data['description'] or ''} (network {data['network']}, "
-           f"backend {data['backend']})".replace(":  (", " ("),
+    desc = f": {data['description']}" if data["description"] else ""
+    out = [f"lab {data['lab']!r}{desc} (network {data['network']}, backend {data['backend']})",
            "",
            table(["HOST", "PUBLIC IP", "SUBNET", "BACKEND", "PEERS", "FLANNELD", "PODS"], rows),
            ""]

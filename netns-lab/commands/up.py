@@ -2,7 +2,8 @@
 
 FILE is a topology YAML file or the name of a shipped example (`netns-lab
 examples` lists them); without it, the default lab: 3 hosts, vxlan, 2 pods each.
-With --demo, also print the status table and the full ping matrix.
+With --demo (what `./dev.sh lab` runs), replace a lab of the same name if one
+is up, then print the status table, the full ping matrix and how to explore.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
                    help="then show the status table and the ping matrix, and how to explore")
     p.add_argument("--replace", action="store_true",
-                   help="take down a lab of the same name first")
+                   help="take down a lab of the same name first (implied by --demo)")
     p.add_argument("--keep", action="store_true",
                    help="on failure, leave what was built for inspection (default: remove it)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
@@ -34,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(sys.stdout, quiet=args.quiet)
     with lab_lock(name):
         if Lab.exists(name) or build.leftovers(name)["namespaces"]:
-            if not args.replace:
+            if not (args.replace or args.demo):
                 raise LabError(f"lab {name!r} is already up: `netns-lab down --name {name}` "
                                "first, add --replace, or pick another --name")
+            progress.say(f"netns-lab: replacing the lab {name!r} that is up")
             build.down(name)
         lab = Lab.new(name, topo, args.file or "default")
         progress.say(f"netns-lab: bringing up lab {name!r}: {topo.description or args.file}")

@@ -77,8 +77,14 @@ def check_capture(run: LabRun, status: dict[str, Any], src: str, dst: str, encap
     pytest.param("ten-hosts", marks=pytest.mark.slow),
 ])
 def test_example_end_to_end(lab_run: LabRun, example: str) -> None:
-    out = lab_run.up(example).stdout
+    # The default lab is what `./dev.sh lab` shows: bring it up the same way, with --demo.
+    demo = ("--demo",) if example == "default" else ()
+    out = lab_run.up(example, *demo).stdout
     assert f"lab {lab_run.name!r} up in" in out
+    if demo:
+        for needle in ("HOST", "PUBLIC IP", "SUBNET", "PEERS", "30/30 pod pairs reachable",
+                       "Explore:", "capture h1", f"netns-lab --name {lab_run.name} down"):
+            assert needle in out, f"{needle!r} missing from the demo output:\n{out}"
     print(f"{example}: up in {lab_run.up_seconds:.1f}s")
 
     status = lab_run.status()
@@ -101,17 +107,6 @@ def test_example_end_to_end(lab_run: LabRun, example: str) -> None:
 
     left = lab_run.close()
     assert left == {}, f"`netns-lab down` left behind: {left}"
-
-
-def test_demo_prints_status_matrix_and_hints(lab_run: LabRun) -> None:
-    proc = lab_run.cli("up", "--demo")
-    out = proc.stdout
-    for needle in ("HOST", "PUBLIC IP", "SUBNET", "PEERS", "30/30 pod pairs reachable",
-                   "Explore:", "capture h1", f"netns-lab --name {lab_run.name} down"):
-        assert needle in out, f"{needle!r} missing from:\n{out}"
-    assert "up in" in out
-    lab_run.pids = lab_run.tracked_pids()
-    assert lab_run.close() == {}
 
 
 def test_cli_help_lists_every_command() -> None:
