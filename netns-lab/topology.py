@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from ipaddress import IPv4Address, IPv4Network
@@ -217,6 +218,18 @@ def _mapping(c: _Collector, where: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _entries(c: _Collector, section: str, raw: dict[str, Any],
+             allowed: tuple[str, ...]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(name, field path, spec mapping) of each well-named entry of a section."""
+    for name, spec in raw.items():
+        where = f"{section}.{name}"
+        if not _name_ok(c, where, name):
+            continue
+        spec = _mapping(c, where, spec)
+        _unknown_keys(c, where, spec, allowed)
+        yield name, where, spec
+
+
 def parse(data: Any, source: str = "topology") -> Topology:
     """Validate a topology given as plain data (a parsed YAML document)."""
     c = _Collector()
@@ -280,12 +293,7 @@ def _parse_segments(c: _Collector, value: Any) -> list[Segment]:
     if not raw:
         c.add("segments", "no segments; declare at least one, e.g. lan: {subnet: 192.168.100.0/24}")
     out: list[Segment] = []
-    for i, (name, spec) in enumerate(raw.items()):
-        where = f"segments.{name}"
-        if not _name_ok(c, where, name):
-            continue
-        spec = _mapping(c, where, spec)
-        _unknown_keys(c, where, spec, ("subnet", "mtu"))
+    for i, (name, where, spec) in enumerate(_entries(c, "segments", raw, ("subnet", "mtu"))):
         subnet = _auto_segment_subnet(i)
         if "subnet" in spec:
             try:
@@ -408,12 +416,7 @@ def _parse_hosts(c: _Collector, value: Any, defaults: dict[str, Any],
     if len(raw) > MAX_HOSTS:
         c.add("hosts", f"{len(raw)} hosts: at most {MAX_HOSTS}")
     out: list[Host] = []
-    for name, spec in raw.items():
-        where = f"hosts.{name}"
-        if not _name_ok(c, where, name):
-            continue
-        spec = _mapping(c, where, spec)
-        _unknown_keys(c, where, spec, HOST_KEYS)
+    for name, where, spec in _entries(c, "hosts", raw, HOST_KEYS):
         merged = {"pods": 2, "ip_masq": True, **defaults, **spec}
         if not isinstance(merged["ip_masq"], bool):
             c.add(f"{where}.ip_masq", f"{merged['ip_masq']!r}: use true or false")
@@ -447,12 +450,7 @@ def _parse_etcd(c: _Collector, value: Any, segs: list[str]) -> list[EtcdMemberSp
                               "mapping name: {segment: ..., ip: ...}")
         return []
     out: list[EtcdMemberSpec] = []
-    for name, mspec in members.items():
-        where = f"etcd.members.{name}"
-        if not _name_ok(c, where, name):
-            continue
-        mspec = _mapping(c, where, mspec)
-        _unknown_keys(c, where, mspec, ("segment", "ip"))
+    for name, where, mspec in _entries(c, "etcd.members", members, ("segment", "ip")):
         seg = _segment_ref(c, f"{where}.segment", mspec.get("segment", default_seg), segs)
         out.append(EtcdMemberSpec(name, seg, _ip(c, f"{where}.ip", mspec.get("ip"))))
     return out
