@@ -88,10 +88,12 @@ class PeerContext:
     direct_routing: bool = False
     _net: int = field(init=False, repr=False, compare=False)
     _mask: int = field(init=False, repr=False, compare=False)
+    _own_ip: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_net", int(self.network.network_address))
         object.__setattr__(self, "_mask", int(self.network.netmask))
+        object.__setattr__(self, "_own_ip", ip_to_int(self.own_public_ip))
 
     def inside(self, subnet: IPv4Network) -> bool:
         """subnet_of(network), with ints: it runs once per lease per event."""
@@ -105,7 +107,7 @@ def _common_skip(lease: Lease, ctx: PeerContext, backend_type: str) -> str | Non
     if lease.attrs.backend_type != backend_type:
         kind = lease.attrs.backend_type or "udp (no BackendType)"
         return f"BackendType {kind!r} is not {backend_type!r}; only {backend_type} peers are used"
-    if str(lease.attrs.public_ip) == ctx.own_public_ip:
+    if int(lease.attrs.public_ip) == ctx._own_ip:
         return (f"PublicIP {lease.attrs.public_ip} is our own (a stale lease of this node?); "
                 "not programmed")
     return None

@@ -100,18 +100,25 @@ class Engine:
                   full: bool = True) -> ReconcileResult:
         peers = list(peers)
         with self._lock:
-            if not full and self._applied is not None and own.key == self._own_key:
-                result = self._run(own, peers, full=False)
-                if not result.errors:
-                    return result
-                log.warning("incremental reconcile failed (%s); doing a full one",
-                            result.errors[0])
-                again = self._run(own, peers, full=True)
-                for bucket in ("added", "removed", "repaired"):
-                    for kind, n in getattr(result, bucket).items():
-                        again.count(bucket, kind, n)
-                return again
-            return self._run(own, peers, full=True)
+            try:
+                return self._reconcile(own, peers, full=full)
+            except OSError as exc:  # a dump or a device operation failed outright
+                self._applied = self._desired = None  # the next run starts from a dump
+                log.warning("%s reconcile failed: %s", self.backend_type, exc)
+                return ReconcileResult(full=full, errors=[f"{self.backend_type}: {exc}"])
+
+    def _reconcile(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
+        if not full and self._applied is not None and own.key == self._own_key:
+            result = self._run(own, peers, full=False)
+            if not result.errors:
+                return result
+            log.warning("incremental reconcile failed (%s); doing a full one", result.errors[0])
+            again = self._run(own, peers, full=True)
+            for bucket in ("added", "removed", "repaired"):
+                for kind, n in getattr(result, bucket).items():
+                    again.count(bucket, kind, n)
+            return again
+        return self._run(own, peers, full=True)
 
     def close(self) -> None:
         with self._lock:
@@ -129,7 +136,7 @@ class Engine:
             if not self._prepare(own, result):
                 self._applied = self._desired = None
                 return result
-            base, pre_deletes = self._dump(own)
+            base, pre_deletes = self._dump()
         else:
             assert previous is not None
             base = previous
@@ -208,9 +215,9 @@ class Engine:
         assert self._desired is not None
         return self._desired, keys, changes
 
-    def _dump(self, own: Lease) -> tuple[Tables, list[tuple[str, None]]]:
+    def _dump(self) -> tuple[Tables, list[tuple[str, None]]]:
         """Our entries as the kernel has them, and the main-table routes we do not own."""
-        scope = RouteScope(self.network, own.subnet, self.dev_index, self.ext.index)
+        scope = RouteScope(self.network, self.dev_index, self.ext.index)
         tables = Tables()
         main: list[MainRoute] = []
         rows = self.nl.dump(m.RTM_GETROUTE, m.route_dump_body(), m.parse_route, m.RTM_NEWROUTE)

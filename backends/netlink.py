@@ -19,7 +19,7 @@ import errno as errno_mod
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -198,42 +198,44 @@ class RtNetlink:
         rows: list[T] = []
         interrupted = False
         with self._lock:
-            self._seq += 1
-            seq = self._seq
-            self._sock.send(m.nlmsg(kind, m.NLM_F_REQUEST | m.NLM_F_DUMP, seq, body))
-            while True:
-                n = self._sock.recv_into(self._buf)
-                data = bytes(self._buf[:n])
-                for rkind, flags, rseq, a, b in m.iter_msgs(data, n):
-                    if rseq != seq:
-                        continue
-                    if flags & NLM_F_DUMP_INTR:
-                        interrupted = True
-                    if rkind == m.NLMSG_DONE:
-                        return rows, interrupted
-                    if rkind == m.NLMSG_ERROR:
-                        err, _, text = m.parse_error(data, a, b, flags)
-                        raise NetlinkError(err, f"dump (type {kind})", text)
-                    if rkind == reply:
-                        rows.append(parse(data, a, b))
+            for rkind, flags, data, a, b in self._exchange(kind, m.NLM_F_DUMP, body):
+                if flags & NLM_F_DUMP_INTR:
+                    interrupted = True
+                if rkind == m.NLMSG_DONE:
+                    return rows, interrupted
+                if rkind == m.NLMSG_ERROR:
+                    err, _, text = m.parse_error(data, a, b, flags)
+                    raise NetlinkError(err, f"dump (type {kind})", text)
+                if rkind == reply:
+                    rows.append(parse(data, a, b))
+        raise AssertionError("unreachable: _exchange never ends on its own")
 
     def get(self, kind: int, body: bytes, parse: Callable[[m.Buf, int, int], T],
             reply: int) -> T | None:
         """A single-object GET (e.g. a link by name); None if the kernel says ENODEV."""
         with self._lock:
-            self._seq += 1
-            seq = self._seq
-            self._sock.send(m.nlmsg(kind, m.NLM_F_REQUEST, seq, body))
-            while True:
-                n = self._sock.recv_into(self._buf)
-                data = bytes(self._buf[:n])
-                for rkind, flags, rseq, a, b in m.iter_msgs(data, n):
-                    if rseq != seq:
-                        continue
-                    if rkind == m.NLMSG_ERROR:
-                        err, _, text = m.parse_error(data, a, b, flags)
-                        if err in (errno_mod.ENODEV, 0):
-                            return None
-                        raise NetlinkError(err, f"get (type {kind})", text)
-                    if rkind == reply:
-                        return parse(data, a, b)
+            for rkind, flags, data, a, b in self._exchange(kind, 0, body):
+                if rkind == m.NLMSG_ERROR:
+                    err, _, text = m.parse_error(data, a, b, flags)
+                    if err in (errno_mod.ENODEV, 0):
+                        return None
+                    raise NetlinkError(err, f"get (type {kind})", text)
+                if rkind == reply:
+                    return parse(data, a, b)
+        raise AssertionError("unreachable: _exchange never ends on its own")
+
+    def _exchange(self, kind: int, flags: int, body: bytes
+                  ) -> Iterator[tuple[int, int, bytes, int, int]]:
+        """Send one request; yield (type, flags, datagram, start, end) of each reply to it.
+
+        Endless: the caller stops when it has what it wants. Hold the lock.
+        """
+        self._seq += 1
+        seq = self._seq
+        self._sock.send(m.nlmsg(kind, m.NLM_F_REQUEST | flags, seq, body))
+        while True:
+            n = self._sock.recv_into(self._buf)
+            data = bytes(self._buf[:n])
+            for rkind, rflags, rseq, a, b in m.iter_msgs(data, n):
+                if rseq == seq:
+                    yield rkind, rflags, data, a, b

@@ -172,31 +172,26 @@ def in_sync(desired: Tables, actual: Tables) -> bool:
 
 @dataclass(frozen=True)
 class RouteScope:
-    """Decides which dumped routes a backend owns.
+    """Decides which dumped main-table routes a backend owns.
 
-    Owned: dst inside `network` (but not our own subnet), and either on our
-    device, or (gateway routes only) via the external interface.
+    Owned: dst inside `network`, and either on our device (we own flannel.N:
+    even a route for our own subnet there is wrong), or a gateway route via
+    the external interface (host-gw, DirectRouting). Everything else, e.g.
+    the CNI bridge's route for our subnet or a blackhole route, is left alone.
     """
 
     network: IPv4Network
-    own_subnet: IPv4Network | None
     dev_index: int  # 0 for host-gw
     ext_index: int
     _net: int = field(init=False, repr=False, compare=False)
     _mask: int = field(init=False, repr=False, compare=False)
-    _own: tuple[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "_net", int(self.network.network_address))
-        set_(self, "_mask", int(self.network.netmask))
-        own = self.own_subnet
-        set_(self, "_own", (int(own.network_address), own.prefixlen) if own else (-1, -1))
+        object.__setattr__(self, "_net", int(self.network.network_address))
+        object.__setattr__(self, "_mask", int(self.network.netmask))
 
     def owns(self, dst: int, dst_len: int, oif: int, has_gateway: bool) -> bool:
         if dst_len < self.network.prefixlen or dst & self._mask != self._net:
-            return False
-        if (dst, dst_len) == self._own:
             return False
         return (self.dev_index != 0 and oif == self.dev_index) or (
             has_gateway and oif == self.ext_index)

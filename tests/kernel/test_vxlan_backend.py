@@ -232,6 +232,35 @@ def test_bad_and_foreign_leases_remove_nothing(make: Callable[..., tuple[Lab, Cl
     lab.ping("a", lab.hosts["b"].pod_ip)
 
 
+def test_stale_entries_on_our_device_are_removed_others_kept(
+        make: Callable[..., tuple[Lab, Cluster]]) -> None:
+    lab, cluster = make({k: v for k, v in THREE.items() if k != "c"})
+    ns = lab.hosts["a"].ns
+    before = kernel_state(ns)
+    # Left over from a peer that vanished while we were down, and a wrong route for our
+    # own subnet on flannel.1: ours to remove.
+    ip("neigh", "add", "10.5.77.0", "lladdr", "0e:00:00:00:00:77", "dev", "flannel.1",
+       "nud", "permanent", netns=ns)
+    run(["bridge", "-n", ns, "fdb", "add", "0e:00:00:00:00:77", "dev", "flannel.1", "dst",
+         "192.168.64.77", "self", "permanent"])
+    ip("route", "add", "10.5.77.0/24", "via", "10.5.77.0", "dev", "flannel.1", "onlink",
+       netns=ns)
+    ip("route", "add", "10.5.1.0/24", "dev", "flannel.1", "metric", "100", netns=ns)
+    # Not ours: outside the Network, or not on our device.
+    ip("route", "add", "10.99.0.0/16", "dev", "flannel.1", netns=ns)
+    ip("route", "add", "10.5.78.0/24", "dev", "cni0", netns=ns)
+    result = cluster.reconcile("a")
+    assert result.removed == {"neigh": 1, "fdb": 1, "route": 2} and not result.errors
+    assert kernel_state(ns)["neigh"] == before["neigh"]
+    assert kernel_state(ns)["fdb"] == before["fdb"]
+    left = {(r["dst"], r["dev"]) for r in ipj(ns, "route", "show")}
+    assert {("10.99.0.0/16", "flannel.1"), ("10.5.78.0/24", "cni0"), ("10.5.1.0/24", "cni0"),
+            ("10.5.2.0/24", "flannel.1")} <= left
+    assert ("10.5.77.0/24", "flannel.1") not in left
+    assert len([r for r in ipj(ns, "route", "show", "10.5.1.0/24")]) == 1
+    lab.ping("a", lab.hosts["b"].pod_ip)
+
+
 def test_peer_mac_change_removes_the_stale_fdb_entry(
         make: Callable[..., tuple[Lab, Cluster]]) -> None:
     lab, cluster = make({k: v for k, v in THREE.items() if k != "c"})
