@@ -120,6 +120,11 @@ class Engine:
             return again
         return self._run(own, peers, full=True)
 
+    @property
+    def netlink_portid(self) -> int:
+        """See RtNetlink.portid (vxlan FDB notifications carry 0, not this)."""
+        return self.nl.portid
+
     def close(self) -> None:
         with self._lock:
             self.nl.close()

@@ -113,6 +113,12 @@ class RtNetlink:
         s.bind((0, 0))
         return s
 
+    @property
+    def portid(self) -> int:
+        """Our socket's netlink port id: route and neighbour notifications caused by our
+        requests carry it in nlmsg_pid, so a watcher can tell our own writes apart."""
+        return int(self._sock.getsockname()[0])
+
     def close(self) -> None:
         self._sock.close()
 

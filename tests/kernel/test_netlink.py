@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -107,6 +108,22 @@ def test_large_batches_and_dumps_round_trip(nsvx: tuple[str, RtNetlink, int]) ->
     # A batch where every request fails still reports every failure (no lost replies).
     bad = [(m.RTM_NEWNEIGH, REPLACE, m.neigh_body(999, s0, mac)) for s0, mac, _ in peers]
     assert [r[0] for r in nl.apply(bad)] == [errno.ENODEV] * n
+
+
+def test_notifications_of_our_writes_carry_our_portid(nsvx: tuple[str, RtNetlink, int]) -> None:
+    ns, nl, dev = nsvx
+    watch = call_in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                                    socket.NETLINK_ROUTE))
+    try:
+        watch.bind((0, 0x40))  # RTMGRP_IPV4_ROUTE
+        watch.settimeout(5)
+        assert nl.apply([(m.RTM_NEWROUTE, REPLACE, m.route_body(
+            "10.5.34.0", 24, "10.5.34.0", dev, onlink=True))]) == [(0, "")]
+        data = watch.recv(65536)
+        kind, _, _, _, _ = next(m.iter_msgs(data, len(data)))
+        assert kind == m.RTM_NEWROUTE and m.NLMSG_HDR.unpack_from(data)[4] == nl.portid != 0
+    finally:
+        watch.close()
 
 
 def test_addresses_and_link_attributes(nsvx: tuple[str, RtNetlink, int]) -> None:
