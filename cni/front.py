@@ -5,9 +5,11 @@ only built-in modules (`posix`, `_socket`; `_json` only when the config names
 a socket or subnet file) and never `os`, `socket` or `json`. It reads stdin as
 raw bytes, sends it with the CNI_* variables to flanneld's unix socket
 (`cniSocket`, else `<dirname(subnetFile)>/cni.sock`), and relays the answer.
-When nothing listens there (or flanneld refuses us), it execs the full
-interpreter on `cni.plugin` with stdin handed over in a memfd: the same
-implementation, in-process.
+When nothing listens there (or flanneld refuses us), it imports `cni.plugin`
+(stdlib-only as well) and runs the very function the server runs, in this
+process. Should that import fail (an interpreter it cannot run on), it execs
+the installation's own interpreter on `cni.plugin`, stdin handed over in a memfd. VERSION (probed by
+libcni runtimes before every ADD and DEL) is answered here, from cni/versions.py.
 
 Wire format (all lengths are 4-byte big-endian):
   request:  b"PFC1" len env env len stdin stdin    (env: NUL-separated K=V)
@@ -48,18 +50,22 @@ class _JsonCtx:
     memo: dict = {}
 
 
-def socket_path(stdin: bytes) -> str:
-    """flanneld's socket for this config, parsing JSON only if the config could move it."""
-    if b'"cniSocket"' not in stdin and b'"subnetFile"' not in stdin:
-        return DEFAULT_SOCKET
+def parse_conf(stdin: bytes) -> dict:
+    """The config as a dict ({} if it is not one: the implementation reports that)."""
     try:
         import _json  # a C extension: no `re`, unlike the json package
         text = stdin.decode().strip()
         conf = _json.make_scanner(_JsonCtx())(text, 0)[0]  # type: ignore[arg-type]
     except Exception:
-        return DEFAULT_SOCKET  # the implementation will report the bad config
-    if not isinstance(conf, dict):
+        return {}
+    return conf if isinstance(conf, dict) else {}
+
+
+def socket_path(stdin: bytes) -> str:
+    """flanneld's socket for this config, parsing JSON only if the config could move it."""
+    if b'"cniSocket"' not in stdin and b'"subnetFile"' not in stdin:
         return DEFAULT_SOCKET
+    conf = parse_conf(stdin)
     explicit = conf.get("cniSocket")
     if isinstance(explicit, str) and explicit:
         return explicit
@@ -137,6 +143,11 @@ def main(fallback_python: str, root: str) -> None:
     env = posix.environ
     command = env.get(b"CNI_COMMAND", b"")
     stdin = b"" if command == b"VERSION" and posix.isatty(0) else _read_all(0)
+    if command == b"VERSION":  # runtimes probe before every ADD/DEL: answer at once
+        from cni.versions import version_for, version_reply
+        requested = parse_conf(stdin).get("cniVersion") if b"cniVersion" in stdin else None
+        _write(1, version_reply(version_for(requested)))
+        posix._exit(0)
     answer = _ask(socket_path(stdin), encode_request(env, stdin))
     if answer is not None:
         try:
@@ -154,5 +165,21 @@ def main(fallback_python: str, root: str) -> None:
                 _write(2, err)
             _write(1, out)
             posix._exit(code)
+    _in_process(stdin)
     _fallback(fallback_python, root, stdin)
     sys.exit(70)  # execv only returns by raising
+
+
+def _in_process(stdin: bytes) -> None:
+    """flanneld is not there: do the work here, with the server's own code."""
+    try:
+        import os
+
+        from cni.plugin import handle
+    except ImportError:
+        return
+    code, out, err = handle(dict(os.environ), stdin)
+    if err:
+        _write(2, err)
+    _write(1, out)
+    posix._exit(code)

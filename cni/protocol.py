@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-LATEST = "1.1.0"
+from cni.versions import SUPPORTED_VERSIONS, version_for, version_reply
+
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
 # Well-known error codes (CNI spec "Error" section; 8 is libcni's ErrInvalidNetNS).
@@ -126,14 +126,11 @@ def parse_request(env: dict[str, str], stdin: bytes) -> Request:
         raise CniError(INVALID_ENV, f"unknown CNI_COMMAND: {command}",
                        f"CNI_COMMAND must be one of {', '.join(COMMANDS)}")
     if command == "VERSION":
-        version = LATEST
         try:
-            v = json.loads(stdin or b"{}").get("cniVersion")
-            if isinstance(v, str) and v in SUPPORTED_VERSIONS:
-                version = v
+            requested = json.loads(stdin or b"{}").get("cniVersion")
         except (ValueError, AttributeError, UnicodeDecodeError):
-            pass
-        return Request(command, version, {})
+            requested = None
+        return Request(command, version_for(requested), {})
     missing = [k for k in _REQUIRED.get(command, ()) if not env.get(k)]
     if missing:
         raise CniError(INVALID_ENV, f"required env variables [{','.join(missing)}] missing",
@@ -184,7 +181,7 @@ def error_bytes(err: CniError, version: str | None) -> bytes:
 
 
 def version_bytes(version: str) -> bytes:
-    return dumps({"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)})
+    return version_reply(version)
 
 
 @dataclass

@@ -181,7 +181,10 @@ class CniServer:
             env, stdin = read_request(conn)
         except (OSError, ConnectionError):
             return
-        if not self._trusted(conn):
+        why = self._untrusted(conn)
+        if why:
+            print(f"cni-server: refused a caller ({why}); it does the work itself",
+                  file=sys.stderr, flush=True)
             with contextlib.suppress(OSError):
                 conn.sendall(b"R")
             return
@@ -193,15 +196,18 @@ class CniServer:
         with contextlib.suppress(OSError):
             conn.sendall(encode_response(code, out, err))
 
-    def _trusted(self, conn: socket.socket) -> bool:
+    def _untrusted(self, conn: socket.socket) -> str:
+        """Why this caller may not use us ("" if it may): root, in our network namespace."""
         pid, uid, _gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                       _CRED.size))
         if uid != 0:
-            return False
+            return f"pid {pid} runs as uid {uid}, not root"
         try:
-            return _netns_id(pid) == self._netns
-        except OSError:
-            return False
+            if _netns_id(pid) != self._netns:
+                return f"pid {pid} is in another network namespace"
+        except OSError as exc:
+            return f"pid {pid}: cannot read its namespace ({exc.strerror})"
+        return ""
 
     def _defer(self, index: int, name: str) -> None:
         self._doomed.put((index, name))

@@ -8,9 +8,15 @@ at teardown, by the reaper if the run is killed, or by the next run's sweep.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# pytest puts tests/ on sys.path; the repo root must be there too, or tests/cni/ (a
+# directory without __init__) would shadow the `cni` package as a namespace package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netns_lab.etcd import EtcdMember
 from netns_lab.netns import Sandbox
