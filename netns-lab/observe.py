@@ -12,7 +12,8 @@ import subprocess
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any, TypeVar
 
 from netns_lab.etcd import etcdctl_binary
@@ -70,9 +71,9 @@ def decode_leases(etcdctl_json: str) -> tuple[list[Lease], list[str]]:
     return leases, problems
 
 
-def read_leases(lab: Lab) -> list[Lease]:
+def read_leases(lab: Lab, timeout: float = 10) -> list[Lease]:
     out = etcdctl(lab, "get", "--prefix", subnets_prefix(lab.topology.etcd_prefix) + "/",
-                  "-w", "json")
+                  "-w", "json", timeout=timeout)
     return decode_leases(out)[0]
 
 
@@ -152,6 +153,28 @@ def peer_state(lease: Lease, view: KernelView) -> str:
                   and f.get("dst") == public for f in view.fdb)
         return "vxlan" if neigh and fdb else "partial"
     return "partial" if routes else "missing"
+
+
+def read_subnet_env(path: Path) -> dict[str, str]:
+    """subnet.env as flannel's CNI plugin reads it: KEY=value lines, nothing trimmed."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def pod_routes(view: KernelView, network: IPv4Network, own: str) -> list[str]:
+    """Routes into the pod network other than our own subnet (the peers, as programmed)."""
+    out = []
+    for r in view.routes:
+        try:
+            dst = IPv4Network(str(r.get("dst")))
+        except ValueError:
+            continue
+        if dst.subnet_of(network) and str(dst) != own:
+            out.append(str(dst))
+    return out
 
 
 def own_lease(leases: list[Lease], ip: IPv4Address) -> Lease | None:

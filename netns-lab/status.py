@@ -8,12 +8,15 @@ hosts and pods the lab made.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 from netns_lab import observe
 from netns_lab.build import flanneld_proc
 from netns_lab.lab import Lab
 from netns_lab.netns import list_netns
+
+from flanneld.lease import Lease
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -29,10 +32,15 @@ def collect(lab: Lab) -> dict[str, Any]:
     t = lab.topology
     existing = set(list_netns())
     etcd_error = ""
-    try:
-        leases = observe.read_leases(lab)
-    except Exception as exc:  # etcd down is a state worth showing, not a crash
-        leases, etcd_error = [], str(exc).splitlines()[-1] if str(exc) else repr(exc)
+    leases: list[Lease] = []
+    health = observe.etcd_health(lab)
+    if not any(health.values()):
+        etcd_error = "no member is healthy"
+    else:
+        try:
+            leases = observe.read_leases(lab, timeout=5)
+        except Exception as exc:  # etcd down is a state worth showing, not a crash
+            etcd_error = str(exc).splitlines()[-1] if str(exc) else repr(exc)
     host_ips = {lab.plan.ip_of(h) for h in t.host_names}
     live = [ls for ls in leases if ls.attrs.public_ip in host_ips]
 
@@ -42,7 +50,7 @@ def collect(lab: Lab) -> dict[str, Any]:
         lease = observe.own_lease(leases, ip)
         row: dict[str, Any] = {
             "host": host, "netns": ns, "public_ip": str(ip),
-            "subnet": str(lease.subnet) if lease else "",
+            "subnet": str(lease.subnet) if lease else "", "subnet_from": "etcd" if lease else "",
             "backend": lease.attrs.backend_type if lease else "",
             "flanneld": "down", "peers": {}, "expected_peers": 0,
             "pods": {p.name: p.ip for p in lab.pods.get(host, {}).values()},
@@ -53,6 +61,13 @@ def collect(lab: Lab) -> dict[str, Any]:
         if lab.sandbox.pid(flanneld_proc(host)) is not None:
             row["flanneld"] = "ready" if observe.flanneld_ready(ns) else "running"
         view = observe.kernel_view(ns)
+        if lease is None and etcd_error:
+            # Without etcd: our subnet as flanneld wrote it, peers as the kernel has them.
+            env = observe.read_subnet_env(lab.host_dir(host) / "subnet.env")
+            if "FLANNEL_SUBNET" in env:
+                row["subnet"] = str(ip_network(env["FLANNEL_SUBNET"], strict=False))
+                row["subnet_from"] = "subnet.env"
+            row["kernel_routes"] = observe.pod_routes(view, t.pod_network, row["subnet"])
         row["peers"] = observe.peers_of(lab, host, live, view)
         row["expected_peers"] = len(row["peers"])
         vx = view.vxlan_links()
@@ -63,7 +78,6 @@ def collect(lab: Lab) -> dict[str, Any]:
         return row
 
     hosts = observe.parallel(host_row, t.host_names)
-    health = observe.etcd_health(lab)
     return {
         "lab": lab.name, "description": t.description, "backend": t.backend_type,
         "network": str(t.pod_network), "etcd_error": etcd_error,
@@ -78,6 +92,8 @@ def collect(lab: Lab) -> dict[str, Any]:
 
 def _peers_cell(row: dict[str, Any]) -> str:
     peers: dict[str, str] = row["peers"]
+    if "kernel_routes" in row:
+        return f"{len(row['kernel_routes'])} routes*"
     if not peers and row["flanneld"] == "no namespace":
         return "-"
     good = sum(1 for s in peers.values() if s in ("vxlan", "direct"))
@@ -92,7 +108,9 @@ def _peers_cell(row: dict[str, Any]) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    rows = [[h["host"], h["public_ip"], h["subnet"] or "-", h["backend"] or "-",
+    rows = [[h["host"], h["public_ip"],
+             (h["subnet"] + ("*" if h["subnet_from"] == "subnet.env" else "")) or "-",
+             h["backend"] or "-",
              _peers_cell(h), h["flanneld"],
              " ".join(f"{n}={ip}" for n, ip in h["pods"].items()) or "-"]
             for h in data["hosts"]]
@@ -106,6 +124,9 @@ def render(data: dict[str, Any]) -> str:
     out.append(f"etcd: {etcd}")
     if data["etcd_error"]:
         out.append(f"etcd unreachable: {data['etcd_error']}")
+        if any("kernel_routes" in h for h in data["hosts"]):
+            out.append("* without etcd: subnets from subnet.env, routes into the pod network "
+                       "from the kernel (peers not checked against leases)")
     if data["stale_leases"]:
         out.append(f"leases held by no lab host: {', '.join(data['stale_leases'])}")
     if data["partitions"]:

@@ -113,6 +113,23 @@ def test_link_down_and_up(lab: LabRun) -> None:
     assert all_reachable(lab)
 
 
+def test_etcd_down_status_falls_back_to_subnet_env_and_kernel(lab: LabRun) -> None:
+    subnets = {h["host"]: h["subnet"] for h in lab.status()["hosts"]}
+    lab.cli("etcd", "stop", "etcd")
+    try:
+        status = lab.status()
+        assert status["etcd_error"] and status["etcd"][0]["healthy"] is False
+        for h in status["hosts"]:
+            assert (h["subnet"], h["subnet_from"]) == (subnets[h["host"]], "subnet.env")
+            assert len(h["kernel_routes"]) == 2
+        assert "without etcd" in lab.cli("status").stdout
+        assert all_reachable(lab), "the data path does not need etcd"
+    finally:
+        lab.cli("etcd", "start", "etcd")
+    wait_for(lambda: {h["flanneld"] for h in lab.status()["hosts"]} == {"ready"}, 30,
+             what="every flanneld ready again after etcd is back")
+
+
 def test_chaos_verbs_name_what_is_wrong(lab: LabRun) -> None:
     for args, needle in ((("flanneld", "kill", "h9"), "hosts: h1, h2, h3"),
                          (("etcd", "stop", "etcd7"), "members: etcd"),
