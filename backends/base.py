@@ -7,7 +7,6 @@ API is synchronous; each instance serialises its calls with one lock.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -116,9 +115,3 @@ class OnceLog:
             log.info("%s %s: resolved", what, key)
         self._last = current
 
-
-def merge_counts(*counters: dict[str, int]) -> dict[str, int]:
-    total: Counter[str] = Counter()
-    for c in counters:
-        total.update(c)
-    return dict(total)
