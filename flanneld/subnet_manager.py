@@ -97,6 +97,7 @@ class EtcdSubnetManager:
         self._rng = rng or random.Random()
         self._attrs: LeaseAttrs | None = None
         self._etcd_lease: int | None = None  # our one etcd lease, granted on first need
+        self._etcd_lease_seen = 0.0  # monotonic time it was last known alive
         self._own_changed = asyncio.Event()  # the watch saw our key change: check it now
         self._lease_changed = asyncio.Event()  # self.lease moved: the watch re-judges it
         self._watch_ok = True
@@ -166,6 +167,8 @@ class EtcdSubnetManager:
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
+                if "lease not found" in str(exc):
+                    self._etcd_lease = None  # it expired behind our back: grant a new one
                 log.warning("%s", self._etcd_failed("cannot acquire a subnet", exc))
                 await down.sleep()
                 continue
@@ -219,9 +222,10 @@ class EtcdSubnetManager:
 
     def _out_of_subnets_message(self, config: NetworkConfig, plan: AcquirePlan) -> str:
         total = config.subnet_count()
-        msg = (f"out of subnets: network {config.network} has {total} subnets of "
-               f"/{config.subnet_len} between {config.subnet_min} and {config.subnet_max} "
-               f"and {plan.in_use} are in use")
+        msg = (f"out of subnets: network {config.network} has {total} "
+               f"subnet{'' if total == 1 else 's'} of /{config.subnet_len} between "
+               f"{config.subnet_min} and {config.subnet_max} and {plan.in_use} "
+               f"{'is' if plan.in_use == 1 else 'are'} in use")
         if config.enable_ipv6:
             msg += f" (or no IPv6 subnet is free in {config.ipv6_network})"
         return (msg + f"; free some (etcdctl del {self.subnets_prefix}<key>) or use a bigger "
@@ -342,6 +346,7 @@ class EtcdSubnetManager:
         full_key = self.key_of(lease.subnet, lease.ipv6_subnet)
         if not lease.is_reservation:
             ttl = await self.etcd.keepalive(lease.lease_id)
+            self._etcd_lease_seen = time.monotonic()
             if ttl <= 0:
                 self._etcd_lease = None  # expired: the next acquire grants a new one
                 return (f"etcd lease {lease.lease_id:x} expired (etcd unreachable for longer "
@@ -477,24 +482,24 @@ class EtcdSubnetManager:
         return parse_subnet_key(name)
 
     async def _ensure_etcd_lease(self) -> int:
+        """Our etcd lease, granted on first need; re-checked if it may have run out
+        (acquire can wait a long time, e.g. out of subnets, with nobody renewing)."""
+        if self._etcd_lease is not None \
+                and time.monotonic() - self._etcd_lease_seen > self.renew_interval:
+            ttl = await self.etcd.keepalive(self._etcd_lease)
+            self._etcd_lease = self._etcd_lease if ttl > 0 else None
         if self._etcd_lease is None:
             self._etcd_lease, granted = await self.etcd.grant(self.ttl)
             self.status.lease_expiry = time.time() + granted
             if granted != self.ttl:
                 log.warning("etcd granted a TTL of %s s instead of %s s", granted, self.ttl)
+        self._etcd_lease_seen = time.monotonic()
         return self._etcd_lease
 
     async def _put_if(self, key: str, attrs: LeaseAttrs, lease_id: int,
                       mod_revision: int) -> Lease | None:
         """Write our value only if the key is still at `mod_revision`."""
-        try:
-            kv = await self.etcd.put_if_unchanged(key, encode_attrs(attrs), lease_id,
-                                                  mod_revision)
-        except aetcd.ClientError as exc:
-            if "lease not found" not in str(exc):
-                raise
-            self._etcd_lease = None  # expired behind our back; grant a new one next time
-            return None
+        kv = await self.etcd.put_if_unchanged(key, encode_attrs(attrs), lease_id, mod_revision)
         if kv is None:
             return None
         v4, v6 = self._parse_key(key.encode())

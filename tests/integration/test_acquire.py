@@ -132,12 +132,15 @@ def test_expiry_frees_the_subnet(etcd_server: EtcdMember, prefix: str) -> None:
         lease = await m.acquire(attrs(1))
         assert m.status.lease_expiry is not None
         assert m.status.lease_expiry - time.time() <= 2.5  # etcd did not raise the TTL
-        await m.close()  # nobody renews it now
-        key = f"{prefix}/subnets/{lease.key}"
+        key = f"{prefix}/subnets/{lease.key}"  # nobody renews it (no hold())
         await until(lambda: key_lease(etcd_server, key) is None, 15, "the key to expire")
         other = EtcdSubnetManager([etcd_server.client_url], prefix, ttl=60)
         assert (await other.acquire(attrs(2), previous=lease.subnet)).subnet == lease.subnet
         await other.close()
+        # the first manager's etcd lease is gone too: acquiring again grants a new one
+        again = await asyncio.wait_for(m.acquire(attrs(1)), 10)
+        assert again.subnet != lease.subnet and again.lease_id != lease.lease_id
+        await m.close()
     asyncio.run(main())
 
 
