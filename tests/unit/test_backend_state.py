@@ -143,7 +143,7 @@ def test_onlink_longest_prefix_match() -> None:
 
 
 def test_route_scope_only_owns_our_routes() -> None:
-    scope = RouteScope(NET, IPv4Network("10.5.52.0/24"), DEV, EXT)
+    scope = RouteScope(NET, DEV, EXT)
     a = ip_to_int
     assert scope.owns(a("10.5.34.0"), 24, DEV, False)
     assert scope.owns(a("10.5.34.0"), 24, EXT, True)  # DirectRouting / host-gw
@@ -151,8 +151,8 @@ def test_route_scope_only_owns_our_routes() -> None:
     assert not scope.owns(a("10.5.34.0"), 24, 9, True)  # another interface
     assert not scope.owns(a("10.6.34.0"), 24, DEV, False)  # outside the Network
     assert not scope.owns(a("10.4.0.0"), 15, DEV, False)  # wider than the Network
-    assert not scope.owns(a("10.5.52.0"), 24, DEV, False)  # our own subnet
-    assert scope.owns(a("10.5.52.0"), 25, DEV, False)
+    assert scope.owns(a("10.5.52.0"), 24, DEV, False)  # even our own subnet: never right there
+    assert not scope.owns(a("10.5.52.0"), 24, 5, False)  # the CNI bridge's route
 
 
 def test_device_compatibility_and_addresses() -> None:
