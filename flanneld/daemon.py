@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from flanneld import __version__, iface, masq
 from flanneld.events import LeaseEvent, apply_event
 from flanneld.health import HealthServer, Readiness
+from flanneld.kwatch import KernelWatch
 from flanneld.lease import Lease
 from flanneld.metrics import Metrics
 from flanneld.options import Options
@@ -38,6 +39,7 @@ log = logging.getLogger("flanneld")
 T = TypeVar("T")
 
 RETRY_FIRST, RETRY_CAP = 1.0, 10.0  # start-up retries (config, lease): flannel waits 1 s
+FORCE_FULL_EVERY = 30  # resync ticks: a full dump at least this often, changes or not
 
 
 class FatalError(RuntimeError):
@@ -66,6 +68,7 @@ class Daemon:
         self._health: HealthServer | None = None
         self._cni: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._kwatch = KernelWatch()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -157,6 +160,9 @@ class Daemon:
         self._spawn(self._watch(), "watch")
         await self._synced.wait()
         self._not_ready(f"programming {len(self.peers)} peers")
+        self._kwatch.start(asyncio.get_running_loop())
+        self._kwatch.routing.take()
+        self._kwatch.nftables.take()
         while not await self._reconcile(full=True):
             await asyncio.sleep(RETRY_FIRST)
         await self._ensure_rules(initial=True)
@@ -267,11 +273,14 @@ class Daemon:
     # -- the reconcile loop -------------------------------------------------------------
 
     async def _loop(self) -> None:
+        """Events -> incremental runs; every resync tick -> a full run if the kernel
+        announced changes (or one is overdue); failures -> a full run soon."""
         loop = asyncio.get_running_loop()
         interval = self.opts.resync_interval
-        next_full = loop.time() + interval
+        next_tick = loop.time() + interval
+        last_full = loop.time()
         while True:
-            timeout = next_full - loop.time()
+            timeout = next_tick - loop.time()
             if timeout > 0:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -279,16 +288,30 @@ class Daemon:
                     pass
             self._wake.clear()
             await asyncio.sleep(0)  # let the watch hand over events already received
-            full = self._full_needed or loop.time() >= next_full
-            ok = await self._reconcile(full=full)
-            if full:
+            now = loop.time()
+            tick = now >= next_tick
+            if tick:
+                next_tick = now + interval
+            overdue = tick and now - last_full >= FORCE_FULL_EVERY * interval
+            # take() clears the flag before the dump: later changes mark it again.
+            changed = self._kwatch.routing.take() if tick or self._full_needed else False
+            full = self._full_needed or overdue or changed
+            ok = True
+            if full or self._pending:
+                ok = await self._reconcile(full=full)
+                if full:
+                    last_full = now
+            elif tick:
+                self.metrics.resyncs_skipped.inc()
+            if tick and (self._kwatch.nftables.take() or overdue):
                 await self._ensure_rules()
-                next_full = loop.time() + interval
+            elif self._rules is not None and self._rules != self._wanted_rules():
+                await self._ensure_rules()  # our subnet changed
             if self._own_changed and ok:
                 self._own_changed = False
                 self._write_subnet_env()
             if not ok:  # retry soon, in full
-                next_full = min(next_full, loop.time() + min(RETRY_FIRST, interval))
+                next_tick = min(next_tick, loop.time() + min(RETRY_FIRST, interval))
             self._update_readiness()
 
     async def _reconcile(self, *, full: bool) -> bool:
@@ -338,12 +361,15 @@ class Daemon:
         self._update_readiness()
         return False
 
-    async def _ensure_rules(self, *, initial: bool = False) -> None:
+    def _wanted_rules(self) -> masq.RuleParams:
         assert self.own is not None and self.config is not None
-        want = masq.RuleParams(
+        return masq.RuleParams(
             network=self.config.network, subnet=self.own.subnet,
             masquerade=self.opts.ip_masq, forward=self.opts.iptables_forward_rules,
             fully_random=not self.opts.ip_masq_fully_random_disable)
+
+    async def _ensure_rules(self, *, initial: bool = False) -> None:
+        want = self._wanted_rules()
         changed_params = want != self._rules
         try:
             wrote = await asyncio.to_thread(masq.ensure, want)
@@ -388,23 +414,30 @@ class Daemon:
     # -- shutdown -----------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Stop everything we run; leave the data plane, subnet.env and the lease alone."""
+        """Stop everything we run; leave the data plane, subnet.env and the lease alone.
+
+        Each step is independent: one failing must not keep the others from running."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("kernel watch", lambda: self._kwatch.stop(loop))]
         if self._cni is not None:
-            stopped = self._cni.stop()
-            if inspect.isawaitable(stopped):
-                await stopped
+            steps.append(("CNI server", self._cni.stop))
         if self._health is not None:
-            self._health.stop()
+            steps.append(("health server", self._health.stop))
         if self.manager is not None:
-            try:
-                await asyncio.wait_for(self.manager.close(), 5)
-            except Exception as exc:
-                log.debug("closing the subnet manager: %r", exc)
+            steps.append(("subnet manager", lambda: asyncio.wait_for(self.manager.close(), 5)))
         if self.backend is not None:
-            await self._in_netlink(self.backend.close)
+            steps.append(("backend", lambda: self._in_netlink(self.backend.close)))
+        for what, step in steps:
+            try:
+                done = step()
+                if inspect.isawaitable(done):
+                    await done
+            except Exception as exc:
+                log.warning("stopping the %s: %r", what, exc)
         self._netlink.shutdown(wait=False)
 
 

@@ -89,6 +89,9 @@ class Metrics:
         self.reconcile_duration = Histogram(f"{NS}_reconcile_duration_seconds",
                                             "Time spent in one reconcile run", ["mode"],
                                             buckets=RECONCILE_BUCKETS, registry=r)
+        self.resyncs_skipped = Counter(f"{NS}_resyncs_unchanged",
+                                       "Resync ticks without a dump: the kernel announced no "
+                                       "change since the last one", registry=r)
         self.repairs = Counter(f"{NS}_repairs", "Kernel entries found missing or wrong and "
                                "repaired", ["kind"], registry=r)
         self.event_to_kernel = Histogram(f"{NS}_event_to_kernel_seconds",
