@@ -192,7 +192,8 @@ class Daemon:
             log.debug("CNI server not available (%s); skipping", exc)
             return
         self._cni = CniServer(self.opts.cni_socket)
-        started = self._cni.start()
+        # Its start loads the plugin's modules: off the event loop, which is serving events.
+        started = await asyncio.to_thread(self._cni.start)
         if inspect.isawaitable(started):
             await started
         log.info("CNI server listening on %s", self.opts.cni_socket)

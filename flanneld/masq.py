@@ -68,22 +68,20 @@ def render_table(p: RuleParams) -> str | None:
     out = [f"table ip {TABLE} {{", '\tcomment "rules for pyflannel (flanneld)"']
     chains: list[str] = []
     if p.masquerade:
-        chains.append("\n".join([
-            "\tchain postrtg {",
-            '\t\tcomment "chain to manage traffic masquerading by flannel"',
-            "\t\ttype nat hook postrouting priority srcnat; policy accept;",
-            *(f"\t\t{r}" for r in masq_rules(p)),
-            "\t}"]))
+        chains.append(_chain("postrtg", "chain to manage traffic masquerading by flannel",
+                             "nat hook postrouting priority srcnat", masq_rules(p)))
     if p.forward:
-        chains.append("\n".join([
-            "\tchain forward {",
-            '\t\tcomment "chain to accept flannel traffic"',
-            "\t\ttype filter hook forward priority filter; policy accept;",
-            *(f"\t\t{r}" for r in forward_rules(p)),
-            "\t}"]))
+        chains.append(_chain("forward", "chain to accept flannel traffic",
+                             "filter hook forward priority filter", forward_rules(p)))
     out.append("\n\n".join(chains))
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _chain(name: str, comment: str, hook: str, rules: list[str]) -> str:
+    return "\n".join([f"\tchain {name} {{", f'\t\tcomment "{comment}"',
+                      f"\t\ttype {hook}; policy accept;", *(f"\t\t{r}" for r in rules),
+                      "\t}"])
 
 
 def render_transaction(p: RuleParams) -> str:

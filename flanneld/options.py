@@ -47,28 +47,25 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def conv(raw: str) -> int:
+def _ranged(parse: Callable[[str], Any], lo: float, hi: float, what: str,
+            unit: str = "") -> Callable[[str], Any]:
+    def conv(raw: str) -> Any:
         try:
-            value = int(raw, 10)
+            value = parse(raw)
         except ValueError:
-            raise ValueError(f"must be an integer in {lo}..{hi}") from None
+            raise ValueError(f"must be {what} in {lo}..{hi}{unit}") from None
         if not lo <= value <= hi:
-            raise ValueError(f"must be in {lo}..{hi}")
+            raise ValueError(f"must be in {lo}..{hi}{unit}")
         return value
     return conv
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    return _ranged(lambda raw: int(raw, 10), lo, hi, "an integer")
 
 
 def _seconds(lo: float, hi: float) -> Callable[[str], float]:
-    def conv(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"must be a number of seconds in {lo:g}..{hi:g}") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be in {lo:g}..{hi:g} seconds")
-        return value
-    return conv
+    return _ranged(float, lo, hi, "a number", " seconds")
 
 
 def _endpoints(raw: str) -> tuple[str, ...]:
