@@ -38,8 +38,8 @@ def socket_path_for(conf: dict[str, Any]) -> str:
     if isinstance(explicit, str) and explicit:
         return explicit
     subnet_file = conf.get("subnetFile") or DEFAULT_SUBNET_FILE
-    head = str(subnet_file).rpartition("/")[0]
-    return f"{head or '.'}/cni.sock"
+    head, slash, _ = str(subnet_file).rpartition("/")
+    return f"{head or ('' if slash else '.')}/cni.sock"
 
 
 def load_conf(conf: dict[str, Any]) -> FlannelConf:

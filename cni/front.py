@@ -61,18 +61,71 @@ def parse_conf(stdin: bytes) -> dict:
     return conf if isinstance(conf, dict) else {}
 
 
+def _string_end(data: bytes, quote: int) -> int:
+    """Index of the quote closing the JSON string opened at `quote` (-1 if none)."""
+    j = quote + 1
+    while True:
+        j = data.find(b'"', j)
+        if j < 0:
+            return -1
+        k = j
+        while data[k - 1] == 0x5C:  # backslashes: an odd run escapes this quote
+            k -= 1
+        if (j - k) % 2 == 0:
+            return j
+        j += 1
+
+
+def top_level_strings(data: bytes, keys: tuple) -> dict | None:
+    """String values of top-level `keys` of a JSON object, found without a parser.
+
+    Skips over strings (so braces inside them don't count) and tracks nesting
+    depth in between. None when unsure (an escaped value, an unterminated
+    string): the caller then parses properly.
+    """
+    out: dict = {}
+    depth, i, n = 0, 0, len(data)
+    while True:
+        q = data.find(b'"', i)
+        if q < 0:
+            return out
+        seg = data[i:q]
+        depth += seg.count(b"{") + seg.count(b"[") - seg.count(b"}") - seg.count(b"]")
+        end = _string_end(data, q)
+        if end < 0:
+            return None
+        i = end + 1
+        if depth != 1 or data[q + 1:end] not in keys:
+            continue
+        j = i
+        while j < n and data[j] in b" \t\r\n":
+            j += 1
+        if j >= n or data[j] != 0x3A:  # not followed by ':': a value, not a key
+            continue
+        j += 1
+        while j < n and data[j] in b" \t\r\n":
+            j += 1
+        if j < n and data[j] == 0x22:
+            vend = _string_end(data, j)
+            if vend < 0 or b"\\" in data[j + 1:vend]:
+                return None
+            out[data[q + 1:end]] = data[j + 1:vend].decode()
+            i = vend + 1
+
+
 def socket_path(stdin: bytes) -> str:
     """flanneld's socket for this config, parsing JSON only if the config could move it."""
     if b'"cniSocket"' not in stdin and b'"subnetFile"' not in stdin:
         return DEFAULT_SOCKET
-    conf = parse_conf(stdin)
+    found = top_level_strings(stdin, (b"cniSocket", b"subnetFile"))
+    conf = parse_conf(stdin) if found is None else {k.decode(): v for k, v in found.items()}
     explicit = conf.get("cniSocket")
     if isinstance(explicit, str) and explicit:
         return explicit
     subnet_file = conf.get("subnetFile")
     if isinstance(subnet_file, str) and subnet_file:
-        head = subnet_file.rpartition("/")[0]
-        return (head or ".") + "/cni.sock"
+        head, slash, _ = subnet_file.rpartition("/")
+        return (head or ("" if slash else ".")) + "/cni.sock"
     return DEFAULT_SOCKET
 
 
@@ -145,7 +198,9 @@ def main(fallback_python: str, root: str) -> None:
     stdin = b"" if command == b"VERSION" and posix.isatty(0) else _read_all(0)
     if command == b"VERSION":  # runtimes probe before every ADD/DEL: answer at once
         from cni.versions import version_for, version_reply
-        requested = parse_conf(stdin).get("cniVersion") if b"cniVersion" in stdin else None
+        found = top_level_strings(stdin, (b"cniVersion",))
+        requested = parse_conf(stdin).get("cniVersion") if found is None \
+            else found.get(b"cniVersion")
         _write(1, version_reply(version_for(requested)))
         posix._exit(0)
     answer = _ask(socket_path(stdin), encode_request(env, stdin))

@@ -149,10 +149,20 @@ def enable_forwarding(families: set[int]) -> None:
 
 
 def create_veth(host: nl.Netlink, br: nl.Link, host_name: str, ifname: str, netns_fd: int,
-                mtu: int, pod_mac: str) -> str:
-    """The pair; returns the host end's MAC. EEXIST is reported to the caller unchanged."""
+                mtu: int, pod_mac: str, hairpin: bool) -> str:
+    """The pair (and hairpin on its port, same datagram); returns the host end's MAC.
+
+    A failed creation raises its NetlinkError unchanged (EEXIST is the caller's).
+    """
     host_mac = random_mac()
-    host.request(*nl.msg_new_veth(host_name, host_mac, mtu, br.index, ifname, pod_mac, netns_fd))
+    msgs = [nl.msg_new_veth(host_name, host_mac, mtu, br.index, ifname, pod_mac, netns_fd)]
+    if hairpin:
+        msgs.append(nl.msg_hairpin(0, True, name=host_name))
+    errors = host.batch(msgs)
+    if errors[0] is not None:
+        raise errors[0]
+    if hairpin and errors[1] is not None:
+        raise CniError(INTERNAL, f"setting hairpin mode on {host_name}: {errors[1].strerror}")
     return host_mac
 
 
@@ -192,14 +202,6 @@ def configure_pod(netns_fd: int, ifname: str, addrs: Sequence[PodAddr],
 def _describe(msg: tuple[int, int, bytes]) -> str:
     return {nl.RTM_NEWLINK: "link setup", nl.RTM_NEWADDR: "adding an address",
             nl.RTM_NEWROUTE: "adding a route"}.get(msg[0], "request")
-
-
-def hairpin(host: nl.Netlink, host_name: str) -> nl.Link:
-    link = host.link(host_name)
-    if link is None:
-        raise CniError(INTERNAL, f"host veth {host_name} vanished during ADD")
-    host.request(*nl.msg_hairpin(link.index, True))
-    return link
 
 
 def wait_port_up(host: nl.Netlink, host_name: str) -> None:

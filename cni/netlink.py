@@ -329,10 +329,11 @@ def msg_new_veth(name: str, mac: str, mtu: int, master: int, peer_name: str, pee
     return RTM_NEWLINK, F_CREATE | F_EXCL, body
 
 
-def msg_hairpin(index: int, on: bool) -> tuple[int, int, bytes]:
-    body = ifinfo(index) + nested(IFLA_LINKINFO, strz(IFLA_INFO_SLAVE_KIND, "bridge"),
-                                  nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE,
-                                                                    bytes([int(on)]))))
+def msg_hairpin(index: int, on: bool, name: str = "") -> tuple[int, int, bytes]:
+    """Hairpin on a bridge port, by index or (index 0) by name: batchable with its creation."""
+    body = (ifinfo(index) + (strz(IFLA_IFNAME, name) if name and not index else b"")
+            + nested(IFLA_LINKINFO, strz(IFLA_INFO_SLAVE_KIND, "bridge"),
+                     nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE, bytes([int(on)])))))
     return RTM_NEWLINK, 0, body
 
 

@@ -75,7 +75,9 @@ class Context:
         self.bridges = bridges or link.BridgeCache()
         self._host: nl.Netlink | None = None
         self._subnet: dict[str, tuple[tuple[int, int, int], SubnetEnv]] = {}
+        self.memo: dict[tuple[bytes, SubnetEnv], tuple[dict[str, Any], Any]] = {}
         self.env: dict[str, str] = {}
+        self.stdin = b""
 
     def host(self) -> nl.Netlink:
         if self._host is None:
@@ -114,7 +116,7 @@ def handle(env: dict[str, str], stdin: bytes, ctx: Context | None = None
            ) -> tuple[int, bytes, bytes]:
     """Run one CNI invocation. Never raises (except Abandon from a test hook)."""
     ctx = ctx or Context()
-    ctx.env = env
+    ctx.env, ctx.stdin = env, stdin
     if not env.get("CNI_COMMAND"):
         return 0, b"", ABOUT.encode()
     version: str | None = None
@@ -237,13 +239,30 @@ def undo(rec: state.Record, ctx: Context, data_dir: str) -> None:
 
 # ADD ---------------------------------------------------------------------------
 
-def cmd_add(req: Request, ctx: Context) -> bytes:
+_Setup = tuple[BridgeConf, dict[str, Any], list[ipam.RangeSet]]
+
+
+def _prepare(req: Request, ctx: Context) -> tuple[FlannelConf, dict[str, Any], _Setup | None]:
+    """Config -> delegate -> bridge settings, memoised per (stdin, subnet.env) in a server."""
     fc = load_conf(req.conf)
-    d = derive_delegate(fc, _subnet(ctx, fc))
-    if d["type"] != "bridge":
+    senv = _subnet(ctx, fc)
+    key = (ctx.stdin, senv)
+    hit = ctx.memo.get(key)
+    if hit is None:
+        d = derive_delegate(fc, senv)
+        setup = _bridge_setup(d) if d["type"] == "bridge" else None
+        if len(ctx.memo) >= 64:
+            ctx.memo.clear()
+        hit = ctx.memo[key] = (d, setup)
+    return fc, hit[0], hit[1]
+
+
+def cmd_add(req: Request, ctx: Context) -> bytes:
+    fc, d, setup = _prepare(req, ctx)
+    if setup is None:
         from cni.execdelegate import delegate_add
         return delegate_add(req, fc, d)
-    bc, ipam_conf, sets = _bridge_setup(d)
+    bc, ipam_conf, sets = setup
     requested = _requested_ips(req, d)
     pod_mac = _requested_mac(req, d)
     if state.record_exists(fc.data_dir, fc.name, req.container_id, req.ifname):
@@ -320,9 +339,7 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
     br = link.ensure_bridge(host, bc, gateways, ctx.bridges)
     if bc.is_gateway:
         link.enable_forwarding({a.address.version for a in addrs})
-    host_mac = _create_pair(req, ctx, fc, br, rec, netns_fd, bc.mtu, pod_mac)
-    if bc.hairpin:
-        link.hairpin(host, rec.host_veth)
+    host_mac = _create_pair(req, ctx, fc, br, rec, netns_fd, bc.mtu, pod_mac, bc.hairpin)
     link.configure_pod(netns_fd, req.ifname, addrs, routes)
     link.wait_port_up(host, rec.host_veth)
     mtu = bc.mtu or None
@@ -336,11 +353,12 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
 
 
 def _create_pair(req: Request, ctx: Context, fc: FlannelConf, br: nl.Link, rec: state.Record,
-                 netns_fd: int, mtu: int, pod_mac: str) -> str:
+                 netns_fd: int, mtu: int, pod_mac: str, hairpin: bool) -> str:
     host = ctx.host()
     for attempt in range(10):
         try:
-            return link.create_veth(host, br, rec.host_veth, req.ifname, netns_fd, mtu, pod_mac)
+            return link.create_veth(host, br, rec.host_veth, req.ifname, netns_fd, mtu, pod_mac,
+                                    hairpin)
         except nl.NetlinkError as exc:
             if exc.errno != 17:  # EEXIST
                 raise CniError(INTERNAL, f"failed to create veth pair: {exc.strerror}") from None

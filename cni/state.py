@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 RECORD_DIR = ".pyflannel"
@@ -57,7 +57,7 @@ def _write_new(path: str, data: bytes, mode: int = 0o600) -> None:
 def create_record(data_dir: str, rec: Record) -> bool:
     """Write a new record; False if one exists (a second ADD of the same attachment)."""
     path = record_path(data_dir, rec.network, rec.container_id, rec.ifname)
-    data = json.dumps(asdict(rec), separators=(",", ":")).encode()
+    data = json.dumps(vars(rec), separators=(",", ":")).encode()
     try:
         _write_new(path, data)
     except FileNotFoundError:
@@ -77,7 +77,7 @@ def rewrite_record(data_dir: str, rec: Record) -> None:
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, json.dumps(asdict(rec), separators=(",", ":")).encode())
+        os.write(fd, json.dumps(vars(rec), separators=(",", ":")).encode())
     finally:
         os.close(fd)
     os.replace(tmp, path)

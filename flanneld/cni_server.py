@@ -25,11 +25,13 @@ import socket
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 MAX_REQUEST = 16 << 20
 _CRED = struct.Struct("3i")
+_TIMEOUT = struct.pack("ll", 30, 0)  # struct timeval: a stalled client is dropped after 30 s
 
 
 def _netns_id(pid: int | str = "thread-self") -> tuple[int, int]:
@@ -37,28 +39,35 @@ def _netns_id(pid: int | str = "thread-self") -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = conn.recv(min(n - len(buf), 1 << 16))
-        if not chunk:
-            raise ConnectionError("short request")
-        buf += chunk
-    return bytes(buf)
+class _Reader:
+    """Frames off a socket with as few recv calls as possible (one, for a normal request)."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.buf = b""
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n > MAX_REQUEST:
+            raise ConnectionError("request too large")
+        while len(self.buf) - self.pos < n:
+            chunk = self.conn.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("short request")
+            self.buf = self.buf[self.pos:] + chunk
+            self.pos = 0
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
 
 
 def read_request(conn: socket.socket) -> tuple[dict[str, str], bytes]:
-    head = _recv_exact(conn, 8)
+    reader = _Reader(conn)
+    head = reader.take(8)
     if head[:4] != b"PFC1":
         raise ConnectionError("bad magic")
-    n = int.from_bytes(head[4:8], "big")
-    if n > MAX_REQUEST:
-        raise ConnectionError("request too large")
-    pairs = _recv_exact(conn, n)
-    m = int.from_bytes(_recv_exact(conn, 4), "big")
-    if m > MAX_REQUEST:
-        raise ConnectionError("request too large")
-    stdin = _recv_exact(conn, m)
+    pairs = reader.take(int.from_bytes(head[4:8], "big"))
+    stdin = reader.take(int.from_bytes(reader.take(4), "big"))
     env = {}
     for pair in pairs.split(b"\0") if pairs else []:
         key, _, value = pair.partition(b"=")
@@ -80,7 +89,6 @@ class CniServer:
         self.test_hooks = test_hooks
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
-        self._conns: queue.Queue[socket.socket | None] = queue.Queue()
         self._doomed: queue.Queue[tuple[int, str] | None] = queue.Queue()
         self._netns: tuple[int, int] = (0, 0)
         self._stopping = threading.Event()
@@ -98,23 +106,21 @@ class CniServer:
         self._listener = listener
         masq.nft()  # its netlink socket must be opened here, in the host namespace
         bridges = link.BridgeCache()
-        self._spawn("cni-accept", self._accept)
         self._spawn("cni-reaper", self._reap)
         for i in range(self.workers):
             self._spawn(f"cni-worker-{i}", self._work, bridges)
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._listener is not None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
             with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
-        for _ in range(self.workers):
-            self._conns.put(None)
+                listener.shutdown(socket.SHUT_RDWR)  # wakes every accept() with an error
         workers = [t for t in self._threads if t.name.startswith("cni-worker")]
         for t in workers:
             t.join(timeout=30)
+        if listener is not None:
+            listener.close()
         self._doomed.put(None)  # the reaper finishes pending deletions, then exits
         for t in self._threads:
             t.join(timeout=30)
@@ -150,25 +156,21 @@ class CniServer:
 
     # threads ---------------------------------------------------------------------
 
-    def _accept(self) -> None:
-        while not self._stopping.is_set() and self._listener is not None:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                continue
-            self._conns.put(conn)
-
     def _work(self, bridges: Any) -> None:
+        """Each worker accepts for itself: no hand-off between threads on the hot path."""
         from cni.plugin import Context
+        listener = self._listener
+        assert listener is not None
         ctx = Context(defer=self._defer, flush=self._flush, in_server=True,
                       test_hooks=self.test_hooks, bridges=bridges)
         try:
-            while True:
-                conn = self._conns.get()
-                if conn is None:
-                    return
+            while not self._stopping.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    if not self._stopping.is_set():
+                        time.sleep(0.05)  # e.g. EMFILE: do not spin
+                    continue
                 with conn:
                     self._serve(conn, ctx)
         finally:
@@ -176,7 +178,8 @@ class CniServer:
 
     def _serve(self, conn: Any, ctx: Any) -> None:
         from cni.plugin import Abandon, handle
-        conn.settimeout(30)
+        # A kernel receive timeout keeps the socket blocking (settimeout would poll per call).
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEOUT)
         try:
             env, stdin = read_request(conn)
         except (OSError, ConnectionError):
@@ -188,7 +191,6 @@ class CniServer:
             with contextlib.suppress(OSError):
                 conn.sendall(b"R")
             return
-        conn.settimeout(None)
         try:
             code, out, err = handle(env, stdin, ctx)
         except Abandon:

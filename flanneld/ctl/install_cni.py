@@ -68,7 +68,7 @@ def render_script(front: str, fallback: str, root: str) -> str:
             "# pyflannel CNI plugin (flannelctl install-cni). The front forwards to flanneld's\n"
             "# CNI socket, or execs the fallback interpreter on the same implementation.\n"
             "import sys\n"
-            f"sys.path.append({root!r})\n"
+            f"sys.path.insert(0, {root!r})  # found first: no scan of the stdlib dirs\n"
             "from cni.front import main\n"
             f"main({fallback!r}, {root!r})\n")
 

@@ -133,7 +133,10 @@ def test_parse_result_roundtrip() -> None:
     (b'{"subnetFile":"/tmp/x/subnet.env"}', "/tmp/x/cni.sock"),
     (b'{"subnetFile":"/tmp/x/subnet.env","cniSocket":"/s/c.sock"}', "/s/c.sock"),
     (b' {"delegate":{"subnetFile":"/nested/s.env"}}', "/run/flannel/cni.sock"),
-    (b'{"subnetFile":', "/run/flannel/cni.sock")])
+    (b'{"subnetFile":', "/run/flannel/cni.sock"),
+    (b'{"name":"subnetFile","x":"a\\"{{","subnetFile":"/q.env"}', "/cni.sock"),
+    (b'{"subnetFile":"/a/\\u0041.env"}', "/a/cni.sock"),
+    (b'{"subnetFile":"rel.env"}', "./cni.sock")])
 def test_front_socket_path(conf: bytes, path: str) -> None:
     assert socket_path(conf) == path
 
