@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address
 
 import pytest
-from capture import capture, icmp_frames, vxlan_frames
+from e2e_capture import capture, icmp_frames, vxlan_frames
 from e2e_cluster import (
     Cluster,
     Host,
