@@ -8,6 +8,7 @@ A second SIGTERM/SIGINT kills the process at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -94,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in opts.warnings:
         log.warning("%s", warning)
     log.info("pyflannel flanneld %s starting (pid %d)", __version__, os.getpid())
+    shown = dataclasses.replace(opts, etcd_password="***" if opts.etcd_password else None)
+    log.debug("options: %s", shown)
     return asyncio.run(_run(opts))
 
 
