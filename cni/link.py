@@ -21,6 +21,7 @@ from cni import netlink as nl
 from cni.delegate import BridgeConf
 from cni.protocol import INTERNAL, INVALID_NETNS, CniError
 
+Deferred = Callable[[nl.Netlink], None]  # work for a background thread, given its netlink
 _OPER_WAIT = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 1.0)
 
 
@@ -173,10 +174,11 @@ def pod_exists(netns_fd: int, ifname: str) -> bool:
 
 def configure_pod(netns_fd: int, ifname: str, addrs: Sequence[PodAddr],
                   routes: Sequence[PodRoute]) -> None:
-    """Inside the pod: accept_dad=0, up, arp_notify=1, addresses, routes via the gateway."""
+    """Inside the pod: up, arp_notify=1, addresses, routes via the gateway (+accept_dad=0)."""
     with nl.entered(netns_fd):
         pod = nl.Netlink()
-        _sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "0")  # as bridge does
+        if any(a.address.version == 6 for a in addrs):  # as bridge does (IPv4-only: moot)
+            _sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "0")
     with pod:
         link = pod.link(ifname)
         if link is None:
@@ -216,7 +218,7 @@ def wait_port_up(host: nl.Netlink, host_name: str) -> None:
 
 
 def remove_host_veth(host: nl.Netlink, name: str,
-                     defer: Callable[[int, str], None] | None) -> None:
+                     defer: Callable[[Deferred], None] | None) -> None:
     """Take the pair down now (the pod is cut off at once); delete it now or via `defer`.
 
     Deleting a veth waits for an RCU grace period (~15-25 ms here); a server
@@ -234,7 +236,14 @@ def remove_host_veth(host: nl.Netlink, name: str,
         if exc.errno not in (errno.ENODEV, errno.ENOENT):
             raise
         return
-    defer(link.index, name)
+    index = link.index
+
+    def delete(reaper: nl.Netlink) -> None:
+        still = reaper.link(index=index)
+        if still is not None and still.name == name:  # not a newcomer that reused the index
+            reaper.delete_link(index=index)
+
+    defer(delete)
 
 
 def check(host: nl.Netlink, netns_fd: int, bridge: str, host_name: str, ifname: str,

@@ -65,11 +65,11 @@ class Abandon(Exception):
 class Context:
     """Warm state for a series of requests from one thread (the fallback makes one per exec)."""
 
-    def __init__(self, defer: Callable[[int, str], None] | None = None,
+    def __init__(self, defer: Callable[[link.Deferred], None] | None = None,
                  flush: Callable[[], None] | None = None, in_server: bool = False,
                  test_hooks: bool = True, bridges: link.BridgeCache | None = None) -> None:
-        self.defer = defer            # hand a veth deletion (ifindex, name) to a background thread
-        self.flush = flush            # wait until every deferred deletion is done
+        self.defer = defer            # queue work for the server's background thread (FIFO)
+        self.flush = flush            # wait until everything queued is done
         self.in_server = in_server
         self.test_hooks = test_hooks
         self.bridges = bridges or link.BridgeCache()
@@ -102,6 +102,13 @@ class Context:
         env = read_subnet_env(path)
         self._subnet[path] = (key, env)
         return env
+
+    def later(self, work: link.Deferred) -> None:
+        """Work off the reply's critical path: queued in a server (in order), else done now."""
+        if self.defer is None:
+            work(self.host())
+        else:
+            self.defer(work)
 
     def hook(self, point: str) -> None:
         spec = self.env.get(HOOK_ENV, "")
@@ -304,7 +311,8 @@ def _add_bridge(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], 
         if rec.chain:
             masq.setup(rec.chain, fc.name, req.container_id, list(zip(rec.addresses(),
                                                                       rec.subnets, strict=True)))
-        state.save_scratch(fc.data_dir, req.container_id, scratch_bytes(d))
+        scratch = scratch_bytes(d)
+        ctx.later(lambda _nl: state.save_scratch(fc.data_dir, req.container_id, scratch))
     except Abandon:
         raise
     except BaseException as exc:
@@ -380,7 +388,8 @@ def cmd_del(req: Request, ctx: Context) -> bytes:
     rec = state.load_record(fc.data_dir, fc.name, req.container_id, req.ifname)
     if rec is not None:
         undo(rec, ctx, fc.data_dir)
-        state.drop_scratch(fc.data_dir, req.container_id)
+        # Queued behind the ADD's own write of it, so the two cannot cross.
+        ctx.later(lambda _nl: state.drop_scratch(fc.data_dir, req.container_id))
         return b""
     scratch = state.load_scratch(fc.data_dir, req.container_id)
     if scratch is not None:  # attached by flannel itself (a node moved over): its delegate DEL
@@ -452,6 +461,8 @@ def _in_set(name: str, rset: ipam.RangeSet) -> bool:
 
 def cmd_gc(req: Request, ctx: Context) -> bytes:
     from cni.gc import collect
+    if ctx.flush is not None:
+        ctx.flush()  # queued scratch writes and deletions land before we look
     collect(req, ctx, load_conf(req.conf))
     return b""
 

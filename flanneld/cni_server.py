@@ -26,6 +26,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ class CniServer:
         self.test_hooks = test_hooks
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
-        self._doomed: queue.Queue[tuple[int, str] | None] = queue.Queue()
+        self._later: queue.Queue[Callable[[Any], None] | None] = queue.Queue()
         self._netns: tuple[int, int] = (0, 0)
         self._stopping = threading.Event()
 
@@ -121,7 +122,7 @@ class CniServer:
             t.join(timeout=30)
         if listener is not None:
             listener.close()
-        self._doomed.put(None)  # the reaper finishes pending deletions, then exits
+        self._later.put(None)  # the reaper finishes what is queued, then exits
         for t in self._threads:
             t.join(timeout=30)
         self._threads = []
@@ -211,29 +212,30 @@ class CniServer:
             return f"pid {pid}: cannot read its namespace ({exc.strerror})"
         return ""
 
-    def _defer(self, index: int, name: str) -> None:
-        self._doomed.put((index, name))
+    def _defer(self, work: Callable[[Any], None]) -> None:
+        self._later.put(work)
 
     def _flush(self) -> None:
-        self._doomed.join()
+        self._later.join()
 
     def _reap(self) -> None:
-        """Delete veths handed over by DEL (each waits for an RCU grace period)."""
+        """Run work queued by requests, in order, after their replies went out.
+
+        Veth deletions (each waits for an RCU grace period) and flannel's scratch
+        file; a DEL's removal of that file queues behind the ADD's write of it.
+        """
         from cni import netlink as nl
         with nl.Netlink() as host:
             while True:
-                item = self._doomed.get()
+                work = self._later.get()
                 try:
-                    if item is None:
+                    if work is None:
                         return
-                    index, name = item
-                    link = host.link(index=index)
-                    if link is not None and link.name == name:
-                        host.delete_link(index=index)
-                except OSError as exc:
-                    print(f"cni-server: deleting {item}: {exc}", file=sys.stderr)
+                    work(host)
+                except Exception as exc:  # one failed item must not stop the queue
+                    print(f"cni-server: deferred work failed: {exc!r}", file=sys.stderr)
                 finally:
-                    self._doomed.task_done()
+                    self._later.task_done()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,7 @@ def test_add_check_del_every_version(any_node: Node, version: str) -> None:
     # the store: host-local's format and place, and flannel's scratch file
     assert node.reservations() == {"10.5.52.2": "c1\r\neth0"}
     assert (node.ipam_dir / "cbr0" / "last_reserved_ip.0").read_text() == "10.5.52.2"
+    wait_for((node.data_dir / "c1").exists, 10, what="flannel's scratch file (queued)")
     scratch = json.loads((node.data_dir / "c1").read_text())
     assert scratch["ipam"]["ranges"] == [[{"subnet": "10.5.52.0/24"}]]
     assert (node.data_dir / "c1").stat().st_mode & 0o777 == 0o600
@@ -70,7 +71,7 @@ def test_add_check_del_every_version(any_node: Node, version: str) -> None:
         assert node.check(conf, "c1", netns, res).failed(1)["msg"].endswith("CHECK")
     node.delete(conf, "c1", netns, prev=res if version >= "0.4.0" else None).ok()
     assert node.reservations() == {}
-    assert not (node.data_dir / "c1").exists()
+    wait_for(lambda: not (node.data_dir / "c1").exists(), 10, what="scratch file removed")
     wait_for(lambda: not node.ipj("link", "show", netns=netns)[1:], 10, what="pod veth gone")
 
 
