@@ -113,3 +113,11 @@ class TcpProxy:
 async def collect(gen: AsyncIterator[T], into: list[T]) -> None:
     async for item in gen:
         into.append(item)
+
+
+async def stop(manager: Any, *tasks: asyncio.Task[Any]) -> None:
+    """Cancel a test's background tasks (hold, watch), then close the manager."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await manager.close()

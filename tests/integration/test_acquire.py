@@ -9,7 +9,7 @@ import time
 from ipaddress import IPv4Network, IPv6Network
 
 import pytest
-from etcd_helpers import attrs, etcd_keys, put_config, until
+from etcd_helpers import attrs, etcd_keys, put_config, stop, until
 from netns_lab.etcd import EtcdMember
 
 from flanneld.config import ConfigError
@@ -157,8 +157,7 @@ def test_hold_keeps_one_etcd_lease_alive(etcd_server: EtcdMember, prefix: str) -
             assert key_lease(etcd_server, f"{prefix}/subnets/{lease.key}") == lease.lease_id
             assert changes == [] and m.status.state == "held"
         finally:
-            task.cancel()
-            await m.close()
+            await stop(m, task)
     asyncio.run(main())
 
 
@@ -179,8 +178,7 @@ def test_reservation_stays_a_reservation(etcd_server: EtcdMember, prefix: str) -
             assert decode_attrs(etcd_keys(etcd_server, prefix)[key]) == attrs(3)
             assert m.status.reacquisitions == 0
         finally:
-            task.cancel()
-            await m.close()
+            await stop(m, task)
     asyncio.run(main())
     assert key_lease(etcd_server, key) == 0  # survives us, too
 
@@ -205,8 +203,7 @@ def test_lost_lease_is_reacquired_loudly(etcd_server: EtcdMember, prefix: str,
             assert etcd_keys(etcd_server, prefix)[f"{prefix}/subnets/{lease.key}"] == thief
             assert m.lease == changes[1] and m.status.reacquisitions == 2
         finally:
-            task.cancel()
-            await m.close()
+            await stop(m, task)
     asyncio.run(main())
     lost = [r for r in caplog.records if r.levelno >= logging.ERROR and "LOST" in r.getMessage()]
     assert len(lost) == 2 and "deleted" in lost[0].getMessage()
@@ -225,8 +222,7 @@ def test_changed_attrs_are_written_only_while_the_key_is_ours(etcd_server: EtcdM
                         == attrs(1, mac_byte=2), 5, "the new VtepMAC in etcd")
             assert m.status.reacquisitions == 0
         finally:
-            task.cancel()
-            await m.close()
+            await stop(m, task)
     asyncio.run(main())
 
 

@@ -10,7 +10,16 @@ from ipaddress import IPv4Network
 from typing import Any
 
 import pytest
-from etcd_helpers import NETWORK, TcpProxy, attrs, collect, etcd_keys, put_config, until
+from etcd_helpers import (
+    NETWORK,
+    TcpProxy,
+    attrs,
+    collect,
+    etcd_keys,
+    put_config,
+    stop,
+    until,
+)
 from netns_lab.etcd import EtcdMember
 from netns_lab.netns import Sandbox
 
@@ -229,10 +238,7 @@ def test_own_key_events_wake_hold(etcd_server: EtcdMember, prefix: str) -> None:
             assert changes[0].subnet == lease.subnet
             assert [e for e in events if e.kind != "snapshot"] == []  # never our own
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await m.close()
+            await stop(m, *tasks)
     asyncio.run(main())
 
 
@@ -307,8 +313,5 @@ def test_takeover_moves_us_and_the_thief_becomes_a_peer(etcd_server: EtcdMember,
             assert all(e.lease is None or e.lease.subnet != moved for e in events)
             assert set(view) == {IPv4Network("10.5.1.0/24"), lease.subnet}
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await m.close()
+            await stop(m, *tasks)
     asyncio.run(main())
