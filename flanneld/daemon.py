@@ -55,7 +55,8 @@ class Daemon:
         self.own: Lease | None = None
         self.peers: dict[IPv4Network, Lease] = {}
         self.metrics = Metrics(status=self._status, has_lease=self._has_lease)
-        self.readiness = Readiness(on_change=lambda ok: self.metrics.ready.set(1 if ok else 0))
+        self.readiness = Readiness(compute=self._readiness_reason)
+        self.metrics.ready.set_function(lambda: 0.0 if self.readiness.reason else 1.0)
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
         self._wake = asyncio.Event()
         self._synced = asyncio.Event()  # the watch delivered its first snapshot
@@ -113,7 +114,6 @@ class Daemon:
                      self._health.port)
         o.state_dir.mkdir(parents=True, exist_ok=True)
         self.manager = _make_manager(o)
-        self._spawn(self._refresh_readiness(), "readiness")
         self._not_ready(f"waiting for the network config at {o.etcd_prefix}/config")
         self.config = await self._retry("network config", self.manager.get_network_config,
                                         self._config_reason)
@@ -393,24 +393,18 @@ class Daemon:
         log.info("wrote %s (FLANNEL_SUBNET=%s, FLANNEL_MTU=%d)", self.opts.subnet_file,
                  env.subnet, env.mtu)
 
-    def _update_readiness(self) -> None:
+    def _readiness_reason(self) -> str | None:
+        """Why we are not ready, or None; evaluated at every /readyz (any thread)."""
         status = self._status()
         if self._phase is not None:  # starting: the step, or what holds it up
             trouble = getattr(status, "state", None) in ("etcd-unreachable", "out-of-subnets")
             err = getattr(status, "last_error", None) if trouble else None
-            self.readiness.set_not_ready(err or self._phase)
-            return
-        reason = _manager_problem(status) or self._reconcile_error
-        if reason is None:
-            self.readiness.set_ready()
-        else:
-            self.readiness.set_not_ready(reason)
+            return str(err or self._phase)
+        return _manager_problem(status) or self._reconcile_error
 
-    async def _refresh_readiness(self) -> None:
-        """Follow the subnet manager's state (etcd lost, lease lost) in /readyz."""
-        while True:
-            await asyncio.sleep(0.5)
-            self._update_readiness()
+    def _update_readiness(self) -> None:
+        """Evaluate readiness now, so transitions are logged and the gauge follows."""
+        _ = self.readiness.reason
 
     # -- shutdown -----------------------------------------------------------------------
 

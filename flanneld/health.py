@@ -20,33 +20,44 @@ log = logging.getLogger(__name__)
 
 
 class Readiness:
-    """Ready or not, and why not; set by the daemon, read by the HTTP threads."""
+    """Ready or not, and why not; read by the HTTP threads.
 
-    def __init__(self, on_change: Callable[[bool], None] | None = None) -> None:
+    Either set by the owner (`set_ready` / `set_not_ready`) or, with `compute`,
+    worked out afresh at every read, so /readyz is never stale and nothing has
+    to poll. Transitions are logged (and reported to `on_change`) when seen.
+    """
+
+    def __init__(self, compute: Callable[[], str | None] | None = None,
+                 on_change: Callable[[bool], None] | None = None) -> None:
         self._lock = threading.Lock()
-        self._reason: str | None = "starting"
+        self._set_reason: str | None = "starting"
+        self._last: str | None = "starting"
+        self._compute = compute
         self._on_change = on_change
 
     def set_ready(self) -> None:
-        self._set(None)
+        self._set_reason = None
+        self._observe(None)
 
     def set_not_ready(self, reason: str) -> None:
-        self._set(reason)
+        self._set_reason = reason
+        self._observe(reason)
 
-    def _set(self, reason: str | None) -> None:
+    def _observe(self, reason: str | None) -> None:
         with self._lock:
-            changed = (reason is None) != (self._reason is None)
-            if reason != self._reason:
+            changed = (reason is None) != (self._last is None)
+            if reason != self._last:
                 log.log(logging.INFO if changed else logging.DEBUG, "readiness: %s",
                         "ready" if reason is None else f"not ready: {reason}")
-            self._reason = reason
+            self._last = reason
         if changed and self._on_change is not None:
             self._on_change(reason is None)
 
     @property
     def reason(self) -> str | None:
-        with self._lock:
-            return self._reason
+        reason = self._compute() if self._compute is not None else self._set_reason
+        self._observe(reason)
+        return reason
 
     @property
     def ready(self) -> bool:

@@ -78,6 +78,7 @@ def test_readyz_says_out_of_subnets(rd: Cluster) -> None:
 
 
 def test_no_usable_interface_exits_1(rd: Cluster) -> None:
+    rd.put_config()  # the interface is chosen once the config is read
     h3 = rd.add_host("h3")
     rd.start(h3, "--iface", "nosuch0")
     assert h3.proc is not None
