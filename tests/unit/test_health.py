@@ -85,3 +85,14 @@ def test_reservation_exports_infinite_expiry() -> None:
     text = Metrics(lambda: status).render().decode()
     value = re.search(r"^flanneld_lease_expiry_timestamp_seconds (\S+)$", text, re.M)
     assert value is not None and math.isinf(float(value.group(1)))
+
+
+def test_computed_readiness_is_fresh_and_reports_transitions() -> None:
+    why: list[str | None] = ["etcd unreachable: connection refused"]
+    seen: list[bool] = []
+    readiness = Readiness(compute=lambda: why[0], on_change=seen.append)
+    assert readiness.reason == "etcd unreachable: connection refused"
+    why[0] = None
+    assert readiness.ready and seen == [True]
+    why[0] = "reconcile failed: EPERM"
+    assert readiness.reason == "reconcile failed: EPERM" and seen == [True, False]
