@@ -37,9 +37,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from netns_lab.netns import Sandbox, run, wait_for  # noqa: E402
+
 from cni.netlink import setns  # noqa: E402
 from flanneld.ctl.install_cni import install  # noqa: E402
-from netns_lab.netns import Sandbox, run, wait_for  # noqa: E402
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -19,14 +19,19 @@ Commands go through libnftables (in-process, no exec) when it loads, else
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import hashlib
 import ipaddress
 import json
-import subprocess
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+
+try:
+    from _sha256 import sha256  # built in; hashlib would load OpenSSL
+except ImportError:  # pragma: no cover (3.12+: _sha2)
+    from hashlib import sha256
+
+TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 TABLE = "pyflannel-cni"
 _MCAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
@@ -46,7 +51,7 @@ class _Nft:
         self.lib: ctypes.CDLL | None = None
         self.ctx: int | None = None
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("nftables") or "libnftables.so.1")
+            lib = _load_libnftables()
             lib.nft_ctx_new.restype = ctypes.c_void_p
             lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
             for fn in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
@@ -66,6 +71,7 @@ class _Nft:
     def run(self, script: str, json_out: bool = False) -> str:
         with self.lock:
             if self.lib is None:
+                import subprocess
                 argv = ["nft", "-j", "-f", "-"] if json_out else ["nft", "-f", "-"]
                 proc = subprocess.run(argv, input=script, capture_output=True, text=True)
                 if proc.returncode != 0:
@@ -80,6 +86,17 @@ class _Nft:
             return out.decode(errors="replace")
 
 
+def _load_libnftables() -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        from ctypes.util import find_library  # runs ldconfig: only if the usual name fails
+        found = find_library("nftables")
+        if found is None:
+            raise
+        return ctypes.CDLL(found)
+
+
 _nft: _Nft | None = None
 
 
@@ -92,12 +109,12 @@ def nft() -> _Nft:
 
 
 def network_tag(network: str) -> str:
-    return "n" + hashlib.sha256(network.encode()).hexdigest()[:8]
+    return "n" + sha256(network.encode()).hexdigest()[:8]
 
 
 def chain_name(network: str, container_id: str, ifname: str) -> str:
     key = f"{network}\0{container_id}\0{ifname}".encode()
-    return f"{network_tag(network)}-{hashlib.sha256(key).hexdigest()[:16]}"
+    return f"{network_tag(network)}-{sha256(key).hexdigest()[:16]}"
 
 
 def _base(version: int) -> list[str]:

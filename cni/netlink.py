@@ -9,14 +9,18 @@ messages of one datagram in order and acks each.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import socket
 import struct
+from _socket import AF_INET, AF_NETLINK, SOCK_CLOEXEC, SOCK_RAW
+from _socket import socket as _rawsocket  # not `socket`: it imports enum and selectors
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 # netlink / rtnetlink constants (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h)
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -146,8 +150,7 @@ class Netlink:
     """One NETLINK_ROUTE socket, bound to the namespace it was opened in. Not thread-safe."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  socket.NETLINK_ROUTE)
+        self.sock = _rawsocket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0)  # NETLINK_ROUTE
         self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self.sock.bind((0, 0))
@@ -347,7 +350,7 @@ def msg_promisc(index: int) -> tuple[int, int, bytes]:
 
 def msg_inet_conf(index: int, values: dict[int, int]) -> tuple[int, int, bytes]:
     conf = nested(IFLA_INET_CONF, *(u32(k, v) for k, v in values.items()))
-    return RTM_NEWLINK, 0, ifinfo(index) + nested(IFLA_AF_SPEC, nested(socket.AF_INET, conf))
+    return RTM_NEWLINK, 0, ifinfo(index) + nested(IFLA_AF_SPEC, nested(AF_INET, conf))
 
 
 def msg_new_addr(index: int, family: int, address: bytes, prefixlen: int,
@@ -375,10 +378,11 @@ def msg_new_route(oif: int, family: int, dst: bytes, dst_len: int,
 
 # namespaces ----------------------------------------------------------------
 
-_libc: ctypes.CDLL | None = None
+_libc: Any = None  # ctypes.CDLL, loaded on first use
 
 
 def setns(fd: int) -> None:
+    import ctypes
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)

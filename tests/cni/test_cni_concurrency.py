@@ -45,6 +45,8 @@ def test_100_concurrent_adds_get_100_distinct_addresses(any_node: Node) -> None:
     for ns, addr in list(zip(netns, addrs, strict=True))[::17]:  # spot-check the kernel
         info = node.ipj("addr", "show", "dev", "eth0", netns=ns)[0]["addr_info"]
         assert f"{info[0]['local']}/{info[0]['prefixlen']}" == addr
+    if node.server is None:
+        return  # 100 concurrent in-process DELs would only repeat the server's case, slowly
     for o in parallel(node, "DEL", netns, conf):
         o.ok()
     assert node.reservations() == {}
