@@ -68,7 +68,7 @@ case "$cmd" in
     test)
         setup
         # -n 2: the machine has two cores; every test is parallel-safe (own prefixes).
-        exec "$VENV/bin/pytest" -n 2 -q "$@"
+        exec "$VENV/bin/pytest" -n 2 --dist loadgroup -q "$@"
         ;;
     *)
         sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
