@@ -153,21 +153,27 @@ def enable_forwarding(families: set[int]) -> None:
 
 
 def create_veth(host: nl.Netlink, br: nl.Link, host_name: str, ifname: str, netns_fd: int,
-                mtu: int, pod_mac: str, hairpin: bool) -> str:
-    """The pair (and hairpin on its port, same datagram); returns the host end's MAC.
+                mtu: int, pod_mac: str, hairpin: bool) -> tuple[str, int]:
+    """The pair (and hairpin on its port, same datagram): (host MAC, pod ifindex or 0).
 
-    A failed creation raises its NetlinkError unchanged (EEXIST is the caller's).
+    The creation is echoed back, which tells the peer's index (IFLA_LINK), so the
+    pod side needs no lookup. A failed creation raises its NetlinkError unchanged
+    (EEXIST is the caller's).
     """
     host_mac = random_mac()
-    msgs = [nl.msg_new_veth(host_name, host_mac, mtu, br.index, ifname, pod_mac, netns_fd)]
+    kind, flags, body = nl.msg_new_veth(host_name, host_mac, mtu, br.index, ifname, pod_mac,
+                                        netns_fd)
+    msgs = [(kind, flags | nl.F_ECHO, body)]
     if hairpin:
         msgs.append(nl.msg_hairpin(0, True, name=host_name))
-    errors = host.batch(msgs)
+    echoed: list[tuple[int, bytes]] = []
+    errors = host.batch(msgs, echoed)
     if errors[0] is not None:
         raise errors[0]
     if hairpin and errors[1] is not None:
         raise CniError(INTERNAL, f"setting hairpin mode on {host_name}: {errors[1].strerror}")
-    return host_mac
+    peers = [nl.parse_link(b).peer_index for k, b in echoed if k == nl.RTM_NEWLINK]
+    return host_mac, next((p for p in peers if p), 0)
 
 
 def pod_exists(netns_fd: int, ifname: str) -> bool:
@@ -175,28 +181,32 @@ def pod_exists(netns_fd: int, ifname: str) -> bool:
         return pod.link(ifname) is not None
 
 
-def configure_pod(netns_fd: int, ifname: str, addrs: Sequence[PodAddr],
+def configure_pod(netns_fd: int, ifname: str, index: int, addrs: Sequence[PodAddr],
                   routes: Sequence[PodRoute]) -> None:
-    """Inside the pod: up, arp_notify=1, addresses, routes via the gateway (+accept_dad=0)."""
+    """Inside the pod: up, arp_notify=1, addresses, routes via the gateway (+accept_dad=0).
+
+    `index` is the pod interface's ifindex if known (0: look it up by name).
+    """
     with nl.entered(netns_fd):
         pod = nl.Netlink()
         if any(a.address.version == 6 for a in addrs):  # as bridge does (IPv4-only: moot)
             _sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "0")
     with pod:
-        link = pod.link(ifname)
-        if link is None:
-            raise CniError(INTERNAL, f"{ifname} vanished from the pod's netns during ADD")
-        msgs = [nl.msg_up(link.index),
-                nl.msg_inet_conf(link.index, {nl.IPV4_DEVCONF_ARP_NOTIFY: 1})]
+        if not index:
+            link = pod.link(ifname)
+            if link is None:
+                raise CniError(INTERNAL, f"{ifname} vanished from the pod's netns during ADD")
+            index = link.index
+        msgs = [nl.msg_up(index), nl.msg_inet_conf(index, {nl.IPV4_DEVCONF_ARP_NOTIFY: 1})]
         for a in addrs:
             family = AF_INET if a.address.version == 4 else AF_INET6
-            msgs.append(nl.msg_new_addr(link.index, family, a.address.ip.packed,
+            msgs.append(nl.msg_new_addr(index, family, a.address.ip.packed,
                                         a.address.network.prefixlen, nodad=True))
         for r in routes:
             gw = r.gw or next((a.gateway for a in addrs
                                if a.address.version == r.dst.version and a.gateway), None)
             family = AF_INET if r.dst.version == 4 else AF_INET6
-            msgs.append(nl.msg_new_route(link.index, family, r.dst.network_address.packed,
+            msgs.append(nl.msg_new_route(index, family, r.dst.network_address.packed,
                                          r.dst.prefixlen, gw.packed if gw else None))
         for msg, err in zip(msgs, pod.batch(msgs), strict=True):
             if err is not None:

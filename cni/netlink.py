@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 from _socket import AF_INET, AF_NETLINK, SOCK_CLOEXEC, SOCK_RAW
 from _socket import socket as _rawsocket  # not `socket`: it imports enum and selectors
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+F_ECHO = 0x8
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD = 16, 18, 26, 28
 IFLA_PROMISCUITY = 30
@@ -125,7 +127,7 @@ class Route:
     oif: int
 
 
-def _parse_link(body: bytes) -> Link:
+def parse_link(body: bytes) -> Link:
     _family, _type, index, flags, _change = _IFINFO.unpack_from(body)
     attrs = parse_attrs(body, _IFINFO.size)
     kind = ""
@@ -187,15 +189,23 @@ class Netlink:
                 yield kind, flags, seq, data[offset + _HDR.size:offset + length]
                 offset += (length + 3) & ~3
 
-    def batch(self, msgs: list[tuple[int, int, bytes]]) -> list[NetlinkError | None]:
-        """Send requests in one datagram; the per-request outcome (None = acked)."""
+    def batch(self, msgs: list[tuple[int, int, bytes]],
+              echoed: list[tuple[int, bytes]] | None = None) -> list[NetlinkError | None]:
+        """Send requests in one datagram; the per-request outcome (None = acked).
+
+        Messages the kernel echoes back (requests sent with F_ECHO) go to `echoed`.
+        """
         seqs = self._send([(k, f | F_ACK, b) for k, f, b in msgs])
         results: dict[int, NetlinkError | None] = {}
         for kind, _flags, seq, body in self._replies():
-            if kind == NLMSG_ERROR and seq in seqs:
+            if seq not in seqs:
+                continue
+            if kind == NLMSG_ERROR:
                 results[seq] = _error(body, _flags)
                 if len(results) == len(seqs):
                     break
+            elif echoed is not None:
+                echoed.append((kind, body))
         return [results[s] for s in seqs]
 
     def request(self, kind: int, flags: int, body: bytes) -> None:
@@ -240,10 +250,10 @@ class Netlink:
     def link(self, name: str = "", index: int = 0) -> Link | None:
         body = ifinfo(index) + (strz(IFLA_IFNAME, name) if name and not index else b"")
         reply = self.get_reply(RTM_GETLINK, body)
-        return _parse_link(reply) if reply is not None else None
+        return parse_link(reply) if reply is not None else None
 
     def links(self) -> list[Link]:
-        return [_parse_link(b) for k, b in self.dump(RTM_GETLINK, ifinfo()) if k == RTM_NEWLINK]
+        return [parse_link(b) for k, b in self.dump(RTM_GETLINK, ifinfo()) if k == RTM_NEWLINK]
 
     def delete_link(self, name: str = "", index: int = 0) -> bool:
         """Delete a link; False if it was already gone."""
@@ -394,18 +404,26 @@ def setns(fd: int) -> None:
 @contextmanager
 def entered(netns_fd: int) -> Iterator[None]:
     """Switch this thread into a netns for the block, and back (or die trying)."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    home = _home_ns()
+    setns(netns_fd)
     try:
-        setns(netns_fd)
-        try:
-            yield
-        finally:
-            try:
-                setns(home)
-            except OSError:  # a thread stuck in a pod's netns must not do host work
-                os._exit(70)
+        yield
     finally:
-        os.close(home)
+        try:
+            setns(home)
+        except OSError:  # a thread stuck in a pod's netns must not do host work
+            os._exit(70)
+
+
+_homes = threading.local()
+
+
+def _home_ns() -> int:
+    """This thread's own netns, opened once per thread (threads start in the host's)."""
+    fd: int | None = getattr(_homes, "fd", None)
+    if fd is None:
+        fd = _homes.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    return fd
 
 
 def netlink_in(netns_fd: int) -> Netlink:

@@ -276,10 +276,6 @@ def cmd_add(req: Request, ctx: Context) -> bytes:
     bc, ipam_conf, sets = setup
     requested = _requested_ips(req, d)
     pod_mac = _requested_mac(req, d)
-    if state.record_exists(fc.data_dir, fc.name, req.container_id, req.ifname):
-        raise CniError(INTERNAL, f"{req.container_id}/{req.ifname} is already attached to "
-                       f"{fc.name}, duplicate allocation is not allowed",
-                       "DEL the attachment before adding it again")
     netns_fd = link.open_netns(req.netns)
     try:
         return _add_bridge(req, ctx, fc, d, bc, ipam_conf, sets, requested, pod_mac, netns_fd)
@@ -300,9 +296,10 @@ def _add_bridge(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], 
         chosen = ipam.choose(store, sets, requested)
         rec.ips = [c.cidr for c in chosen]
         rec.subnets = [str(c.range.subnet) for c in chosen]
-        if not state.create_record(fc.data_dir, rec):
+        if not state.create_record(fc.data_dir, rec):  # O_EXCL: the duplicate check
             raise CniError(INTERNAL, f"{req.container_id}/{req.ifname} is already attached to "
-                           f"{fc.name}, duplicate allocation is not allowed")
+                           f"{fc.name}, duplicate allocation is not allowed",
+                           "DEL the attachment before adding it again")
         try:
             ipam.commit(store, chosen, req.container_id, req.ifname)
         except BaseException:
@@ -351,8 +348,9 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
     br = link.ensure_bridge(host, bc, gateways, ctx.bridges)
     if bc.is_gateway:
         link.enable_forwarding({a.address.version for a in addrs})
-    host_mac = _create_pair(req, ctx, fc, br, rec, netns_fd, bc.mtu, pod_mac, bc.hairpin)
-    link.configure_pod(netns_fd, req.ifname, addrs, routes)
+    host_mac, pod_index = _create_pair(req, ctx, fc, br, rec, netns_fd, bc.mtu, pod_mac,
+                                       bc.hairpin)
+    link.configure_pod(netns_fd, req.ifname, pod_index, addrs, routes)
     link.wait_port_up(host, rec.host_veth)
     mtu = bc.mtu or None
     return Result(
@@ -365,7 +363,7 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
 
 
 def _create_pair(req: Request, ctx: Context, fc: FlannelConf, br: nl.Link, rec: state.Record,
-                 netns_fd: int, mtu: int, pod_mac: str, hairpin: bool) -> str:
+                 netns_fd: int, mtu: int, pod_mac: str, hairpin: bool) -> tuple[str, int]:
     host = ctx.host()
     for attempt in range(10):
         try:

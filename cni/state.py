@@ -86,10 +86,6 @@ def rewrite_record(data_dir: str, rec: Record) -> None:
     os.replace(tmp, path)
 
 
-def record_exists(data_dir: str, network: str, container_id: str, ifname: str) -> bool:
-    return os.path.exists(record_path(data_dir, network, container_id, ifname))
-
-
 def _parse(raw: bytes) -> Record | None:
     try:
         data: dict[str, Any] = json.loads(raw)
