@@ -41,14 +41,16 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
 # -- etcd ---------------------------------------------------------------------
 
 
-def etcdctl(lab: Lab, *args: str, timeout: float = 10) -> str:
-    """etcdctl against all of the lab's members, run from the first member that still exists."""
+def etcdctl(lab: Lab, *args: str, timeout: float = 10,
+            endpoints: list[str] | None = None) -> str:
+    """etcdctl against all of the lab's members (or `endpoints`), run from the first member
+    that still exists."""
     existing = set(list_netns())
     member = next((m for m in lab.topology.etcd if lab.ns(m.name) in existing), None)
     if member is None:
         raise RuntimeError(f"lab {lab.name!r} has no etcd namespace left")
     argv = ["ip", "netns", "exec", lab.ns(member.name), etcdctl_binary(),
-            "--endpoints", ",".join(lab.plan.etcd_endpoints), "--dial-timeout", "1s",
+            "--endpoints", ",".join(endpoints or lab.plan.etcd_endpoints), "--dial-timeout", "1s",
             "--command-timeout", f"{max(1, int(timeout) - 1)}s", *args]
     env = {"ETCDCTL_API": "3", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
