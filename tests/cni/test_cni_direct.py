@@ -8,6 +8,9 @@ the on-disk store checked after each step.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,3 +271,21 @@ def test_ipmasq_rules_follow_flannel_ipmasq(served: Node) -> None:
     assert "ip daddr != 224.0.0.0/4 masquerade" in ruleset and "10.5.52.3 : jump" in ruleset
     node.delete(conf, "masq", netns).ok()
     assert "masquerade" not in node.nft()
+
+
+def test_exec_fallback_entry_point(node: Node) -> None:
+    """What the front execs when it cannot import the implementation: same results."""
+    code = ("import sys; sys.path.append(sys.argv[1]); from cni.plugin import main; "
+            "sys.exit(main())")
+    conf = node.conf("1.0.0")
+    netns = node.pod()
+    exe = ["nsenter", f"--net=/run/netns/{node.host}", sys.executable, "-c", code,
+           str(Path(__file__).resolve().parents[2])]
+    add = subprocess.run(exe, env=node.env("ADD", "x1", netns), input=json.dumps(conf).encode(),
+                         capture_output=True, timeout=60)
+    assert add.returncode == 0, add.stdout
+    assert json.loads(add.stdout)["ips"][0]["address"] == "10.5.52.2/24"
+    rm = subprocess.run(exe, env=node.env("DEL", "x1", netns), input=json.dumps(conf).encode(),
+                        capture_output=True, timeout=60)
+    assert rm.returncode == 0 and rm.stdout == b""
+    assert node.reservations() == {}
