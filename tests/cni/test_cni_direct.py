@@ -289,3 +289,17 @@ def test_exec_fallback_entry_point(node: Node) -> None:
                         capture_output=True, timeout=60)
     assert rm.returncode == 0 and rm.stdout == b""
     assert node.reservations() == {}
+
+
+def test_readd_right_after_del_in_the_same_netns(any_node: Node) -> None:
+    """A network reconnect: DEL then ADD of the same pod at once. The server deletes the old
+    veth in the background, so the ADD must wait for that rather than see eth0 still there."""
+    node = any_node
+    conf = node.conf("1.0.0")
+    netns = node.pod()
+    for _ in range(3):
+        res = node.add(conf, "c1", netns).ok().json
+        node.delete(conf, "c1", netns, prev=res).ok()
+    res = node.add(conf, "c1", netns).ok().json
+    assert res["ips"][0]["address"] == "10.5.52.5/24"  # round robin, never the old address
+    assert node.reservations() == {"10.5.52.5": "c1\r\neth0"}
