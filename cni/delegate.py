@@ -9,10 +9,11 @@ contract: same keys, same defaults, same errors.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 
-from cni.protocol import INVALID_CONFIG, UNSUPPORTED_FIELD, CniError
+from cni.protocol import INVALID_CONFIG, INVALID_ENV, UNSUPPORTED_FIELD, CniError
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -120,6 +121,45 @@ def delegate_ipam(ipam: dict[str, Any] | None, env: SubnetEnv) -> dict[str, Any]
 def scratch_bytes(delegate: dict[str, Any]) -> bytes:
     """What flannel writes to `<dataDir>/<containerID>`: compact JSON, keys sorted (Go maps)."""
     return json.dumps(delegate, separators=(",", ":"), sort_keys=True).encode()
+
+
+def requested_ips(cni_args: dict[str, str], d: dict[str, Any]
+                  ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """host-local: the union of CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips."""
+    raw: list[tuple[str, Any]] = []
+    if cni_args.get("IP"):
+        raw += [("CNI_ARGS IP", v) for v in cni_args["IP"].split(",") if v]
+    args_cni = (d.get("args") or {}).get("cni") or {}
+    raw += [("args.cni.ips", v) for v in args_cni.get("ips") or []]
+    raw += [("runtimeConfig.ips", v) for v in (d.get("runtimeConfig") or {}).get("ips") or []]
+    out = []
+    for where, value in raw:
+        try:
+            out.append(ipaddress.ip_interface(str(value)).ip)
+        except ValueError:
+            code = INVALID_ENV if where.startswith("CNI_ARGS") else INVALID_CONFIG
+            raise CniError(code, f"{where}: {value!r} is not an IP address") from None
+    return out
+
+
+def requested_mac(cni_args: dict[str, str], d: dict[str, Any]) -> str:
+    """bridge: CNI_ARGS MAC= < args.cni.mac < runtimeConfig.mac ("" if none)."""
+    mac, where = cni_args.get("MAC", ""), "CNI_ARGS MAC"
+    if ((d.get("args") or {}).get("cni") or {}).get("mac"):
+        mac, where = d["args"]["cni"]["mac"], "args.cni.mac"
+    if (d.get("runtimeConfig") or {}).get("mac"):
+        mac, where = d["runtimeConfig"]["mac"], "runtimeConfig.mac"
+    if not mac:
+        return ""
+    parts = str(mac).split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise CniError(INVALID_ENV if where.startswith("CNI_ARGS") else INVALID_CONFIG,
+                       f"{where}: {mac!r} is not a MAC address like 0a:58:0a:05:34:02")
+    try:
+        bytes.fromhex("".join(parts))
+    except ValueError:
+        raise CniError(INVALID_CONFIG, f"{where}: {mac!r} is not a MAC address") from None
+    return str(mac).lower()
 
 
 # The bridge keys we implement; anything else that changes behaviour is refused

@@ -51,14 +51,6 @@ class PodRoute:
 
 
 @dataclass
-class Wired:
-    bridge_mac: str
-    host_mac: str
-    pod_mac: str
-    mtu: int
-
-
-@dataclass
 class BridgeCache:
     """Bridges already checked for their gateway address: {(name, index): {gateway cidrs}}."""
 

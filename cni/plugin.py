@@ -31,14 +31,14 @@ from cni.delegate import (
     bridge_conf,
     derive_delegate,
     load_conf,
+    requested_ips,
+    requested_mac,
     scratch_bytes,
 )
 from cni.protocol import (
     ABOUT,
     INTERNAL,
     INVALID_CONFIG,
-    INVALID_ENV,
-    NOT_AVAILABLE,
     TRY_AGAIN_LATER,
     UNSUPPORTED_FIELD,
     CniError,
@@ -156,7 +156,7 @@ def _raw_version(stdin: bytes) -> str | None:
 
 # shared pieces ---------------------------------------------------------------
 
-def _subnet(ctx: Context, fc: FlannelConf, code: int = TRY_AGAIN_LATER) -> SubnetEnv:
+def subnet_env_for(ctx: Context, fc: FlannelConf, code: int = TRY_AGAIN_LATER) -> SubnetEnv:
     from flanneld.subnetenv import SubnetEnvError
     try:
         return ctx.subnet_env(fc.subnet_file)
@@ -165,7 +165,7 @@ def _subnet(ctx: Context, fc: FlannelConf, code: int = TRY_AGAIN_LATER) -> Subne
                        "flanneld writes it once it holds a subnet lease") from None
 
 
-def _bridge_setup(d: dict[str, Any]) -> tuple[BridgeConf, dict[str, Any], list[ipam.RangeSet]]:
+def bridge_setup(d: dict[str, Any]) -> tuple[BridgeConf, dict[str, Any], list[ipam.RangeSet]]:
     bc = bridge_conf(d)
     ipam_conf = d["ipam"]
     if ipam_conf.get("type") != "host-local":
@@ -177,49 +177,11 @@ def _bridge_setup(d: dict[str, Any]) -> tuple[BridgeConf, dict[str, Any], list[i
     return bc, ipam_conf, sets
 
 
-def _store(ipam_conf: dict[str, Any], network: str) -> ipam.Store:
+def store_for(ipam_conf: dict[str, Any], network: str) -> ipam.Store:
     data_dir = ipam_conf.get("dataDir") or ipam.DEFAULT_DATA_DIR
     if not isinstance(data_dir, str):
         raise CniError(INVALID_CONFIG, f"'ipam.dataDir' must be a string, got {data_dir!r}")
     return ipam.Store(data_dir, network)
-
-
-def _requested_ips(req: Request, d: dict[str, Any]) -> list[ipam.IPAddress]:
-    """host-local: the union of CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips."""
-    raw: list[tuple[str, Any]] = []
-    if req.args.get("IP"):
-        raw += [("CNI_ARGS IP", v) for v in req.args["IP"].split(",") if v]
-    args_cni = (d.get("args") or {}).get("cni") or {}
-    raw += [("args.cni.ips", v) for v in args_cni.get("ips") or []]
-    raw += [("runtimeConfig.ips", v) for v in (d.get("runtimeConfig") or {}).get("ips") or []]
-    out = []
-    for where, value in raw:
-        try:
-            out.append(ipaddress.ip_interface(str(value)).ip)
-        except ValueError:
-            code = INVALID_ENV if where.startswith("CNI_ARGS") else INVALID_CONFIG
-            raise CniError(code, f"{where}: {value!r} is not an IP address") from None
-    return out
-
-
-def _requested_mac(req: Request, d: dict[str, Any]) -> str:
-    """bridge: CNI_ARGS MAC= < args.cni.mac < runtimeConfig.mac."""
-    mac, where = req.args.get("MAC", ""), "CNI_ARGS MAC"
-    if ((d.get("args") or {}).get("cni") or {}).get("mac"):
-        mac, where = d["args"]["cni"]["mac"], "args.cni.mac"
-    if (d.get("runtimeConfig") or {}).get("mac"):
-        mac, where = d["runtimeConfig"]["mac"], "runtimeConfig.mac"
-    if not mac:
-        return link.random_mac()
-    parts = str(mac).split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-        raise CniError(INVALID_ENV if where.startswith("CNI_ARGS") else INVALID_CONFIG,
-                       f"{where}: {mac!r} is not a MAC address like 0a:58:0a:05:34:02")
-    try:
-        bytes.fromhex("".join(parts))
-    except ValueError:
-        raise CniError(INVALID_CONFIG, f"{where}: {mac!r} is not a MAC address") from None
-    return str(mac).lower()
 
 
 def undo(rec: state.Record, ctx: Context, data_dir: str) -> None:
@@ -256,12 +218,12 @@ _Setup = tuple[BridgeConf, dict[str, object], list[ipam.RangeSet]]
 def _prepare(req: Request, ctx: Context) -> tuple[FlannelConf, dict[str, Any], _Setup | None]:
     """Config -> delegate -> bridge settings, memoised per (stdin, subnet.env) in a server."""
     fc = load_conf(req.conf)
-    senv = _subnet(ctx, fc)
+    senv = subnet_env_for(ctx, fc)
     key = (ctx.stdin, senv)
     hit = ctx.memo.get(key)
     if hit is None:
         d = derive_delegate(fc, senv)
-        setup = _bridge_setup(d) if d["type"] == "bridge" else None
+        setup = bridge_setup(d) if d["type"] == "bridge" else None
         if len(ctx.memo) >= 64:
             ctx.memo.clear()
         hit = ctx.memo[key] = (d, setup)
@@ -274,8 +236,8 @@ def cmd_add(req: Request, ctx: Context) -> bytes:
         from cni.execdelegate import delegate_add
         return delegate_add(req, fc, d)
     bc, ipam_conf, sets = setup
-    requested = _requested_ips(req, d)
-    pod_mac = _requested_mac(req, d)
+    requested = requested_ips(req.args, d)
+    pod_mac = requested_mac(req.args, d) or link.random_mac()
     netns_fd = link.open_netns(req.netns)
     try:
         return _add_bridge(req, ctx, fc, d, bc, ipam_conf, sets, requested, pod_mac, netns_fd)
@@ -286,7 +248,7 @@ def cmd_add(req: Request, ctx: Context) -> bytes:
 def _add_bridge(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: BridgeConf,
                 ipam_conf: dict[str, Any], sets: list[ipam.RangeSet],
                 requested: list[ipam.IPAddress], pod_mac: str, netns_fd: int) -> bytes:
-    store = _store(ipam_conf, fc.name)
+    store = store_for(ipam_conf, fc.name)
     rec = state.Record(network=fc.name, container_id=req.container_id, ifname=req.ifname,
                        netns=req.netns, ipam_dir=store.dir, host_veth=link.random_veth_name(),
                        bridge=bc.bridge)
@@ -398,67 +360,28 @@ def cmd_del(req: Request, ctx: Context) -> bytes:
         from cni.execdelegate import delegate_del
         delegate_del(req, fc, scratch)
         state.drop_scratch(fc.data_dir, req.container_id)
+        return b""
+    # Nothing of ours (a repeated DEL, a DEL after a failed ADD): host-local's own DEL,
+    # in case an address is still held under this attachment's name.
+    store = store_for(fc.ipam or {}, fc.name)
+    if os.path.isdir(store.dir):
+        with store.locked():
+            store.release_all(req.container_id, req.ifname)
     return b""
 
 
-# CHECK -------------------------------------------------------------------------
+# CHECK, STATUS and GC (cni/verify.py, cni/gc.py: loaded only when asked for) -------
 
 def cmd_check(req: Request, ctx: Context) -> bytes:
-    fc = load_conf(req.conf)
-    prev = req.conf.get("prevResult")
-    if not isinstance(prev, dict):
-        raise CniError(INVALID_CONFIG, "Required prevResult missing",
-                       "CHECK needs the cached ADD result in 'prevResult'")
-    d = derive_delegate(fc, _subnet(ctx, fc))
-    if d["type"] != "bridge":
-        from cni.execdelegate import delegate_check
-        delegate_check(req, fc, d, prev)
-        return b""
-    rec = state.load_record(fc.data_dir, fc.name, req.container_id, req.ifname)
-    if rec is None:
-        raise CniError(INTERNAL, f"no attachment of {req.container_id}/{req.ifname} to {fc.name}",
-                       f"no record in {fc.data_dir}")
-    store = ipam.Store(os.path.dirname(rec.ipam_dir), os.path.basename(rec.ipam_dir))
-    for ip in rec.addresses():
-        if store.owner(ip) not in ((req.container_id, req.ifname), (req.container_id, "")):
-            raise CniError(INTERNAL, f"host-local: Failed to find address added by container "
-                           f"{req.container_id}", f"{ip} is not reserved in {rec.ipam_dir}")
-    netns_fd = link.open_netns(req.netns)
-    try:
-        link.check(ctx.host(), netns_fd, rec.bridge, rec.host_veth, req.ifname, prev)
-    finally:
-        os.close(netns_fd)
-    if rec.chain and not masq.chains_present(rec.chain):
-        raise CniError(INTERNAL, f"ipMasq chain {rec.chain} is missing from table "
-                       f"{masq.TABLE}")
+    from cni.verify import check
+    check(req, ctx)
     return b""
 
-
-# STATUS and GC -----------------------------------------------------------------
 
 def cmd_status(req: Request, ctx: Context) -> bytes:
-    fc = load_conf(req.conf)
-    d = derive_delegate(fc, _subnet(ctx, fc, NOT_AVAILABLE))
-    if d["type"] != "bridge":
-        return b""
-    _bc, ipam_conf, sets = _bridge_setup(d)
-    store = _store(ipam_conf, fc.name)
-    taken = store.reserved()
-    for rset in sets:
-        used = sum(1 for n in taken if _in_set(n, rset))
-        if used >= ipam.capacity(rset):
-            raise CniError(NOT_AVAILABLE, "IP pool exhausted: no addresses available in range "
-                           f"set {','.join(str(r) for r in rset)}",
-                           f"{used} reservations in {store.dir}")
+    from cni.verify import status
+    status(req, ctx)
     return b""
-
-
-def _in_set(name: str, rset: ipam.RangeSet) -> bool:
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return any(ip in r and ip != r.gateway for r in rset)
 
 
 def cmd_gc(req: Request, ctx: Context) -> bytes:

@@ -223,17 +223,3 @@ class Result:
             out_all["routes"] = routes
         out_all["dns"] = self.dns
         return out_all
-
-
-def parse_result(obj: Any, what: str = "prevResult") -> Result:
-    """A result of any supported version back into the neutral form (for CHECK and DEL)."""
-    if not isinstance(obj, dict):
-        raise CniError(DECODE_FAILURE, f"{what} must be a JSON object")
-    ips = obj.get("ips", obj.get("ip", []))
-    try:
-        return Result(interfaces=[dict(i) for i in obj.get("interfaces") or []],
-                      ips=[dict(i) for i in ips or []],
-                      routes=[dict(r) for r in obj.get("routes") or []],
-                      dns=dict(obj.get("dns") or {}))
-    except (TypeError, ValueError) as exc:
-        raise CniError(DECODE_FAILURE, f"{what} is malformed: {exc}") from None

@@ -121,11 +121,6 @@ def test_error_object() -> None:
         "cniVersion": "0.3.1", "code": 7, "msg": "missing network name", "details": "set name"}
 
 
-def test_parse_result_roundtrip() -> None:
-    back = p.parse_result(RESULT.render("0.3.1"))
-    assert back.ips[0]["address"] == "10.5.52.2/24"
-
-
 # the front's wire format and socket choice (stdlib-only module) -----------------
 
 @pytest.mark.parametrize(("conf", "path"), [
