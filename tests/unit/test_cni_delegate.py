@@ -83,3 +83,18 @@ def test_bridge_conf_defaults_and_errors() -> None:
         bridge_conf(dict(derive(KUBE), promiscMode=True))  # with hairpin
     with pytest.raises(CniError):
         bridge_conf(dict(derive(KUBE), bridge="x" * 16))
+
+
+def test_requested_ips_union_and_mac_precedence() -> None:
+    from cni.delegate import requested_ips, requested_mac
+    d = {"args": {"cni": {"ips": ["10.5.52.7"], "mac": "0a:00:00:00:00:02"}},
+         "runtimeConfig": {"ips": ["10.5.52.8/24"], "mac": "0a:00:00:00:00:03"}}
+    assert [str(ip) for ip in requested_ips({"IP": "10.5.52.6"}, d)] == [
+        "10.5.52.6", "10.5.52.7", "10.5.52.8"]
+    assert requested_mac({"MAC": "0a:00:00:00:00:01"}, d) == "0a:00:00:00:00:03"
+    assert requested_mac({"MAC": "0A:00:00:00:00:01"}, {}) == "0a:00:00:00:00:01"
+    assert requested_mac({}, {}) == ""
+    for args, words in [({"IP": "nope"}, "CNI_ARGS IP"), ({"MAC": "zz"}, "CNI_ARGS MAC")]:
+        with pytest.raises(CniError) as info:
+            requested_ips(args, {}) if "IP" in args else requested_mac(args, {})
+        assert words in info.value.msg and info.value.code == 4
