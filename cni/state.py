@@ -64,8 +64,10 @@ def create_record(data_dir: str, rec: Record) -> bool:
     try:
         _write_new(path, data)
     except FileNotFoundError:
+        if not os.path.isdir(data_dir):
+            os.makedirs(data_dir, 0o700, exist_ok=True)  # flannel's dataDir is 0700
+        os.makedirs(os.path.join(data_dir, RECORD_DIR), 0o700, exist_ok=True)
         os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-        os.chmod(os.path.join(data_dir, RECORD_DIR), 0o700)
         try:
             _write_new(path, data)
         except FileExistsError:

@@ -68,6 +68,7 @@ def test_add_check_del_every_version(any_node: Node, version: str) -> None:
     scratch = json.loads((node.data_dir / "c1").read_text())
     assert scratch["ipam"]["ranges"] == [[{"subnet": "10.5.52.0/24"}]]
     assert (node.data_dir / "c1").stat().st_mode & 0o777 == 0o600
+    assert node.data_dir.stat().st_mode & 0o777 == 0o700  # as flannel makes it
     if version >= "0.4.0":
         node.check(conf, "c1", netns, res).ok()
     else:
