@@ -32,6 +32,7 @@ from netns_lab.netns import (
 from netns_lab.plan import BRIDGE, POD_IFACE, lab_prefix
 from netns_lab.progress import Progress
 from netns_lab.runtime import CNI_SYSTEM_DIR, CONFLIST_NAME, Runtime, result_ipv4, write_conflist
+from netns_lab.tls import make_pki, passwords
 
 READY_TIMEOUT = 30.0
 CONVERGE_TIMEOUT = 30.0
@@ -92,10 +93,32 @@ def build_underlay(lab: Lab) -> None:
 
 
 def start_etcd(lab: Lab) -> None:
+    t = lab.topology
+    if t.etcd_tls and not lab.pki.exists():
+        make_pki(lab.pki.dir, [str(lab.plan.ip_of(m.name)) for m in t.etcd])
     members = lab.etcd_members()
     for m in members:
         m.start(wait=False)
     observe.parallel(lambda m: m.wait_healthy(READY_TIMEOUT), members)
+    if t.etcd_auth:
+        enable_auth(lab)
+
+
+def enable_auth(lab: Lab) -> None:
+    """Users root and flanneld; flanneld may only read and write under the network's prefix."""
+    pw = passwords(lab.pki.dir)
+    prefix = lab.topology.etcd_prefix + "/"
+    # The TLS port accepts connections a moment before etcd serves on it.
+    wait_for(lambda: observe.etcdctl(lab, "endpoint", "health", auth=False), READY_TIMEOUT,
+             what="etcd to answer etcdctl over TLS")
+    for args in (("user", "add", f"root:{pw['root']}", "--interactive=false"),
+                 ("user", "grant-role", "root", "root"),
+                 ("role", "add", "flannel"),
+                 ("role", "grant-permission", "flannel", "--prefix=true", "readwrite", prefix),
+                 ("user", "add", f"flanneld:{pw['flanneld']}", "--interactive=false"),
+                 ("user", "grant-role", "flanneld", "flannel"),
+                 ("auth", "enable")):
+        observe.etcdctl(lab, *args, auth=False)
 
 
 def write_network_config(lab: Lab) -> None:
@@ -111,11 +134,31 @@ def flanneld_argv(lab: Lab, host: str) -> list[str]:
     spec = lab.topology.host(host)
     return [*_venv_tool("flanneld", "flanneld.main"),
             "--etcd-endpoints", ",".join(lab.plan.etcd_endpoints),
-            "--etcd-prefix", lab.topology.etcd_prefix,
+            "--etcd-prefix", lab.topology.etcd_prefix, *flanneld_etcd_security(lab),
             "--iface", "eth0", "--subnet-file", str(hd / "subnet.env"), "--state-dir", str(hd),
             "--healthz-port", str(observe.HEALTHZ_PORT), "--healthz-ip", "127.0.0.1",
             "--resync-interval", "2", "--log-level", "info",
             *(["--ip-masq"] if spec.ip_masq else []), *spec.flanneld_args]
+
+
+def flanneld_etcd_security(lab: Lab) -> list[str]:
+    """flanneld's TLS and user flags for an `etcd: {tls, auth}` lab (the password goes in
+    its environment, see flanneld_env: not on a command line everyone can read)."""
+    args: list[str] = []
+    if lab.topology.etcd_tls:
+        pki = lab.pki
+        args += ["--etcd-cafile", str(pki.ca), "--etcd-certfile", str(pki.cert("flanneld")),
+                 "--etcd-keyfile", str(pki.key("flanneld"))]
+    if lab.topology.etcd_auth:
+        args += ["--etcd-username", "flanneld"]
+    return args
+
+
+def flanneld_env(lab: Lab) -> dict[str, str]:
+    env = _clean_env()
+    if lab.topology.etcd_auth:
+        env["FLANNELD_ETCD_PASSWORD"] = passwords(lab.pki.dir)["flanneld"]
+    return env
 
 
 def flanneld_proc(host: str) -> str:
@@ -125,7 +168,7 @@ def flanneld_proc(host: str) -> str:
 def start_flanneld(lab: Lab, host: str) -> None:
     lab.host_dir(host).mkdir(parents=True, exist_ok=True)
     lab.sandbox.spawn(flanneld_proc(host), flanneld_argv(lab, host), netns=lab.ns(host),
-                      env=_clean_env())
+                      env=flanneld_env(lab))
 
 
 def log_tail(lab: Lab, proc_name: str, lines: int = 15) -> str:

@@ -21,6 +21,7 @@ from netns_lab import netns
 from netns_lab.etcd import EtcdMember
 from netns_lab.netns import Sandbox
 from netns_lab.plan import Plan, lab_prefix, make_plan
+from netns_lab.tls import Pki, passwords
 from netns_lab.topology import Topology, parse
 
 STATE_FILE = "lab.json"
@@ -77,9 +78,31 @@ class Lab:
 
     def etcd_members(self) -> list[EtcdMember]:
         cluster = {m.name: f"http://{self.plan.ip_of(m.name)}:2380" for m in self.topology.etcd}
+        extra: tuple[str, ...] = ()
+        if self.topology.etcd_tls:  # clients: https with certificates; peers stay plain
+            pki = self.pki
+            extra = (f"--cert-file={pki.cert('server')}", f"--key-file={pki.key('server')}",
+                     "--client-cert-auth", f"--trusted-ca-file={pki.ca}")
         return [EtcdMember(self.sandbox, m.name, host=str(self.plan.ip_of(m.name)),
-                           netns=self.ns(m.name), cluster=cluster)
+                           netns=self.ns(m.name), cluster=cluster, extra_args=extra)
                 for m in self.topology.etcd]
+
+    @property
+    def pki(self) -> Pki:
+        """Where an `etcd: {tls: true}` lab keeps its CA, certificates and passwords."""
+        return Pki(self.state_dir / "pki")
+
+    def etcd_client(self, user: str = "root") -> tuple[list[str], dict[str, str]]:
+        """etcdctl's extra flags and environment for this lab's etcd, as `user`."""
+        args: list[str] = []
+        env: dict[str, str] = {}
+        if self.topology.etcd_tls:
+            pki = self.pki
+            args = ["--cacert", str(pki.ca), "--cert", str(pki.cert(user)),
+                    "--key", str(pki.key(user))]
+        if self.topology.etcd_auth:
+            env["ETCDCTL_USER"] = f"{user}:{passwords(self.pki.dir)[user]}"
+        return args, env
 
     def all_pods(self) -> list[Pod]:
         return [p for h in self.topology.host_names for p in self.pods.get(h, {}).values()]

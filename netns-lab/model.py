@@ -77,6 +77,8 @@ class Topology:
     network: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NETWORK))
     etcd_prefix: str = DEFAULT_ETCD_PREFIX
     description: str = ""
+    etcd_tls: bool = False  # https, client certificates (made by the lab, netns_lab.tls)
+    etcd_auth: bool = False  # etcd users: flanneld may only use the network's prefix
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -109,7 +111,9 @@ class Topology:
             "segments": {s.name: {"subnet": str(s.subnet), "mtu": s.mtu} for s in self.segments},
             "routers": {r.name: {"segments": list(r.segments)} for r in self.routers},
             "etcd": {"members": {m.name: _drop_none({"segment": m.segment, "ip": m.ip})
-                                 for m in self.etcd}},
+                                 for m in self.etcd},
+                     **({"tls": True} if self.etcd_tls else {}),
+                     **({"auth": True} if self.etcd_auth else {})},
             "hosts": {h.name: _drop_none({"segment": h.segment, "pods": list(h.pods),
                                           "flanneld_args": list(h.flanneld_args), "ip": h.ip,
                                           "ip_masq": h.ip_masq})

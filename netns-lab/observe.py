@@ -20,7 +20,17 @@ from netns_lab.etcd import etcdctl_binary
 from netns_lab.lab import Lab
 from netns_lab.netns import in_netns, list_netns, run
 
+from backends.desired import PeerEntries
+from backends.state import RouteSpec
 from flanneld.lease import Lease, LeaseError, decode_lease, subnets_prefix
+from flanneld.peerstate import (
+    MISSING,
+    PROGRAMMED,
+    IpJson,
+    check_entries,
+    index_of,
+    tables_from_ip_json,
+)
 
 HEALTHZ_PORT = 8471
 T = TypeVar("T")
@@ -42,17 +52,19 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
 
 
 def etcdctl(lab: Lab, *args: str, timeout: float = 10,
-            endpoints: list[str] | None = None) -> str:
+            endpoints: list[str] | None = None, auth: bool = True) -> str:
     """etcdctl against all of the lab's members (or `endpoints`), run from the first member
-    that still exists."""
+    that still exists; with the lab's certificates, and as root if `auth` (etcd.auth)."""
     existing = set(list_netns())
     member = next((m for m in lab.topology.etcd if lab.ns(m.name) in existing), None)
     if member is None:
         raise RuntimeError(f"lab {lab.name!r} has no etcd namespace left")
+    security, extra_env = lab.etcd_client("root")
     argv = ["ip", "netns", "exec", lab.ns(member.name), etcdctl_binary(),
             "--endpoints", ",".join(endpoints or lab.plan.etcd_endpoints), "--dial-timeout", "1s",
-            "--command-timeout", f"{max(1, int(timeout) - 1)}s", *args]
-    env = {"ETCDCTL_API": "3", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+            "--command-timeout", f"{max(1, int(timeout) - 1)}s", *security, *args]
+    env = {"ETCDCTL_API": "3", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+           **(extra_env if auth else {})}
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"etcdctl {' '.join(args)}: {proc.stderr.strip()}")
@@ -136,25 +148,25 @@ def peer_state(lease: Lease, view: KernelView) -> str:
 
     vxlan: route S via S0 dev flannel.N onlink + neighbour S0 -> VtepMAC + fdb VtepMAC -> P.
     direct: route S via P (host-gw, or vxlan DirectRouting to an on-link peer).
+    partial: some of the entries, or stale ones. The verdict is flannelctl's
+    (`flanneld.peerstate.check_entries`), over this host's `ip -j` output.
     """
-    subnet = str(lease.subnet)
+    j = IpJson(view.routes, view.neighs, view.fdb, view.links)
+    cidr = str(lease.subnet)
     s0 = str(lease.subnet.network_address)
     public = str(lease.attrs.public_ip)
-    routes = [r for r in view.routes if r.get("dst") == subnet]
-    if any(r.get("gateway") == public for r in routes):
+    routes = tables_from_ip_json(j, None)
+    direct = PeerEntries(None, None, (cidr, RouteSpec(public, 0)))
+    if check_entries(direct, routes)[0] == PROGRAMMED:
         return "direct"
+    dev = next((str(lk.get("ifname")) for lk in view.vxlan_links()), None) or next(
+        (str(r["dev"]) for r in view.routes if str(r.get("dev", "")).startswith("flannel")),
+        "flannel.1")
     mac = (lease.attrs.vtep_mac or "").lower()
-    for r in routes:
-        dev = str(r.get("dev", ""))
-        if r.get("gateway") != s0 or not dev.startswith("flannel"):
-            continue
-        neigh = any(n.get("dst") == s0 and n.get("dev") == dev
-                    and str(n.get("lladdr", "")).lower() == mac for n in view.neighs)
-        # `bridge -j fdb` names the device "ifname" (older iproute2: "dev")
-        fdb = any(f.get("ifname", f.get("dev")) == dev and str(f.get("mac", "")).lower() == mac
-                  and f.get("dst") == public for f in view.fdb)
-        return "vxlan" if neigh and fdb else "partial"
-    return "partial" if routes else "missing"
+    vxlan = PeerEntries((s0, mac), (mac, public),
+                        (cidr, RouteSpec(s0, index_of(j, dev), onlink=True)))
+    state = check_entries(vxlan, tables_from_ip_json(j, dev))[0]
+    return {PROGRAMMED: "vxlan", MISSING: "missing"}.get(state, "partial")
 
 
 def read_subnet_env(path: Path) -> dict[str, str]:

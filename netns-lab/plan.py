@@ -85,7 +85,9 @@ class Plan:
 
     @property
     def etcd_endpoints(self) -> list[str]:
-        return [f"http://{self.ip_of(m.name)}:{ETCD_CLIENT_PORT}" for m in self.topology.etcd]
+        scheme = "https" if self.topology.etcd_tls else "http"
+        return [f"{scheme}://{self.ip_of(m.name)}:{ETCD_CLIENT_PORT}"
+                for m in self.topology.etcd]
 
     def infra_namespaces(self) -> list[str]:
         """Short names of every namespace but pods, segments first (they hold the bridges)."""

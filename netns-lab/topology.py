@@ -150,9 +150,10 @@ def parse(data: Any, source: str = "topology") -> Topology:
     _unknown_keys(c, "defaults", defaults, HOST_KEYS[:-1])
     hosts = _parse_hosts(c, data.get("hosts"), defaults, seg_names)
     etcd = _parse_etcd(c, data.get("etcd"), seg_names)
+    tls, auth = _etcd_security(c, data.get("etcd"))
     topo = Topology(hosts=tuple(hosts), segments=tuple(segments), routers=tuple(routers),
                     etcd=tuple(etcd), network=network, etcd_prefix=prefix.rstrip("/"),
-                    description=description)
+                    description=description, etcd_tls=tls, etcd_auth=auth)
     if not c.problems:
         _check_whole(c, topo)
     if c.problems:
@@ -326,9 +327,22 @@ def _parse_hosts(c: _Collector, value: Any, defaults: dict[str, Any],
     return out
 
 
+def _etcd_security(c: _Collector, value: Any) -> tuple[bool, bool]:
+    """etcd.tls (https with client certificates) and etcd.auth (users and passwords)."""
+    spec = value if isinstance(value, dict) else {}
+    out = []
+    for key in ("tls", "auth"):
+        flag = spec.get(key, False)
+        if not isinstance(flag, bool):
+            c.add(f"etcd.{key}", f"{flag!r}: use true or false")
+            flag = False
+        out.append(flag)
+    return out[0], out[1]
+
+
 def _parse_etcd(c: _Collector, value: Any, segs: list[str]) -> list[EtcdMemberSpec]:
     spec = _mapping(c, "etcd", value)
-    _unknown_keys(c, "etcd", spec, ("members", "segment"))
+    _unknown_keys(c, "etcd", spec, ("members", "segment", "tls", "auth"))
     default_seg = spec.get("segment", segs[0] if segs else None)
     if default_seg is not None and default_seg not in segs:
         c.add("etcd.segment", f"{default_seg!r} is not a segment (declared: {', '.join(segs)})")
