@@ -161,6 +161,12 @@ class Daemon:
         await self._synced.wait()
         self._not_ready(f"programming {len(self.peers)} peers")
         self._kwatch.start(asyncio.get_running_loop())
+        # Our own writes are no drift: without this every lease event made the next
+        # resync tick dump the kernel, and events arriving meanwhile waited for it.
+        self._kwatch.ignore_own(getattr(self.backend, "netlink_portid", 0),
+                                lambda: getattr(self.backend, "dev_index", 0))
+        if hasattr(self.backend, "on_fdb_write"):
+            self.backend.on_fdb_write = self._kwatch.expect_fdb
         self._kwatch.routing.take()
         self._kwatch.nftables.take()
         while not await self._reconcile(full=True):

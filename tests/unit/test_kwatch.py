@@ -34,3 +34,46 @@ def test_only_dynamic_neighbour_churn_is_ignored() -> None:
     route = struct.pack("=IHHII", 28, 25, 0, 0, 0) + b"\0" * 12  # RTM_DELROUTE
     assert relevant(route)
     assert relevant(b"\x01\x00")  # truncated: be safe
+
+
+def _fdb(kind: int, mac: str, pid: int = 0) -> bytes:
+    attr = struct.pack("=HH", 10, 2) + bytes.fromhex(mac.replace(":", "")) + b"\0\0"
+    body = struct.pack("=BxxxiHBB", 7, 5, 0x80, 2, 0) + attr
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, pid) + body
+
+
+def test_own_writes_are_not_changes() -> None:
+    permanent_neigh = _neigh(RTM_NEWNEIGH, 0x80)
+    own = struct.pack("=IHHII", 16 + 20, RTM_NEWNEIGH, 0, 0, 4242) + permanent_neigh[16:]
+    assert not relevant(own, own_pid=4242)
+    assert relevant(own, own_pid=99)
+    claimed = {"0e:00:00:00:00:01"}
+
+    def own_fdb(mac: str) -> bool:
+        if mac in claimed:
+            claimed.discard(mac)  # consumed once, as KernelWatch does
+            return True
+        return False
+
+    fdb = _fdb(RTM_NEWNEIGH, "0e:00:00:00:00:01")
+    assert not relevant(fdb, own_fdb=own_fdb)
+    assert relevant(fdb, own_fdb=own_fdb)  # the claim was used up
+    assert relevant(own + _fdb(RTM_DELNEIGH, "0e:00:00:00:00:02"), 4242, own_fdb)
+
+
+def test_expected_fdb_claims_expire() -> None:
+    from flanneld import kwatch
+
+    watch = kwatch.KernelWatch()
+    watch.expect_fdb(["0e:00:00:00:00:01"])
+    assert watch._is_own_fdb("0e:00:00:00:00:01")
+    assert not watch._is_own_fdb("0e:00:00:00:00:01")
+    watch._expected["0e:00:00:00:00:02"] = 0.0  # announced long ago
+    assert not watch._is_own_fdb("0e:00:00:00:00:02")
+
+
+def test_a_deleted_neighbour_on_our_device_counts() -> None:
+    failed = 0x20  # `ip neigh del` of a permanent entry is announced with state FAILED
+    assert not relevant(_neigh(RTM_DELNEIGH, failed))
+    assert relevant(_neigh(RTM_DELNEIGH, failed), own_dev=5)
+    assert not relevant(_neigh(RTM_DELNEIGH, failed), own_dev=6)
