@@ -16,7 +16,7 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -75,6 +75,9 @@ class Engine:
         self._failed: set[tuple[str, Any]] = set()  # ops that failed on the last run
         self._skip_log = OnceLog()
         self._unreach_log = OnceLog()
+        # Told the MACs of FDB entries just before we write them: the vxlan driver's FDB
+        # notifications carry port id 0, so a kernel watcher cannot tell they are ours.
+        self.on_fdb_write: Callable[[list[str]], None] | None = None
 
     # --- hooks --------------------------------------------------------------------------
 
@@ -222,22 +225,8 @@ class Engine:
 
     def _dump(self) -> tuple[Tables, list[tuple[str, None]]]:
         """Our entries as the kernel has them, and the main-table routes we do not own."""
-        scope = RouteScope(self.network, self.dev_index, self.ext.index)
-        tables = Tables()
-        main: list[MainRoute] = []
-        rows = self.nl.dump(m.RTM_GETROUTE, m.route_dump_body(), m.parse_route, m.RTM_NEWROUTE)
-        for r in rows:
-            if r.table != m.RT_TABLE_MAIN:
-                continue
-            if r.rtype == m.RTN_UNICAST and not r.multipath and scope.owns(
-                    r.dst, r.dst_len, r.oif, r.gateway is not None):
-                spec = RouteSpec(r.gateway or "0.0.0.0", r.oif, bool(r.flags & m.RTNH_F_ONLINK),
-                                 r.priority, r.proto)
-                tables.routes[r.cidr] = (*tables.routes.get(r.cidr, ()), spec)
-            else:
-                main.append(MainRoute(r.dst, r.dst_len, r.oif, r.gateway is not None or r.multipath,
-                                      r.rtype, r.priority))
-        self._main = tuple(main)
+        tables, self._main = dump_routes(self.nl, RouteScope(self.network, self.dev_index,
+                                                             self.ext.index))
         return tables, self._dump_neighbours(tables)
 
     # --- applying a plan ----------------------------------------------------------------
@@ -249,6 +238,10 @@ class Engine:
             ("route-", plan.route_del), ("neigh-", plan.neigh_del), ("fdb-", plan.fdb_del),
             ("neigh", plan.neigh_set), ("fdb", plan.fdb_set)) for op in ops]
         done = Plan()
+        if self.on_fdb_write is not None:
+            macs = [op[0] for kind, op in first if kind in ("fdb", "fdb-")]
+            if macs:
+                self.on_fdb_write(macs)
         failed_neigh: set[str] = set()
         failed_fdb: set[str] = set()
         for (kind, op), res in zip(first, self._send(first), strict=True):
@@ -298,6 +291,24 @@ class Engine:
                 "neigh": "neighbour", "fdb": "FDB entry", "route": "route"}[kind]
         text = f" ({res[1]})" if res[1] else ""
         result.errors.append(f"{what} {_show(op)}: {os.strerror(res[0])}{text}")
+
+
+def dump_routes(nl: RtNetlink, scope: RouteScope) -> tuple[Tables, tuple[MainRoute, ...]]:
+    """The main table: routes `scope` owns as Tables, the others for on-link decisions."""
+    tables = Tables()
+    main: list[MainRoute] = []
+    for r in nl.dump(m.RTM_GETROUTE, m.route_dump_body(), m.parse_route, m.RTM_NEWROUTE):
+        if r.table != m.RT_TABLE_MAIN:
+            continue
+        if r.rtype == m.RTN_UNICAST and not r.multipath and scope.owns(
+                r.dst, r.dst_len, r.oif, r.gateway is not None):
+            spec = RouteSpec(r.gateway or "0.0.0.0", r.oif, bool(r.flags & m.RTNH_F_ONLINK),
+                             r.priority, r.proto)
+            tables.routes[r.cidr] = (*tables.routes.get(r.cidr, ()), spec)
+        else:
+            main.append(MainRoute(r.dst, r.dst_len, r.oif, r.gateway is not None or r.multipath,
+                                  r.rtype, r.priority))
+    return tables, tuple(main)
 
 
 def _encode(dev: int, kind: str, op: Any) -> tuple[int, int, bytes]:

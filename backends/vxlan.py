@@ -31,7 +31,7 @@ from backends import nlmsg as m
 from backends.base import ExternalInterface, ReconcileResult
 from backends.desired import Outcome, PeerContext, vxlan_outcome
 from backends.engine import Engine
-from backends.netlink import NetlinkError, call_in_netns
+from backends.netlink import NetlinkError, RtNetlink, call_in_netns
 from backends.state import (
     LinkState,
     Tables,
@@ -73,6 +73,29 @@ def link_state(row: m.LinkRow) -> LinkState:
         local=socket.inet_ntoa(local) if local and len(local) == 4 else None,
         link=u(m.VX_LINK, "=I"), port=u(m.VX_PORT, ">H"),
         learning=None if learning is None else bool(learning), gbp=m.VX_GBP in info)
+
+
+def dump_neighbours(nl: RtNetlink, dev: int, tables: Tables) -> list[tuple[str, None]]:
+    """Fill `tables` with the device's permanent neighbours and `self` FDB entries; return
+    the FDB entries to delete outright (with port/VNI overrides we never write)."""
+    for r in nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET, dev), m.parse_neigh,
+                     m.RTM_NEWNEIGH):
+        if (r.ifindex == dev and r.family == m.AF_INET and r.state & m.NUD_PERMANENT
+                and r.dst and r.mac):
+            tables.neighs[r.dst] = r.mac
+    odd: dict[str, None] = {}
+    for r in nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_BRIDGE, dev), m.parse_neigh,
+                     m.RTM_NEWNEIGH):
+        if (r.ifindex != dev or r.family != m.AF_BRIDGE or not r.state & m.NUD_PERMANENT
+                or not r.flags & m.NTF_SELF or not r.mac):
+            continue  # learned entries (Learning on) are the kernel's, not ours
+        if r.extra or r.dst is None:
+            odd[r.mac] = None  # port/VNI overrides we never write: rewrite the whole entry
+        else:
+            tables.fdb[r.mac] = (*tables.fdb.get(r.mac, ()), r.dst)
+    for mac in odd:
+        tables.fdb.pop(mac, None)
+    return [(mac, None) for mac in odd]
 
 
 class VxlanBackend(Engine):
@@ -134,25 +157,7 @@ class VxlanBackend(Engine):
         return True
 
     def _dump_neighbours(self, tables: Tables) -> list[tuple[str, None]]:
-        dev = self.dev_index
-        for r in self.nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET, dev), m.parse_neigh,
-                              m.RTM_NEWNEIGH):
-            if (r.ifindex == dev and r.family == m.AF_INET and r.state & m.NUD_PERMANENT
-                    and r.dst and r.mac):
-                tables.neighs[r.dst] = r.mac
-        odd: dict[str, None] = {}
-        for r in self.nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_BRIDGE, dev), m.parse_neigh,
-                              m.RTM_NEWNEIGH):
-            if (r.ifindex != dev or r.family != m.AF_BRIDGE or not r.state & m.NUD_PERMANENT
-                    or not r.flags & m.NTF_SELF or not r.mac):
-                continue  # learned entries (Learning on) are the kernel's, not ours
-            if r.extra or r.dst is None:
-                odd[r.mac] = None  # port/VNI overrides we never write: rewrite the whole entry
-            else:
-                tables.fdb[r.mac] = (*tables.fdb.get(r.mac, ()), r.dst)
-        for mac in odd:
-            tables.fdb.pop(mac, None)
-        return [(mac, None) for mac in odd]
+        return dump_neighbours(self.nl, self.dev_index, tables)
 
     # --- the device ---------------------------------------------------------------------
 
