@@ -39,7 +39,8 @@ def test_peer_state_vxlan_needs_route_neighbour_and_fdb() -> None:
     assert observe.peer_state(VX, view([D_ROUTE], [], [D_FDB])) == "partial"
     stale_mac = {**D_NEIGH, "lladdr": "aa:bb:cc:dd:ee:ff"}
     assert observe.peer_state(VX, view([D_ROUTE], [stale_mac], [D_FDB])) == "partial"
-    assert observe.peer_state(VX, view([], [D_NEIGH], [D_FDB])) == "missing"
+    assert observe.peer_state(VX, view([], [D_NEIGH], [D_FDB])) == "partial"
+    assert observe.peer_state(VX, view([], [], [])) == "missing"
     old_iproute = {**D_FDB, "dev": "flannel.1"}
     del old_iproute["ifname"]
     assert observe.peer_state(VX, view([D_ROUTE], [D_NEIGH], [old_iproute])) == "vxlan"
