@@ -140,12 +140,12 @@ def test_capture_decodes_vxlan_and_plain_ip() -> None:
 
 
 def decode_pkt(pkt: object, show_all: bool = False) -> dict[str, object] | None:
-    from netns_lab.capture import decode
+    from flanneld.capture import decode
     return decode(pkt, show_all=show_all)
 
 
 def capture_line(d: dict[str, object]) -> str:
-    from netns_lab.capture import format_line
+    from flanneld.capture import format_line
     return format_line(d, 0.0)
 
 

@@ -1,0 +1,315 @@
+"""Check this node end to end; say what is wrong and how to fix it (exit 1 on any FAIL).
+
+Every check prints OK, WARN, FAIL or SKIP with one line of detail, and a fix
+for anything not OK: etcd and the network config, our lease against
+subnet.env, flanneld's readiness, every peer's kernel state against etcd,
+stray entries, MTUs, ip_forward, rp_filter, the VXLAN checksum-offload bug
+of old kernels, and the pod address store against the pods that exist.
+docs/troubleshooting.md is generated from the table of checks below.
+
+  flannelctl doctor            # on a node configured for flanneld (FLANNELD_* env)
+  flannelctl doctor --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flanneld.ctl import _common as c
+from flanneld.ctl._node import NodeView, inspect_node, link_mtu
+from flanneld.peerstate import MISSING, PARTIAL, SKIPPED, STALE, UNREACHABLE
+
+OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    what: str  # what it looks at
+    means: str  # what a failure means
+    fix: str  # the one-line fix
+
+
+CHECKS = (
+    Check("etcd", "every --etcd-endpoints answers a read of the lease prefix",
+          "flanneld can neither renew its lease nor learn about peers (the data plane keeps "
+          "working on what it has)",
+          "check --etcd-endpoints and the TLS/auth flags, then `etcdctl endpoint health`"),
+    Check("network-config", "`<prefix>/config` exists and parses",
+          "flanneld waits at start-up and never becomes ready",
+          "etcdctl put <prefix>/config '{\"Network\":\"10.5.0.0/16\",\"Backend\":"
+          "{\"Type\":\"vxlan\"}}' (see docs/configuration.md)"),
+    Check("subnet-env", "--subnet-file exists and is valid",
+          "the CNI plugin cannot start pods (code 11)",
+          "start flanneld (it writes the file once every peer is programmed); check "
+          "--subnet-file"),
+    Check("lease", "etcd holds a lease for subnet.env's subnet with this node's PublicIP",
+          "another node may take this subnet; pods here would then clash with its pods",
+          "restart flanneld: it re-acquires the same subnet if it is free"),
+    Check("flanneld", "flanneld's /readyz on --healthz-ip:--healthz-port",
+          "flanneld is down or not ready; /readyz's text says why",
+          "systemctl status flanneld; journalctl -u flanneld (or run with --healthz-port)"),
+    Check("peers", "each peer's route (and vxlan neighbour and FDB entry) against its lease",
+          "pods on this node cannot reach pods on the peers listed",
+          "wait one --resync-interval (flanneld repairs drift); if it stays, read flanneld's "
+          "log and restart it"),
+    Check("skipped", "leases flanneld cannot use (wrong backend, bad VtepMAC, not on-link...)",
+          "those nodes are not reachable from here, by design",
+          "fix the lease or the node named in the detail (same Backend on every node)"),
+    Check("strays", "kernel entries in flanneld's scope that no lease wants",
+          "traffic to a deleted node's subnet may go to a stale address",
+          "wait one --resync-interval; flanneld removes them in a full reconcile"),
+    Check("mtu", "underlay, flannel device, subnet.env and CNI bridge MTUs agree",
+          "large packets are dropped or fragmented between pods (TCP stalls)",
+          "restart flanneld after changing the underlay MTU; then re-create pods"),
+    Check("ip-forward", "net.ipv4.ip_forward is 1",
+          "the host does not forward pod traffic at all",
+          "sysctl -w net.ipv4.ip_forward=1 (persist it in /etc/sysctl.d/)"),
+    Check("rp-filter", "rp_filter is not strict (1) on the flannel device or the CNI bridge",
+          "replies arriving on another interface than the route back are dropped",
+          "sysctl -w net.ipv4.conf.all.rp_filter=2 (loose), and the same for the device"),
+    Check("vxlan-csum", "kernel version and `ethtool -k flannel.N` tx-checksum-ip-generic",
+          "kernels before 5.7 corrupt checksums of NATed VXLAN packets (63 s delays; "
+          "flannel#1279)",
+          "ethtool -K flannel.N tx-checksum-ip-generic off (or a kernel >= 5.7)"),
+    Check("ipam", "each pod address reservation has a pod (netns, veth) that still exists",
+          "leaked addresses: the pool runs out, new pods fail with code 11",
+          "flannelctl ipam gc --yes"),
+)
+BY_NAME = {ch.name: ch for ch in CHECKS}
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str
+    detail: str
+    lines: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        fix = BY_NAME[self.check].fix if self.status in (WARN, FAIL) else None
+        return {"check": self.check, "status": self.status, "detail": self.detail,
+                "lines": list(self.lines), "fix": fix}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    c.add_options(parser)
+    from flanneld.ctl import ipam
+
+    ipam.add_store_options(parser)
+
+
+# --- the checks: pure over what was read ------------------------------------------------
+
+
+def check_cluster(cluster: c.Cluster) -> list[Finding]:
+    if cluster.error:
+        return [Finding("etcd", FAIL, f"unreachable: {cluster.error}"),
+                Finding("network-config", SKIP, "etcd unreachable")]
+    out = [Finding("etcd", OK, f"{len(cluster.leases)} leases under {cluster.prefix}")]
+    if cluster.config_error:
+        out.append(Finding("network-config", FAIL, cluster.config_error))
+    else:
+        out.append(Finding("network-config", OK, f"network {cluster.config.network}, backend "
+                           f"{cluster.config.backend_type}"))
+    return out
+
+
+def check_lease(cluster: c.Cluster, view: NodeView) -> list[Finding]:
+    if view.subnet_env is None:
+        return [Finding("subnet-env", FAIL, view.subnet_env_error),
+                Finding("lease", SKIP, "no subnet.env")]
+    out = [Finding("subnet-env", OK, f"FLANNEL_SUBNET={view.subnet_env.subnet}, "
+                   f"FLANNEL_MTU={view.subnet_env.mtu}")]
+    if cluster.error:
+        return [*out, Finding("lease", SKIP, "etcd unreachable")]
+    own = view.own
+    subnet = view.subnet_env.subnet.network
+    if own is None or own.lease is None:
+        return [*out, Finding("lease", FAIL, f"no lease for {subnet} in etcd")]
+    if view.device is not None and view.device.local and \
+            str(own.lease.attrs.public_ip) != view.device.local:
+        return [*out, Finding("lease", FAIL, f"{own.key} belongs to PublicIP "
+                              f"{own.lease.attrs.public_ip}, but this node's device says "
+                              f"{view.device.local}")]
+    return [*out, Finding("lease", OK, f"{own.key} ({c.human_ttl(own)})")]
+
+
+def check_peers(view: NodeView) -> list[Finding]:
+    if view.desired is None:
+        why = ("no lease or interface found" if view.subnet_env else "no subnet.env")
+        return [Finding(n, SKIP, why) for n in ("peers", "skipped", "strays")]
+    bad = {k: ch for k, ch in view.checks.items() if ch.state in (MISSING, PARTIAL, STALE)}
+    odd = {k: ch for k, ch in view.checks.items() if ch.state in (SKIPPED, UNREACHABLE)}
+    good = len(view.checks) - len(bad) - len(odd)
+    out = [Finding("peers", FAIL if bad else OK,
+                   f"{len(bad)} of {len(view.checks)} peers not programmed" if bad
+                   else f"{good} peers programmed",
+                   tuple(f"{k}: {ch.state}: {'; '.join(ch.problems)}"
+                         for k, ch in sorted(bad.items()))),
+           Finding("skipped", WARN if odd else OK, f"{len(odd)} leases not used" if odd
+                   else "every lease is used",
+                   tuple(f"{k}: {ch.state}: {'; '.join(ch.problems)}"
+                         for k, ch in sorted(odd.items()))),
+           Finding("strays", WARN if view.strays else OK,
+                   f"{len(view.strays)} entries no lease wants" if view.strays else "none",
+                   tuple(view.strays))]
+    return out
+
+
+def check_mtu(view: NodeView, backend_overhead: int, bridge_mtu: int | None,
+              config_mtu: int | None = None) -> Finding:
+    env = view.subnet_env
+    if not view.ext_mtu:
+        return Finding("mtu", SKIP, "external interface not found")
+    want = (config_mtu or view.ext_mtu) - backend_overhead
+    have: list[str] = [f"{view.ext_name} {view.ext_mtu}"]
+    problems = []
+    if view.device is not None:
+        have.append(f"{view.device.name} {view.device.mtu}")
+        if view.device.mtu != want:
+            problems.append(f"{view.device.name} MTU {view.device.mtu}, want {want}")
+    if env is not None:
+        have.append(f"subnet.env {env.mtu}")
+        if env.mtu != want:
+            problems.append(f"FLANNEL_MTU {env.mtu}, want {want}")
+    if bridge_mtu is not None:
+        have.append(f"cni0 {bridge_mtu}")
+        if env is not None and bridge_mtu > env.mtu:
+            problems.append(f"cni0 MTU {bridge_mtu} is above FLANNEL_MTU {env.mtu}")
+    return Finding("mtu", FAIL if problems else OK, "; ".join(problems) or ", ".join(have))
+
+
+def check_sysctls(ip_forward: str | None, rp: dict[str, int]) -> list[Finding]:
+    out = [Finding("ip-forward", OK if ip_forward == "1" else FAIL,
+                   f"net.ipv4.ip_forward = {ip_forward}")]
+    strict = [f"{dev} {v}" for dev, v in rp.items() if v == 1]
+    out.append(Finding("rp-filter", WARN if strict else OK,
+                       "strict on " + ", ".join(strict) if strict else
+                       ", ".join(f"{d} {v}" for d, v in rp.items()) or "nothing to check"))
+    return out
+
+
+def kernel_at_least(release: str, want: tuple[int, int]) -> bool:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= want
+
+
+def check_csum(release: str, device: str | None, offload: str | None) -> Finding:
+    if device is None:
+        return Finding("vxlan-csum", SKIP, "no vxlan device")
+    fixed = kernel_at_least(release, (5, 7))
+    if offload is None:
+        return Finding("vxlan-csum", OK if fixed else WARN,
+                       f"kernel {release}" + ("" if fixed else "; ethtool not found to check"))
+    if offload.startswith("on") and not fixed:
+        return Finding("vxlan-csum", WARN, f"kernel {release} < 5.7 and {device} "
+                       f"tx-checksum-ip-generic: {offload}")
+    return Finding("vxlan-csum", OK, f"kernel {release}, tx-checksum-ip-generic: {offload}")
+
+
+# --- reading the host ---------------------------------------------------------------------
+
+
+def _sysctl(path: str) -> str | None:
+    try:
+        return Path("/proc/sys", path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _rp_filters(devices: list[str]) -> dict[str, int]:
+    out = {}
+    every = int(_sysctl("net/ipv4/conf/all/rp_filter") or 0)
+    for dev in devices:
+        value = _sysctl(f"net/ipv4/conf/{dev}/rp_filter")
+        if value is not None:
+            out[dev] = max(every, int(value))  # the kernel uses the larger of the two
+    return out
+
+
+def _offload(device: str) -> str | None:
+    exe = shutil.which("ethtool")
+    if exe is None:
+        return None
+    proc = subprocess.run([exe, "-k", device], capture_output=True, text=True, timeout=10)
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("tx-checksum-ip-generic:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def diagnose(args: argparse.Namespace) -> list[Finding]:
+    from flanneld.ctl import ipam
+
+    o = c.options(args)
+    cluster = c.run_async(lambda: c.read_cluster(o))
+    view = inspect_node(o.subnet_file, cluster)
+    findings = check_cluster(cluster) + check_lease(cluster, view)
+    ready, text = c.readyz(o)
+    findings.append(Finding("flanneld", {True: OK, False: FAIL, None: WARN}[ready], text))
+    findings += check_peers(view)
+    vxlan = view.backend == "vxlan"
+    config_mtu = getattr(cluster.config.backend, "mtu", None) if cluster.config else None
+    findings.append(check_mtu(view, 50 if vxlan else 0, link_mtu("cni0"), config_mtu))
+    devices = [d for d in (view.device.name if view.device else None, "cni0") if d]
+    findings += check_sysctls(_sysctl("net/ipv4/ip_forward"), _rp_filters(devices))
+    dev = view.device.name if view.device else None
+    findings.append(check_csum(platform.release(), dev, _offload(dev) if dev else None))
+    findings.append(ipam.finding(args, o))
+    return findings
+
+
+def render(findings: list[Finding]) -> str:
+    out = []
+    for f in findings:
+        out.append(f"{f.status:<4}  {f.check:<14} {f.detail}")
+        out += [f"{'':20}- {line}" for line in f.lines[:20]]
+        if len(f.lines) > 20:
+            out.append(f"{'':20}... and {len(f.lines) - 20} more")
+        if f.status in (WARN, FAIL):
+            out.append(f"{'':20}fix: {BY_NAME[f.check].fix}")
+    worst = FAIL if any(f.status == FAIL for f in findings) else (
+        WARN if any(f.status == WARN for f in findings) else OK)
+    counts = {s: sum(f.status == s for f in findings) for s in (OK, WARN, FAIL, SKIP)}
+    out.append(f"\n{worst}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    findings = diagnose(args)
+    if args.json:
+        c.emit_json({"ok": not any(f.status == FAIL for f in findings),
+                     "checks": [f.as_dict() for f in findings]})
+    else:
+        print(render(findings))
+    return 1 if any(f.status == FAIL for f in findings) else 0
+
+
+def render_markdown() -> str:
+    """docs/troubleshooting.md's check list, generated from CHECKS."""
+    out = []
+    for ch in CHECKS:
+        out += [f"### `{ch.name}`", "", f"- **Looks at:** {ch.what}.",
+                f"- **When it is not OK:** {ch.means}.", f"- **Fix:** `{ch.fix}`"
+                if not ch.fix[0].isupper() else f"- **Fix:** {ch.fix}.", ""]
+    return "\n".join(out)
+
+
+BEGIN, END = "<!-- checks:begin (generated by flanneld.ctl.doctor) -->", "<!-- checks:end -->"
+Render = Callable[[], str]
+
+
+def update_docs(path: Path, render_fn: Render = render_markdown) -> None:
+    text = path.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    path.write_text(f"{head}{BEGIN}\n{render_fn()}{END}{tail}")
