@@ -299,8 +299,7 @@ def render_markdown() -> str:
     out = []
     for ch in CHECKS:
         out += [f"### `{ch.name}`", "", f"- **Looks at:** {ch.what}.",
-                f"- **When it is not OK:** {ch.means}.", f"- **Fix:** `{ch.fix}`"
-                if not ch.fix[0].isupper() else f"- **Fix:** {ch.fix}.", ""]
+                f"- **When it is not OK:** {ch.means}.", f"- **Fix:** {ch.fix}", ""]
     return "\n".join(out)
 
 
