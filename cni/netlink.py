@@ -77,14 +77,19 @@ def strz(kind: int, value: str) -> bytes:
     return attr(kind, value.encode() + b"\0")
 
 
-def parse_attrs(buf: bytes, offset: int = 0) -> dict[int, bytes]:
+def parse_attrs(buf: bytes, offset: int = 0,
+                wanted: frozenset[int] | None = None) -> dict[int, bytes]:
+    """Attributes by type; with `wanted`, only those are copied out (a link has ~50)."""
     out: dict[int, bytes] = {}
     end = len(buf)
+    unpack = _ATTR.unpack_from
     while offset + 4 <= end:
-        length, kind = _ATTR.unpack_from(buf, offset)
+        length, kind = unpack(buf, offset)
         if length < 4:
             break
-        out[kind & 0x3FFF] = buf[offset + 4:offset + length]
+        kind &= 0x3FFF
+        if wanted is None or kind in wanted:
+            out[kind] = buf[offset + 4:offset + length]
         offset += (length + 3) & ~3
     return out
 
@@ -127,9 +132,13 @@ class Route:
     oif: int
 
 
+_LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER,
+                         IFLA_OPERSTATE, IFLA_LINKINFO})
+
+
 def parse_link(body: bytes) -> Link:
     _family, _type, index, flags, _change = _IFINFO.unpack_from(body)
-    attrs = parse_attrs(body, _IFINFO.size)
+    attrs = parse_attrs(body, _IFINFO.size, _LINK_ATTRS)
     kind = ""
     if IFLA_LINKINFO in attrs:
         info = parse_attrs(attrs[IFLA_LINKINFO])
