@@ -171,7 +171,7 @@ def human_ttl(row: LeaseRow) -> str:
 
 
 def readyz(o: flags.Options) -> tuple[bool | None, str]:
-    """(ready?, text) from flanneld's /readyz; None when --healthz-port is unset or it is down."""
+    """(ready?, text) from flanneld's /readyz; None when --healthz-port is unset."""
     if not o.healthz_port:
         return None, "unknown (no --healthz-port)"
     host = f"[{o.healthz_ip}]" if ":" in o.healthz_ip else o.healthz_ip
@@ -182,7 +182,7 @@ def readyz(o: flags.Options) -> tuple[bool | None, str]:
     except urllib.error.HTTPError as exc:
         return False, exc.read().decode(errors="replace").strip()
     except OSError as exc:
-        return None, f"flanneld not answering on {url}: {getattr(exc, 'reason', exc)}"
+        return False, f"flanneld not answering on {url}: {getattr(exc, 'reason', exc)}"
 
 
 def own_row(cluster: Cluster, subnet: IPv4Network | None,

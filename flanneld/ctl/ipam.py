@@ -44,9 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     lst = sub.add_parser("list", help="every reservation, with its pod and whether it exists")
     add_store_options(lst, nested=True)
+    lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     gc = sub.add_parser("gc", help="release reservations whose pod is gone (dry run unless "
                         "--yes)")
     gc.add_argument("--yes", action="store_true", help="really release them")
+    gc.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     add_store_options(gc, nested=True)
 
 

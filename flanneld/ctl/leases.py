@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     release.add_argument("subnet", type=IPv4Network, metavar="SUBNET")
     release.add_argument("--ttl", type=int, help="attach an etcd lease of TTL seconds instead "
                          "of deleting the key")
+    for p in (reserve, release):
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     release.add_argument("--force", action="store_true",
                          help="also release an ordinary (TTL) lease")
     c.add_options(release, c.ETCD_FLAGS, json_flag=False, nested=True)
