@@ -1,0 +1,65 @@
+"""PNG plots of the benchmark JSON files (matplotlib, Agg backend), one per benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def bars(path: Path, title: str, labels: list[str], values: list[float], unit: str,
+         reference: int | None = None) -> Path:
+    """A bar chart; the reference bar (index) is grey, ours are blue."""
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    colors = ["#8c8c8c" if i == reference else "#2f6db5" for i in range(len(values))]
+    drawn = ax.barh(labels, values, color=colors)
+    ax.bar_label(drawn, fmt="%.3g", padding=3, fontsize=8)
+    ax.set_xlabel(unit)
+    ax.set_title(title, fontsize=10)
+    ax.invert_yaxis()
+    ax.margins(x=0.15)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_all(data: dict[str, Any], out: Path) -> list[Path]:
+    """One PNG per benchmark present in `data` (name -> its JSON)."""
+    made = []
+    if p := data.get("programming"):
+        ms = p["initial_programming_ms"]
+        made.append(bars(out / "programming.png", f"{p['peers']} vxlan peers: initial programming",
+                         ["ip -batch + bridge -batch (ref)", "pyflannel", "pyroute2, per entry"],
+                         [ms["ip_bridge_batch"]["median"], ms["ours"]["median"],
+                          ms["pyroute2_per_call"]["median"]], "ms (median)", 0))
+    if c := data.get("cni_latency"):
+        f = c["figures"]
+        names = [k for k in ("ref", "ours", "ref-masq", "ours-masq", "fallback") if k in f]
+        made.append(bars(out / "cni_latency.png", "CNI ADD latency, p50 (ref: bridge + host-local)",
+                         names, [f[k]["ADD"]["p50"] for k in names], "ms", 0))
+    if d := data.get("daemon_latency"):
+        made.append(bars(out / "daemon_latency.png",
+                         f"one new lease among {d['peers']}: put -> route in the kernel",
+                         ["etcd watch p50 (ref)", "flanneld p50", "etcd watch p99",
+                          "flanneld p99"],
+                         [d["add_ms"]["watch"]["p50"], d["add_ms"]["kernel"]["p50"],
+                          d["add_ms"]["watch"]["p99"], d["add_ms"]["kernel"]["p99"]], "ms", 0))
+    if t := data.get("throughput"):
+        g = t["gbit_per_s"]
+        names = [k for k in ("veth", "hand-vxlan", "lab-vxlan", "hand-hostgw", "lab-hostgw")
+                 if k in g]
+        made.append(bars(out / "throughput.png", "pod-to-pod TCP (iperf3), median",
+                         names, [g[k]["median"] for k in names], "Gbit/s", 0))
+    if r := data.get("flanneld_resources"):
+        refs = r["references_rss_mb"]
+        made.append(bars(out / "flanneld_resources.png", "resident memory",
+                         ["python + asyncio + aetcd + pyroute2 (ref)", "flanneld, 0 peers",
+                          f"flanneld, {r['flanneld_n_peers']['peers']} peers"],
+                         [refs["python_asyncio_aetcd_pyroute2"], r["flanneld_0_peers"]["rss_mb"],
+                          r["flanneld_n_peers"]["rss_mb"]], "MB", 0))
+    return made
