@@ -164,17 +164,29 @@ def _ask(path: str, request: bytes):
             return None  # no flanneld (ENOENT, ECONNREFUSED, EACCES...)
         try:
             sock.sendall(request)
-            chunks = []
-            while True:
+            data = b""
+            while not _complete(data):  # stop at the frame's end: never wait for the close
                 chunk = sock.recv(1 << 16)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                data += chunk
         except OSError:
             return b""
-        return b"".join(chunks)
+        return data
     finally:
         sock.close()
+
+
+def _complete(data: bytes) -> bool:
+    """Whether `data` holds a whole response frame (a refusal is one byte)."""
+    if data[:1] == b"R":
+        return True
+    if len(data) < 9:
+        return False
+    n = int.from_bytes(data[5:9], "big")
+    if len(data) < 13 + n:
+        return False
+    return len(data) >= 13 + n + int.from_bytes(data[9 + n:13 + n], "big")
 
 
 def _write(fd: int, data: bytes) -> None:

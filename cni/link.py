@@ -223,8 +223,8 @@ def wait_port_up(host: nl.Netlink, host_name: str) -> None:
 
 
 def remove_host_veth(host: nl.Netlink, name: str,
-                     defer: Callable[[Deferred], None] | None) -> None:
-    """Take the pair down now (the pod is cut off at once); delete it now or via `defer`.
+                     later: Callable[[Deferred], None] | None) -> None:
+    """Take the pair down now (the pod is cut off at once); delete it now or via `later`.
 
     Deleting a veth waits for an RCU grace period (~15-25 ms here); a server
     hands that wait to a background thread.
@@ -232,7 +232,7 @@ def remove_host_veth(host: nl.Netlink, name: str,
     link = host.link(name)
     if link is None or link.kind != "veth":
         return
-    if defer is None:
+    if later is None:
         host.delete_link(index=link.index)
         return
     try:
@@ -248,7 +248,7 @@ def remove_host_veth(host: nl.Netlink, name: str,
         if still is not None and still.name == name:  # not a newcomer that reused the index
             reaper.delete_link(index=index)
 
-    defer(delete)
+    later(delete)
 
 
 def check(host: nl.Netlink, netns_fd: int, bridge: str, host_name: str, ifname: str,

@@ -77,6 +77,7 @@ class Context:
         self._host: nl.Netlink | None = None
         self._subnet: dict[str, tuple[tuple[int, int, int], SubnetEnv]] = {}
         self.memo: dict[tuple[bytes, SubnetEnv], tuple[dict[str, Any], Any]] = {}
+        self.pending: list[link.Deferred] = []
         self.env: dict[str, str] = {}
         self.stdin = b""
 
@@ -106,11 +107,19 @@ class Context:
         return env
 
     def later(self, work: link.Deferred) -> None:
-        """Work off the reply's critical path: queued in a server (in order), else done now."""
+        """Work off the reply's critical path: done now in-process; in a server, held
+        until the reply is out (`release`), then queued in order for a background thread."""
         if self.defer is None:
             work(self.host())
         else:
-            self.defer(work)
+            self.pending.append(work)
+
+    def release(self) -> None:
+        """The reply went out: hand this request's deferred work to the background."""
+        work, self.pending = self.pending, []
+        if self.defer is not None:
+            for w in work:
+                self.defer(w)
 
     def hook(self, point: str) -> None:
         spec = self.env.get(HOOK_ENV, "")
@@ -189,7 +198,8 @@ def undo(rec: state.Record, ctx: Context, data_dir: str) -> None:
     errors = []
     if rec.host_veth:
         try:
-            link.remove_host_veth(ctx.host(), rec.host_veth, ctx.defer)
+            link.remove_host_veth(ctx.host(), rec.host_veth,
+                                  ctx.later if ctx.defer is not None else None)
         except (OSError, CniError) as exc:
             errors.append(f"veth {rec.host_veth}: {exc}")
     if rec.chain:

@@ -195,9 +195,11 @@ class CniServer:
         try:
             code, out, err = handle(env, stdin, ctx)
         except Abandon:
+            ctx.pending.clear()
             return  # test hook: as if the daemon died mid-request
         with contextlib.suppress(OSError):
             conn.sendall(encode_response(code, out, err))
+        ctx.release()  # only now may the background thread compete for the GIL
 
     def _untrusted(self, conn: socket.socket) -> str:
         """Why this caller may not use us ("" if it may): root, in our network namespace."""
