@@ -52,9 +52,24 @@ class PodRoute:
 
 @dataclass
 class BridgeCache:
-    """Bridges already checked for their gateway address: {(name, index): {gateway cidrs}}."""
+    """Bridges recently checked (kind, up, gateway addresses), so an ADD skips the lookup.
 
-    checked: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    An entry is trusted for TTL seconds, then checked again, so a bridge that
+    someone flushed or recreated is repaired within that time; a veth creation
+    that fails on a stale index drops the entry at once (see `forget`).
+    """
+
+    TTL = 10.0
+    entries: dict[str, tuple[nl.Link, frozenset[str], float]] = field(default_factory=dict)
+
+    def get(self, name: str, wanted: frozenset[str]) -> nl.Link | None:
+        hit = self.entries.get(name)
+        if hit is None or not wanted <= hit[1] or time.monotonic() - hit[2] > self.TTL:
+            return None
+        return hit[0]
+
+    def forget(self, name: str) -> None:
+        self.entries.pop(name, None)
 
 
 def open_netns(path: str) -> int:
@@ -90,6 +105,10 @@ def _sysctl(path: str, value: str) -> None:
 def ensure_bridge(host: nl.Netlink, bc: BridgeConf, gateways: Sequence[PodAddr],
                   cache: BridgeCache) -> nl.Link:
     """The bridge, up, with the gateway address(es) when isGateway (bridge.go ensureBridge)."""
+    wanted = frozenset(str(g.address) for g in gateways)
+    cached = cache.get(bc.bridge, wanted)
+    if cached is not None:
+        return cached
     br = host.link(bc.bridge)
     if br is None:
         err = host.batch([nl.msg_new_bridge(bc.bridge, bc.mtu, random_mac())])[0]
@@ -103,16 +122,13 @@ def ensure_bridge(host: nl.Netlink, bc: BridgeConf, gateways: Sequence[PodAddr],
         raise CniError(INTERNAL, f"{bc.bridge!r} already exists but is not a bridge "
                        f"(kind {br.kind or 'unknown'!r})",
                        "pick another 'bridge' name in the delegate config or remove the link")
-    wanted = {str(g.address) for g in gateways}
-    key = (br.name, br.index)
-    if wanted - cache.checked.get(key, set()):
-        if not br.flags & nl.IFF_UP:
-            host.request(*nl.msg_up(br.index))
-        for g in gateways:
-            _ensure_gateway_addr(host, br, g.address, bc.force_address)
-        if bc.promisc:
-            host.request(*nl.msg_promisc(br.index))
-        cache.checked.setdefault(key, set()).update(wanted)
+    if not br.flags & nl.IFF_UP:
+        host.request(*nl.msg_up(br.index))
+    for g in gateways:
+        _ensure_gateway_addr(host, br, g.address, bc.force_address)
+    if bc.promisc:
+        host.request(*nl.msg_promisc(br.index))
+    cache.entries[bc.bridge] = (br, wanted, time.monotonic())
     return br
 
 

@@ -18,6 +18,7 @@ the request without cleanup (as if it had crashed), and the front reports code 1
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import sys
@@ -320,8 +321,8 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
     br = link.ensure_bridge(host, bc, gateways, ctx.bridges)
     if bc.is_gateway:
         link.enable_forwarding({a.address.version for a in addrs})
-    host_mac, pod_index = _create_pair(req, ctx, fc, br, rec, netns_fd, bc.mtu, pod_mac,
-                                       bc.hairpin)
+    host_mac, pod_index, br = _create_pair(req, ctx, fc, bc, br, gateways, rec, netns_fd,
+                                           pod_mac)
     link.configure_pod(netns_fd, req.ifname, pod_index, addrs, routes)
     link.wait_port_up(host, rec.host_veth)
     mtu = bc.mtu or None
@@ -334,15 +335,23 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
         routes=result_routes, dns=bc.dns)
 
 
-def _create_pair(req: Request, ctx: Context, fc: FlannelConf, br: nl.Link, rec: state.Record,
-                 netns_fd: int, mtu: int, pod_mac: str, hairpin: bool) -> tuple[str, int]:
+def _create_pair(req: Request, ctx: Context, fc: FlannelConf, bc: BridgeConf, br: nl.Link,
+                 gateways: list[link.PodAddr], rec: state.Record, netns_fd: int, pod_mac: str
+                 ) -> tuple[str, int, nl.Link]:
+    """The veth pair: (host MAC, pod ifindex, the bridge it hangs off)."""
+    mtu, hairpin = bc.mtu, bc.hairpin
     host = ctx.host()
     for attempt in range(10):
         try:
-            return link.create_veth(host, br, rec.host_veth, req.ifname, netns_fd, mtu, pod_mac,
-                                    hairpin)
+            return (*link.create_veth(host, br, rec.host_veth, req.ifname, netns_fd, mtu,
+                                      pod_mac, hairpin), br)
         except nl.NetlinkError as exc:
-            if exc.errno != 17:  # EEXIST
+            if exc.errno in (errno.EINVAL, errno.ENODEV, errno.EOPNOTSUPP) and attempt == 0 \
+                    and br.name in ctx.bridges.entries:
+                ctx.bridges.forget(br.name)  # a cached bridge index gone stale: look again
+                br = link.ensure_bridge(host, bc, gateways, ctx.bridges)
+                continue
+            if exc.errno != errno.EEXIST:
                 raise CniError(INTERNAL, f"failed to create veth pair: {exc.strerror}") from None
         if link.pod_exists(netns_fd, req.ifname):
             if attempt == 0 and ctx.flush is not None:

@@ -304,3 +304,17 @@ def test_readd_right_after_del_in_the_same_netns(any_node: Node) -> None:
     res = node.add(conf, "c1", netns).ok().json
     assert res["ips"][0]["address"] == "10.5.52.5/24"  # round robin, never the old address
     assert node.reservations() == {"10.5.52.5": "c1\r\neth0"}
+
+
+def test_bridge_recreated_behind_the_servers_back(served: Node) -> None:
+    """The server caches the bridge; if someone deletes it, the next ADD recreates it."""
+    node = served
+    conf = node.conf("1.0.0")
+    first = node.add(conf, "c1", node.pod()).ok().json
+    node.ip("link", "del", "cni0")
+    netns = node.pod()
+    second = node.add(conf, "c2", netns).ok().json
+    assert second["interfaces"][0]["mac"] != first["interfaces"][0]["mac"]  # a new bridge
+    br = node.ipj("addr", "show", "dev", "cni0")[0]
+    assert any(a["local"] == "10.5.52.1" for a in br["addr_info"])
+    node.check(conf, "c2", netns, second).ok()
