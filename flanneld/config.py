@@ -198,8 +198,8 @@ def _backend(doc: dict[str, Any]) -> tuple[str, VxlanConfig | HostGwConfig]:
     if lowered == "host-gw":
         return lowered, HostGwConfig()
     if lowered != "vxlan":
-        raise ConfigError(f"Backend.Type {btype!r}: unsupported backend; pyflannel supports "
-                          f"{' and '.join(SUPPORTED_BACKENDS)}")
+        raise ConfigError(f"Backend.Type {_show(btype)}: unsupported backend; pyflannel "
+                          f"supports {' and '.join(SUPPORTED_BACKENDS)}")
 
     def num(name: str, default: int, lo: int, hi: int, what: str) -> int:
         value = _get(raw, name, int, default, "Backend.")
@@ -244,13 +244,13 @@ def _cidr(doc: dict[str, Any], name: str, cls: Callable[..., T]) -> T | None:
     if not raw:
         return None
     if not re.fullmatch(r"[^/\s]+/[0-9]{1,3}", raw):
-        raise ConfigError(f"{name} {raw!r}: must be a CIDR with a prefix length, "
+        raise ConfigError(f"{name} {_show(raw)}: must be a CIDR with a prefix length, "
                           f"e.g. {'10.5.0.0/16' if 'v6' not in name else 'fd00:10:5::/48'}")
     try:
         return cls(raw, strict=False)  # Go's ParseCIDR masks the host bits away
     except (AddressValueError, NetmaskValueError, ValueError) as exc:
-        raise ConfigError(f"{name} {raw!r}: not a valid "
-                          f"{'IPv6' if 'v6' in name else 'IPv4'} CIDR ({exc})") from None
+        raise ConfigError(f"{name} {_show(raw)}: not a valid "
+                          f"{'IPv6' if 'v6' in name else 'IPv4'} CIDR ({str(exc)[:80]})") from None
 
 
 def _address(doc: dict[str, Any], name: str, cls: Callable[[str], T]) -> T | None:
@@ -261,7 +261,7 @@ def _address(doc: dict[str, Any], name: str, cls: Callable[[str], T]) -> T | Non
         return cls(raw)
     except (AddressValueError, ValueError):
         fam = "IPv6" if "6" in name else "IPv4"
-        raise ConfigError(f"{name} {raw!r}: not an {fam} address") from None
+        raise ConfigError(f"{name} {_show(raw)}: not an {fam} address") from None
 
 
 def _show(value: Any) -> str:
