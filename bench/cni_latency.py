@@ -13,7 +13,7 @@ from other processes hits them alike:
   ref-masq / ours-masq (--masq): ipMasq on: iptables chains vs our nft table
 
 Prints p50/p95 per variant and the ratios ours/ref, and saves the figures to
-bench/results/cni_latency.json and docs/bench/cni_latency.json.
+bench/results/cni_latency.json and docs/bench/cni_latency.json (--out elsewhere: only there).
 
     sudo .venv/bin/python bench/cni_latency.py [--n 50] [--rounds 3] [--masq]
 """
@@ -43,6 +43,7 @@ from cni.netlink import setns  # noqa: E402
 from flanneld.ctl.install_cni import install  # noqa: E402
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_OUT = REPO / "bench" / "results" / "cni_latency.json"
 
 
 @dataclass
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--masq", action="store_true", help="also compare ipMasq=true")
     ap.add_argument("--no-fallback", action="store_true")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cni_latency.json")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -189,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     body = {k: v for k, v in report.items() if k != "table"}
     args.out.write_text(json.dumps(body, indent=2) + "\n")
-    docs = REPO / "docs" / "bench" / "cni_latency.json"
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(json.dumps(body, indent=2) + "\n")
+    if args.out == DEFAULT_OUT:  # a run saved elsewhere is an experiment: leave the docs alone
+        docs = REPO / "docs" / "bench" / "cni_latency.json"
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(json.dumps(body, indent=2) + "\n")
     return 0
 
 

@@ -95,7 +95,11 @@ def top_level_strings(data: bytes, keys: tuple) -> dict | None:
         if end < 0:
             return None
         i = end + 1
-        if depth != 1 or data[q + 1:end] not in keys:
+        if depth != 1:
+            continue
+        if b"\\" in data[q + 1:end]:
+            return None  # an escape might spell one of our keys: let a real parser decide
+        if data[q + 1:end] not in keys:
             continue
         j = i
         while j < n and data[j] in b" \t\r\n":
@@ -115,8 +119,8 @@ def top_level_strings(data: bytes, keys: tuple) -> dict | None:
 
 def socket_path(stdin: bytes) -> str:
     """flanneld's socket for this config, parsing JSON only if the config could move it."""
-    if b'"cniSocket"' not in stdin and b'"subnetFile"' not in stdin:
-        return DEFAULT_SOCKET
+    if b'"cniSocket"' not in stdin and b'"subnetFile"' not in stdin and b"\\" not in stdin:
+        return DEFAULT_SOCKET  # (an escape could spell a key: then look properly)
     found = top_level_strings(stdin, (b"cniSocket", b"subnetFile"))
     conf = parse_conf(stdin) if found is None else {k.decode(): v for k, v in found.items()}
     explicit = conf.get("cniSocket")
