@@ -58,6 +58,25 @@ def _lease_key(lab: Lab, subnet: str) -> str:
     return f"{subnets_prefix(lab.topology.etcd_prefix)}/{net}"
 
 
+# -- the reference ------------------------------------------------------------------------------
+
+BASELINE_S = 5.0
+
+
+@scenario("baseline", f"no fault: {BASELINE_S:.0f} s of pings between all three hosts",
+          "0 packets lost: the reference the faults are measured against", lab_topology())
+def baseline(r: Run) -> dict[str, Any]:
+    f = r.figures
+    with r.pinging(*ALL3):
+        clock = Clock()
+        while clock.since("start") < BASELINE_S:  # the measurement window itself
+            time.sleep(0.2)
+    f["recovery_s"] = 0.0
+    f["data_lost"] = 0
+    r.check("no packet lost without a fault", f["packets_lost"] == 0, f"{f['packets_lost']} lost")
+    return f
+
+
 # -- flanneld ---------------------------------------------------------------------------------
 
 
