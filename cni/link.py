@@ -80,7 +80,7 @@ def open_netns(path: str) -> int:
         raise CniError(INVALID_NETNS, f'failed to open netns "{path}": {exc.strerror}',
                        "CNI_NETNS must name an existing network namespace") from None
     st, own = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
-    if st.st_dev != own.st_dev:
+    if st.st_dev != own.st_dev or _ns_type(fd) != nl.CLONE_NEWNET:
         os.close(fd)
         raise CniError(INVALID_NETNS, f'"{path}" is not a network namespace',
                        "CNI_NETNS must be a netns file such as /run/netns/<name>")
@@ -89,6 +89,15 @@ def open_netns(path: str) -> int:
         raise CniError(INVALID_NETNS, f'netns "{path}" is the plugin\'s own network namespace',
                        "CNI_NETNS must be the container's namespace, not the host's")
     return fd
+
+
+def _ns_type(fd: int) -> int:
+    """NS_GET_NSTYPE: which kind of namespace an nsfs fd is (a mount ns passes the fstat)."""
+    import fcntl
+    try:
+        return fcntl.ioctl(fd, 0xB703)  # _IO(0xb7, 0x3)
+    except OSError:
+        return 0
 
 
 def _sysctl(path: str, value: str) -> None:

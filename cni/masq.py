@@ -131,7 +131,8 @@ def add_script(chain: str, network: str, container_id: str,
                addrs: Sequence[tuple[str, str]]) -> str:
     """addrs: (pod ip, pod subnet) pairs. Idempotent: re-adding rewrites the chain."""
     lines: list[str] = []
-    comment = f'"name: {network} id: {container_id}"'  # both are [A-Za-z0-9_.-]
+    # For humans only (the chain name is the key); nft caps comments at 128 characters.
+    comment = '"' + f"name: {network} id: {container_id}"[:120] + '"'  # [A-Za-z0-9_.-] only
     for version in sorted({ipaddress.ip_address(ip).version for ip, _ in addrs}):
         fam = f"{_FAMILY[version]} {TABLE}"
         lines += _base(version)

@@ -93,10 +93,19 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     return out
 
 
-def validate_id(value: str, what: str, code: int) -> None:
+# Both become file names (<dataDir>/<name>/..., <dataDir>/.pyflannel/<name>/<id>@<ifname>,
+# <dataDir>/<id>): bounded so that every such name fits NAME_MAX (255) with room to spare.
+MAX_NAME = 128
+MAX_CONTAINER_ID = 255 - 1 - 15  # "<id>@<ifname>", ifname up to 15 bytes
+
+
+def validate_id(value: str, what: str, code: int, limit: int) -> None:
     if not _ID_RE.fullmatch(value):
-        raise CniError(code, f"invalid characters in {what}: {value!r}",
+        raise CniError(code, f"invalid characters in {what}: {value[:80]!r}",
                        "it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
+    if len(value) > limit:
+        raise CniError(code, f"{what} is {len(value)} characters long, at most {limit} "
+                       f"are allowed: {value[:40]!r}...")
 
 
 def validate_ifname(value: str) -> None:
@@ -154,11 +163,11 @@ def parse_request(env: dict[str, str], stdin: bytes) -> Request:
     name = conf.get("name")
     if not isinstance(name, str) or not name:
         raise CniError(INVALID_CONFIG, "missing network name", "set \"name\" in the config")
-    validate_id(name, "network name", INVALID_CONFIG)
+    validate_id(name, "network name", INVALID_CONFIG, MAX_NAME)
     req = Request(command, version, conf, path=env.get("CNI_PATH", ""))
     if command in _REQUIRED:
         req.container_id = env["CNI_CONTAINERID"]
-        validate_id(req.container_id, "CNI_CONTAINERID", INVALID_ENV)
+        validate_id(req.container_id, "CNI_CONTAINERID", INVALID_ENV, MAX_CONTAINER_ID)
         req.ifname = env["CNI_IFNAME"]
         validate_ifname(req.ifname)
         req.netns = env.get("CNI_NETNS", "")

@@ -163,11 +163,9 @@ def test_fuzzed_invocations_in_process(scene: Scene) -> None:
     assert not Path("/tmp/pfl-canary").exists()
 
 
-# Bug (reported): cni.link.open_netns checks that CNI_NETNS is on the nsfs filesystem and
-# is not our own network namespace, but not that it *is* a network namespace: a mount or
-# UTS namespace passes, addresses are reserved and the bridge made, and the veth creation
-# then fails with EINVAL, reported as an internal error (999).
-@pytest.mark.xfail(strict=True, reason="open_netns accepts a namespace of another type")
+# Regression (fixed: open_netns asks NS_GET_NSTYPE): a mount or UTS namespace used to pass
+# the nsfs check, addresses were reserved and the bridge made, and the veth creation then
+# failed with EINVAL, reported as an internal error (999).
 @pytest.mark.parametrize("kind", ["mnt", "uts"])
 def test_a_namespace_of_another_type_is_not_a_netns(scene: Scene, kind: str) -> None:
     """CNI_NETNS naming a mount or UTS namespace: refused up front (code 8), like any path
@@ -184,11 +182,9 @@ def test_a_namespace_of_another_type_is_not_a_netns(scene: Scene, kind: str) -> 
     assert scene.links() == before and scene.leftovers() == []
 
 
-# Bug (reported): the network name and CNI_CONTAINERID are checked against the CNI pattern
-# but not for length; they become file names (dataDir/<name>, dataDir/<container id>, the
-# ipam store) and an nft comment, so long ones fail deep inside the plugin as an internal
-# error (999): "File name too long" past 255 bytes, "comment too long" past ~128 with ipMasq.
-@pytest.mark.xfail(strict=True, reason="a long identifier fails deep inside, not as code 4/7")
+# Regression (fixed: name <= 128, CNI_CONTAINERID <= 239 characters, checked up front): they
+# become file names and an nft comment, and long ones used to fail deep inside the plugin
+# as an internal error (999): "File name too long", "comment too long" with ipMasq.
 @pytest.mark.parametrize(("command", "field", "length"), [
     ("ADD", "name", 200), ("ADD", "name", 300), ("DEL", "CNI_CONTAINERID", 300)])
 def test_long_identifiers_are_a_clear_error(scene: Scene, sandbox: Sandbox, command: str,

@@ -144,3 +144,10 @@ def test_front_wire_roundtrip() -> None:
     assert decode_response(b"R") is None
     with pytest.raises(ValueError):
         decode_response(encode_response(0, b"out", b"")[:-2])
+
+
+def test_identifier_lengths_are_bounded() -> None:
+    assert parse(CNI_CONTAINERID="c" * p.MAX_CONTAINER_ID).container_id
+    assert code_of(parse, None, CNI_CONTAINERID="c" * (p.MAX_CONTAINER_ID + 1)).code == 4
+    err = code_of(parse, None, dict(CONF, name="n" * (p.MAX_NAME + 1)))
+    assert err.code == 7 and "at most 128" in err.msg
