@@ -403,9 +403,10 @@ class Daemon:
         """Why we are not ready, or None; evaluated at every /readyz (any thread)."""
         status = self._status()
         if self._phase is not None:  # starting: the step, or what holds it up
-            trouble = getattr(status, "state", None) in ("etcd-unreachable", "out-of-subnets")
-            err = getattr(status, "last_error", None) if trouble else None
-            return str(err or self._phase)
+            # Any etcd error (unreachable, refused credentials, out of subnets) says more
+            # than the step it holds up; the manager clears it once the step succeeds.
+            err = getattr(status, "last_error", None)
+            return f"{self._phase}: {err}" if err else str(self._phase)
         return _manager_problem(status) or self._reconcile_error
 
     def _update_readiness(self) -> None:

@@ -136,6 +136,7 @@ class EtcdSubnetManager:
                     except ConfigError as exc:
                         raise ConfigError(f"{self.config_key}: {exc}") from None
                     self.status.subnets_total = self.config.subnet_count()
+                    self.status.last_error = None
                     return self.config
                 problem = (f"network config {self.config_key} does not exist yet; create it, "
                            f"e.g. etcdctl put {self.config_key} "

@@ -138,17 +138,9 @@ CASES: dict[str, tuple[dict[str, str | None], str | None, str]] = {
 }
 
 
-# Bug (reported): an etcd error that is not a connection failure (authentication failed,
-# permission denied) leaves /readyz at "waiting for the network config at ...": the manager
-# records it in status.last_error, but keeps its state, and the daemon shows last_error only
-# in the states etcd-unreachable and out-of-subnets.
-READYZ_HIDES_AUTH_ERRORS = pytest.mark.xfail(
-    strict=True, reason="/readyz does not say that etcd refused our password")
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=READYZ_HIDES_AUTH_ERRORS) if c == "wrong-password" else c
-    for c in CASES])
+# Regression: an etcd error that is not a connection failure (authentication failed) used
+# to leave /readyz at "waiting for the network config at ..." without saying why.
+@pytest.mark.parametrize("case", list(CASES))
 def test_flanneld_refuses_what_does_not_verify(lab: LabRun, foreign: Path, case: str) -> None:
     the = lab.lab()
     changes, password, words = CASES[case]
