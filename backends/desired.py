@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import NamedTuple
@@ -183,11 +183,21 @@ def _note(desired: Desired, key: str, out: Outcome) -> None:
         desired.unreachable[key] = out.unreachable
 
 
-def combine(outcomes: Iterable[tuple[str, Outcome]]) -> Desired:
-    """Merge per-lease outcomes (sorted by key, so clashes resolve the same way every time)."""
+def combine(outcomes: Iterable[tuple[str, Outcome]],
+            incumbents: Mapping[str, PeerEntries] | None = None) -> Desired:
+    """Merge per-lease outcomes; a clash (same VtepMAC, overlapping subnet) is won by seniority.
+
+    A lease whose entries are already programmed unchanged (`incumbents`, the last
+    desired state) goes first, so a newcomer can never cut a live peer off by clashing
+    with it; the newcomer is skipped and reported. Among newcomers, key order decides,
+    so the result is the same every time.
+    """
+    held = incumbents or {}
     desired = Desired(Tables(), {})
     mac_owner: dict[str, str] = {}
-    for key, out in sorted(outcomes, key=lambda kv: kv[0]):
+    ranked = sorted(outcomes, key=lambda kv: (held.get(kv[0]) != kv[1].entries
+                                              or kv[1].entries is None, kv[0]))
+    for key, out in ranked:
         _note(desired, key, out)
         e = out.entries
         if e is None:
@@ -257,10 +267,14 @@ def keep_last_good(out: Outcome, last_good: PeerEntries | None) -> Outcome:
 
 
 def desired_state(own: Lease, peers: Iterable[Lease], ctx: PeerContext,
-                  backend_type: str) -> Desired:
-    """The whole desired table set for `backend_type` ("vxlan" or "host-gw")."""
+                  backend_type: str, previous: Desired | None = None) -> Desired:
+    """The whole desired table set for `backend_type` ("vxlan" or "host-gw").
+
+    `previous`: the last desired state, whose peers win clashes against newcomers.
+    """
     decide = vxlan_outcome if backend_type == "vxlan" else hostgw_outcome
-    return combine((p.key, decide(p, ctx)) for p in peers if p.subnet != own.subnet)
+    return combine(((p.key, decide(p, ctx)) for p in peers if p.subnet != own.subnet),
+                   previous.peers if previous is not None else None)
 
 
 def peer_programmed(e: PeerEntries, kernel: Tables) -> bool:

@@ -214,12 +214,16 @@ class Engine:
                 self._last_good.pop(key, None)
 
         keys: Keys | None = None
+        # Taken before `patch`, which may leave the desired state half-updated on a clash.
+        incumbents = dict(self._desired.peers) if self._desired is not None else None
         if not rebuild:
             assert self._desired is not None
             keys = patch(self._desired, changes) if changes else Keys()
         if keys is None:
-            self._desired = combine((key, out) for _, key, out in seen.values()
-                                    if out is not None)
+            # The last desired peers are the incumbents: a clash never displaces them.
+            self._desired = combine(((key, out) for _, key, out in seen.values()
+                                     if out is not None),
+                                    incumbents)
         assert self._desired is not None
         return self._desired, keys, changes
 
