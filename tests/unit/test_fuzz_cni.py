@@ -24,7 +24,7 @@ from cni.front import parse_conf, socket_path, top_level_strings
 from cni.protocol import INTERNAL, CniError, error_bytes, parse_request
 from flanneld.subnetenv import SubnetEnv
 
-EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "2000"))
+EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 KNOWN_CODES = {1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51}
 
@@ -75,7 +75,7 @@ def requests(draw: st.DrawFn) -> tuple[dict[str, str], bytes]:
     return env, json.dumps(conf).encode()
 
 
-@settings(FUZZ, max_examples=max(50, EXAMPLES // 2))
+@settings(FUZZ, max_examples=EXAMPLES)
 @given(requests())
 def test_requests_parse_or_fail_with_a_well_known_code(req: tuple[dict[str, str], bytes]
                                                        ) -> None:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from flanneld.config import MAX_VNI, ConfigError, VxlanConfig, parse_network_config
 
-EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "2000"))
+EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 FIELDS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "EnableIPv4", "EnableIPv6",
           "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "EnableNFTables",

@@ -31,7 +31,7 @@ from flanneld.subnetenv import (
     render_subnet_env,
 )
 
-EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "2000"))
+EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 KEYS = ("FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ",
         "FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET")
@@ -95,7 +95,7 @@ edits = st.lists(st.tuples(st.integers(0, 400), st.sampled_from(["flip", "drop",
                            st.binary(min_size=1, max_size=4)), min_size=1, max_size=6)
 
 
-@settings(FUZZ, max_examples=max(50, EXAMPLES // 2))
+@settings(FUZZ, max_examples=EXAMPLES)
 @given(env=envs(), changes=edits, head=st.sampled_from([b"", b"\xef\xbb\xbf", b"# x\n"]))
 def test_garbled_files(scratch: Path, env: SubnetEnv, changes: list[tuple[int, str, bytes]],
                        head: bytes) -> None:
