@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,18 @@ def render_result(result: dict[str, Any]) -> str:
              f"{_num(result.get('longest_gap_s'), 's')})",
              f"  time to recover {_num(result.get('recovery_s'), 's')}",
              f"  data lost      {_num(result.get('data_lost'))}"]
-    for key, value in extras(result).items():
-        lines.append(f"  {key:14} {json.dumps(value) if not isinstance(value, str) else value}")
-    for c in result["checks"]:
-        detail = f" ({c['detail']})" if c["detail"] else ""
-        lines.append(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}{detail}")
-    if result.get("error"):
-        lines.append(f"  error: {result['error']}")
+    lines += _body(result, lambda k, v: f"  {k:14} {v if isinstance(v, str) else json.dumps(v)}",
+                   lambda ok: "  ok  " if ok else "  FAIL", "  error: ")
     return "\n".join(lines)
+
+
+def _body(result: dict[str, Any], extra: Callable[[str, Any], str], mark: Callable[[bool], str],
+          error: str) -> list[str]:
+    """A scenario's own figures, its checks and its error, one line each."""
+    out = [extra(k, v) for k, v in extras(result).items()]
+    out += [f"{mark(c['ok'])} {c['check']}" + (f" ({c['detail']})" if c["detail"] else "")
+            for c in result["checks"]]
+    return out + ([f"{error}{result['error']}"] if result.get("error") else [])
 
 
 def machine() -> dict[str, Any]:
@@ -96,13 +101,8 @@ def details(results: list[dict[str, Any]]) -> str:
     out = []
     for r in results:
         out.append(f"**`{r['scenario']}`**: goal: {r['goal']}.")
-        for key, value in extras(r).items():
-            out.append(f"- {key}: `{json.dumps(value)}`")
-        for c in r["checks"]:
-            detail = f" ({c['detail']})" if c["detail"] else ""
-            out.append(f"- {'✓' if c['ok'] else '✗'} {c['check']}{detail}")
-        if r.get("error"):
-            out.append(f"- error: {r['error']}")
+        out += _body(r, lambda k, v: f"- {k}: `{json.dumps(v)}`",
+                     lambda ok: "- ✓" if ok else "- ✗", "- error: ")
         out.append("")
     return "\n".join(out)
 
