@@ -14,7 +14,6 @@ while the caller never leaves its own namespace.
 
 from __future__ import annotations
 
-import ctypes
 import errno as errno_mod
 import os
 import socket
@@ -24,19 +23,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backends import nlmsg as m
+from backends.nlbase import (
+    NETLINK_CAP_ACK,
+    NETLINK_EXT_ACK,
+    NETLINK_GET_STRICT_CHK,
+    SOL_NETLINK,
+    NetlinkError,
+    setns,
+)
 
 T = TypeVar("T")
 NETNS_RUN_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-SOL_NETLINK = 270
-NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 10, 11, 12
 NLM_F_DUMP_INTR = 0x10
 CHUNK = 512  # requests per sendmsg: bounded so even all-failing chunks fit the receive buffer
 RCVBUF = 8 << 20
 RECV_SIZE = 64 << 10  # the kernel fills at most 32 KiB per dump skb
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 def netns_path(netns: str) -> Path:
     return Path(netns) if netns.startswith("/") else NETNS_RUN_DIR / netns
@@ -56,9 +57,7 @@ def call_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 
     def worker() -> None:
         try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns({path}): {os.strerror(err)}")
+            setns(fd, str(path))
             out.append((True, fn()))
         except BaseException as exc:  # re-raised in the caller's thread
             out.append((False, exc))
@@ -73,15 +72,6 @@ def call_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     if not ok:
         raise value
     return value
-
-
-class NetlinkError(OSError):
-    """A failed request: errno, what we asked, and the kernel's extended-ack text."""
-
-    def __init__(self, err: int, what: str, text: str = "") -> None:
-        detail = f" ({text})" if text else ""
-        super().__init__(err, f"{what}: {os.strerror(err)}{detail}")
-        self.text = text
 
 
 Result = tuple[int, str]  # (errno, extended-ack text) of one request; errno 0: it succeeded

@@ -10,24 +10,48 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple
 
-Buf = bytes | bytearray  # what the parsers accept: a received datagram or our receive buffer
-
-# nlmsghdr
-NLMSG_HDR = struct.Struct("=IHHII")
-NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
-NLM_F_DUMP = 0x300
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in NLMSG_ERROR replies
-NLMSGERR_ATTR_MSG = 1
-
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+from backends.nlbase import (  # noqa: F401  (re-exported: callers use `m.<name>`)
+    NLM_F_ACK,
+    NLM_F_ACK_TLVS,
+    NLM_F_CAPPED,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_ECHO,
+    NLM_F_EXCL,
+    NLM_F_MULTI,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_HDR,
+    NLMSG_NOOP,
+    NLMSGERR_ATTR_MSG,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_DELROUTE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    Buf,
+    iter_attrs,
+    iter_msgs,
+    mac_bytes,
+    mac_str,
+    nlmsg,
+    parse_error,
+    rta,
+    rta_u8,
+    rta_u32,
+)
 
 AF_INET, AF_BRIDGE = socket.AF_INET, 7
 NUD_PERMANENT = 0x80
@@ -78,31 +102,6 @@ class _Memo(dict[bytes, str]):
 
 _IP_TEXT = _Memo(socket.inet_ntoa)
 _MAC_TEXT = _Memo(lambda raw: raw.hex(":"))
-
-
-def mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
-def mac_str(raw: Buf) -> str:
-    return raw.hex(":")
-
-
-def rta(kind: int, data: bytes) -> bytes:
-    length = 4 + len(data)
-    return _RTA.pack(length, kind) + data + b"\0" * (-length % 4)
-
-
-def rta_u32(kind: int, value: int) -> bytes:
-    return _U32_ATTR.pack(8, kind, value)
-
-
-def rta_u8(kind: int, value: int) -> bytes:
-    return rta(kind, bytes([value]))
-
-
-def nlmsg(kind: int, flags: int, seq: int, body: bytes) -> bytes:
-    return NLMSG_HDR.pack(16 + len(body), kind, flags, seq, 0) + body
 
 
 # --- neighbours and FDB ---------------------------------------------------------------------
@@ -366,42 +365,3 @@ def parse_link(buf: Buf, off: int, end: int) -> LinkRow:
                 elif k2 == IFLA_INFO_DATA:
                     info = {k3: bytes(buf[a3:b3]) for k3, a3, b3 in iter_attrs(buf, a2, b2)}
     return LinkRow(index, flags, name, mtu, mac, kind, info)
-
-
-# --- framing --------------------------------------------------------------------------------
-
-
-def iter_attrs(buf: Buf, off: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(type, start, end) of each rtattr in buf[off:end]; nested/byte-order bits masked off."""
-    unpack = _RTA.unpack_from
-    while off + 4 <= end:
-        length, kind = unpack(buf, off)
-        if length < 4:
-            break
-        yield kind & 0x3FFF, off + 4, off + length
-        off += (length + 3) & ~3
-
-
-def iter_msgs(buf: Buf, size: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """(type, flags, seq, body start, end) of each message in buf[:size]."""
-    off = 0
-    unpack = NLMSG_HDR.unpack_from
-    while off + 16 <= size:
-        length, kind, flags, seq, _ = unpack(buf, off)
-        if length < 16:
-            break
-        yield kind, flags, seq, off + 16, off + length
-        off += (length + 3) & ~3
-
-
-def parse_error(buf: Buf, off: int, end: int, flags: int) -> tuple[int, int, str]:
-    """(errno, seq of the request, extended-ack message) of an NLMSG_ERROR."""
-    (error,) = struct.unpack_from("=i", buf, off)
-    _, _, _, seq, _ = NLMSG_HDR.unpack_from(buf, off + 4)
-    text = ""
-    if flags & NLM_F_ACK_TLVS:
-        tlv = off + 4 + (16 if flags & NLM_F_CAPPED else NLMSG_HDR.unpack_from(buf, off + 4)[0])
-        for kind, a, b in iter_attrs(buf, tlv, end):
-            if kind == NLMSGERR_ATTR_MSG:
-                text = bytes(buf[a:b]).rstrip(b"\0").decode(errors="replace")
-    return -error, seq, text

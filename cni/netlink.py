@@ -19,21 +19,47 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
-if TYPE_CHECKING:
-    from typing import Any
+from backends import nlbase
 
-# netlink / rtnetlink constants (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h)
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-F_REQUEST, F_MULTI, F_ACK, F_DUMP = 0x1, 0x2, 0x4, 0x300
-F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
-F_ECHO = 0x8
+# Shared, import-light primitives; those other modules use are re-exported as `nl.<name>`.
+from backends.nlbase import (
+    NETLINK_EXT_ACK,
+    NETLINK_GET_STRICT_CHK,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    SOL_NETLINK,
+    NetlinkError,
+    iter_attrs,
+    iter_msgs,
+    mac_bytes,
+    mac_str,
+    nested,
+    parse_error,
+    setns,
+    strz,
+)
+from backends.nlbase import NLM_F_ACK as F_ACK
+from backends.nlbase import NLM_F_CREATE as F_CREATE
+from backends.nlbase import NLM_F_DUMP as F_DUMP
+from backends.nlbase import NLM_F_EXCL as F_EXCL
+from backends.nlbase import NLM_F_REQUEST as F_REQUEST
+from backends.nlbase import NLMSG_HDR as _HDR
+from backends.nlbase import rta as attr
+from backends.nlbase import rta_u32 as u32
+
+CLONE_NEWNET, F_ECHO = nlbase.CLONE_NEWNET, nlbase.NLM_F_ECHO
+
+# rtnetlink constants only the plugin uses (linux/if_link.h, linux/if_addr.h, linux/rtnetlink.h)
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD = 16, 18, 26, 28
-IFLA_PROMISCUITY = 30
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 IFLA_INET_CONF, IFLA_BRPORT_MODE, VETH_INFO_PEER = 1, 4, 1
 IPV4_DEVCONF_FORWARDING, IPV4_DEVCONF_ARP_NOTIFY = 1, 22
@@ -43,63 +69,19 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 IFF_UP, IFF_PROMISC, IF_OPER_UP = 0x1, 0x100, 6
-SOL_NETLINK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 270, 11, 12
-NLMSGERR_ATTR_MSG, NLM_F_ACK_TLVS = 1, 0x200
-NLA_F_NESTED = 0x8000
-CLONE_NEWNET = 0x40000000
+IFLA_PROMISCUITY = 30
 
-_HDR = struct.Struct("=IHHII")         # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")     # ifinfomsg
 _IFADDR = struct.Struct("=BBBBI")      # ifaddrmsg
 _RTMSG = struct.Struct("=BBBBBBBBI")   # rtmsg
-_ATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
-
-
-class NetlinkError(OSError):
-    """A request the kernel refused; `errno` is set, the message carries the extack text."""
-
-
-def attr(kind: int, data: bytes) -> bytes:
-    length = 4 + len(data)
-    return _ATTR.pack(length, kind) + data + b"\0" * (-length & 3)
-
-
-def nested(kind: int, *children: bytes) -> bytes:
-    return attr(kind | NLA_F_NESTED, b"".join(children))
-
-
-def u32(kind: int, value: int) -> bytes:
-    return attr(kind, _U32.pack(value))
-
-
-def strz(kind: int, value: str) -> bytes:
-    return attr(kind, value.encode() + b"\0")
 
 
 def parse_attrs(buf: bytes, offset: int = 0,
                 wanted: frozenset[int] | None = None) -> dict[int, bytes]:
     """Attributes by type; with `wanted`, only those are copied out (a link has ~50)."""
-    out: dict[int, bytes] = {}
-    end = len(buf)
-    unpack = _ATTR.unpack_from
-    while offset + 4 <= end:
-        length, kind = unpack(buf, offset)
-        if length < 4:
-            break
-        kind &= 0x3FFF
-        if wanted is None or kind in wanted:
-            out[kind] = buf[offset + 4:offset + length]
-        offset += (length + 3) & ~3
-    return out
-
-
-def mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
-def mac_str(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+    return {kind: buf[a:b] for kind, a, b in iter_attrs(buf, offset, len(buf))
+            if wanted is None or kind in wanted}
 
 
 @dataclass(frozen=True)
@@ -192,11 +174,8 @@ class Netlink:
         """(type, flags, seq, body) of every message in the next datagrams, forever."""
         while True:
             data = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, flags, seq, _pid = _HDR.unpack_from(data, offset)
-                yield kind, flags, seq, data[offset + _HDR.size:offset + length]
-                offset += (length + 3) & ~3
+            for kind, flags, seq, a, b in iter_msgs(data, len(data)):
+                yield kind, flags, seq, data[a:b]
 
     def batch(self, msgs: list[tuple[int, int, bytes]],
               echoed: list[tuple[int, bytes]] | None = None) -> list[NetlinkError | None]:
@@ -310,18 +289,8 @@ class Netlink:
 
 
 def _error(body: bytes, flags: int) -> NetlinkError | None:
-    code = struct.unpack_from("=i", body)[0]
-    if code == 0:
-        return None
-    text = os.strerror(-code)
-    if flags & NLM_F_ACK_TLVS:
-        # The extended ack follows the echoed request header (capped: header only).
-        inner_len = _HDR.unpack_from(body, 4)[0] if not flags & 0x100 else _HDR.size
-        tlvs = parse_attrs(body, 4 + ((inner_len + 3) & ~3))
-        if NLMSGERR_ATTR_MSG in tlvs:
-            detail = tlvs[NLMSGERR_ATTR_MSG].rstrip(b"\0").decode(errors="replace")
-            text = f"{text}: {detail}"
-    return NetlinkError(-code, text)
+    err, _seq, text = parse_error(body, 0, len(body), flags)
+    return NetlinkError(err, text=text) if err else None
 
 
 # message builders (pure; batched by callers) -------------------------------
@@ -396,19 +365,6 @@ def msg_new_route(oif: int, family: int, dst: bytes, dst_len: int,
 
 
 # namespaces ----------------------------------------------------------------
-
-_libc: Any = None  # ctypes.CDLL, loaded on first use
-
-
-def setns(fd: int) -> None:
-    import ctypes
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
 
 @contextmanager
 def entered(netns_fd: int) -> Iterator[None]:
