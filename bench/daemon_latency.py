@@ -22,19 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "netns-lab"))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import is_root, machine, save  # noqa: E402
 from flanneld_resources import WRITER, metric  # noqa: E402
 from netns_lab.etcd import EtcdMember  # noqa: E402
 from netns_lab.netns import Sandbox, ip, wait_for  # noqa: E402
@@ -125,14 +124,6 @@ def stats(values: list[float]) -> dict[str, float]:
             "mean": round(statistics.fmean(values), 2), "n": len(values)}
 
 
-def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "loadavg": list(os.getloadavg())}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--peers", type=int, default=1000)
@@ -141,8 +132,7 @@ def main() -> int:
                     help="flanneld's --resync-interval (the lab uses 2)")
     ap.add_argument("--keep-log", action="store_true", help="print flanneld's log at the end")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (network namespaces)", file=sys.stderr)
+    if not is_root():
         return 1
     before = machine()
     box = Sandbox.for_tests()
@@ -207,10 +197,7 @@ def main() -> int:
     print(f"  ratio daemon/watch p50 {result['ratios']['add p50 daemon/watch']}  "
           f"removal: flanneld p50 {kd['p50']:.2f} ms vs watch {wd['p50']:.2f} ms")
     print(f"  flanneld's own histograms during the run: {hist}")
-    for path in (ROOT / "bench" / "results" / f"{NAME}.json",
-                 ROOT / "docs" / "bench" / f"{NAME}.json"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+    save(NAME, result)
     return 0
 
 

@@ -18,7 +18,6 @@ Run as root: .venv/bin/python bench/flanneld_resources.py [--peers N] [--idle S]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -30,7 +29,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "netns-lab"))  # run from a checkout without installing
-
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import is_root, save  # noqa: E402
 from netns_lab.etcd import EtcdMember  # noqa: E402
 from netns_lab.netns import Sandbox, in_netns, ip, wait_for  # noqa: E402
 
@@ -158,8 +158,7 @@ def main() -> int:
     ap.add_argument("--peers", type=int, default=1000)
     ap.add_argument("--idle", type=float, default=30.0, help="idle window in seconds")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (network namespaces)", file=sys.stderr)
+    if not is_root():
         return 1
 
     refs = {
@@ -217,10 +216,7 @@ def main() -> int:
               f"every 10 s resync would cost {dump / 100:.2f} % of a core; flanneld dumps "
               "only when the kernel announced a change (netlink), or every 30 resyncs")
     print("  references: " + ", ".join(f"{k} {v:.1f} MB" for k, v in refs.items()))
-    for path in (ROOT / "bench" / "results" / f"{NAME}.json",
-                 ROOT / "docs" / "bench" / f"{NAME}.json"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+    save(NAME, result)
     return 0
 
 

@@ -38,7 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "netns-lab"))  # run from a checkout without installing
-
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import save  # noqa: E402
 from netns_lab.netns import Sandbox, ip, run  # noqa: E402
 
 from backends import create_backend  # noqa: E402
@@ -257,11 +258,7 @@ def main() -> None:
     print(f"its removal: p50 {e['remove_ms']['p50']} ms, p99 {e['remove_ms']['p99']} ms")
     print(f"full resync, nothing to do: p50 {e['full_resync_noop_ms']['p50']} ms")
     print(f"(1-min load average {out['machine']['loadavg_1min']} on {os.cpu_count()} CPUs)")
-    text = json.dumps(out, indent=2) + "\n"
-    for path in (ROOT / "bench" / "results" / f"{NAME}.json",
-                 ROOT / "docs" / "bench" / f"{NAME}.json"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    save(NAME, out)
 
 
 if __name__ == "__main__":

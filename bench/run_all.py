@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from daemon_latency import machine  # noqa: E402
+from benchlib import machine  # noqa: E402
 from plot import plot_all  # noqa: E402
 
 DOCS = ROOT / "docs" / "bench"

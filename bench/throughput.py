@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "netns-lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from daemon_latency import machine  # noqa: E402
+from benchlib import is_root, machine, save  # noqa: E402
 from netns_lab.netns import Sandbox, ip, run, wait_for  # noqa: E402
 
 from flanneld.masq import RuleParams, render_transaction  # noqa: E402
@@ -139,8 +139,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=9)
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (network namespaces)", file=sys.stderr)
+    if not is_root():
         return 1
     before = machine()
     box = Sandbox.for_tests()
@@ -181,10 +180,7 @@ def main() -> int:
         print(f"  {k:12} {v:7.2f}")
     for k, v in result["ratios"].items():
         print(f"  {k:30} {v:.3f}")
-    for path in (ROOT / "bench" / "results" / f"{NAME}.json",
-                 ROOT / "docs" / "bench" / f"{NAME}.json"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+    save(NAME, result)
     return 0
 
 
