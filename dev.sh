@@ -3,6 +3,7 @@
 #   ./dev.sh lab     install what is needed, bring up the default lab, show status + ping matrix
 #   ./dev.sh test    install what is needed, run the whole test suite
 #   ./dev.sh setup   only install (apt packages + .venv)
+#   ./dev.sh lint    ruff and mypy over the whole tree
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -69,6 +70,15 @@ case "$cmd" in
         setup
         # -n 2: the machine has two cores; every test is parallel-safe (own prefixes).
         exec "$VENV/bin/pytest" -n 2 --dist loadgroup -q "$@"
+        ;;
+    lint)
+        setup
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/mypy" flanneld backends cni
+        # netns-lab/ is the package netns_lab: give mypy that name through a link.
+        tmp=$(mktemp -d); ln -s "$ROOT/netns-lab" "$tmp/netns_lab"
+        (cd "$tmp" && MYPYPATH="$ROOT" "$VENV/bin/mypy" --config-file "$ROOT/pyproject.toml" -p netns_lab)
+        rm -rf "$tmp"
         ;;
     *)
         sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
