@@ -71,7 +71,10 @@ def markdown(summary: dict[str, Any], pngs: list[Path]) -> str:
              f"Python {m['python']}",
              f"- load average before the suite: {', '.join(f'{x:.1f}' for x in m['loadavg'])} "
              "(the machine is shared with other work: absolute times move, ratios much less)",
-             f"- run at {summary['when']}, {'quick' if summary['quick'] else 'full'} settings",
+             (f"- rendered at {summary['when']} from each benchmark's last saved run "
+              "(docs/bench/<name>.json holds its own time, settings and load average)"
+              if summary.get("plots_only") else
+              f"- run at {summary['when']}, {'quick' if summary['quick'] else 'full'} settings"),
              "", "| benchmark | figure | value |", "|---|---|---|"]
     for name, figs in summary["ratios"].items():
         for what, value in figs.items():
@@ -111,7 +114,8 @@ def main() -> int:
             data[name] = json.loads(path.read_text())
     pngs = plot_all(data, DOCS)
     summary = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": before,
-               "quick": args.quick, "failed": failed, "ratios": ratios(data),
+               "quick": args.quick, "plots_only": args.plots_only, "failed": failed,
+               "ratios": ratios(data),
                "plots": [p.name for p in pngs]}
     (DOCS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (ROOT / "docs" / "benchmarks.md").write_text(markdown(summary, pngs))
