@@ -15,6 +15,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
+# gRPC (under the etcd client) logs every failed TLS handshake, once a second, at INFO;
+# our own log already says what failed and why. An operator's setting wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from flanneld import __version__
 from flanneld.options import Options, OptionsError, format_help, load_options
 
