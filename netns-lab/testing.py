@@ -13,7 +13,8 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,15 @@ class LabRun:
         finally:
             self.box.cleanup()  # belt and braces; also stops the reaper
         return left
+
+
+@contextmanager
+def lab_up(topology: str, tag: str = "") -> Iterator[LabRun]:
+    """A lab brought up for a test; its `down` must then leave nothing behind."""
+    run = LabRun(tag)
+    try:
+        run.up(topology)
+        yield run
+    finally:
+        left = run.close()
+    assert left == {}, f"`netns-lab down` left behind: {left}"

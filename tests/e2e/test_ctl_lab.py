@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from netns_lab.netns import wait_for
-from netns_lab.testing import LabRun
+from netns_lab.testing import LabRun, lab_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.xdist_group("ctl-lab")]
 FLANNELCTL = str(Path(sys.executable).with_name("flannelctl"))
@@ -22,13 +22,8 @@ FLANNELCTL = str(Path(sys.executable).with_name("flannelctl"))
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabRun]:
-    run = LabRun("ctl")
-    try:
-        run.up("default")
+    with lab_up("default", "ctl") as run:
         yield run
-    finally:
-        left = run.close()
-    assert left == {}, f"`netns-lab down` left behind: {left}"
 
 
 def ctl(run: LabRun, host: str, *args: str, check: bool = True

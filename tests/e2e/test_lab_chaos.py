@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from netns_lab.lab import Lab
 from netns_lab.netns import list_netns, wait_for
-from netns_lab.testing import LabRun
+from netns_lab.testing import LabRun, lab_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
@@ -18,13 +18,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabRun]:
     """One default lab (3 hosts, vxlan, 2 pods each) for this module's tests."""
-    run = LabRun("")
-    try:
-        run.up("default")
+    with lab_up("default") as run:
         yield run
-    finally:
-        left = run.close()
-    assert left == {}, f"`netns-lab down` left behind: {left}"
 
 
 def ips(run: LabRun) -> dict[str, str]:

@@ -28,7 +28,7 @@ from netns_lab.etcd import EtcdMember, etcdctl_binary
 from netns_lab.lab import Lab
 from netns_lab.measure import http_get, metric, peer_entries, readyz
 from netns_lab.netns import in_netns, run, wait_for
-from netns_lab.testing import LabRun
+from netns_lab.testing import LabRun, lab_up
 from netns_lab.tls import make_pki
 
 from cni.front import encode_request
@@ -39,13 +39,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabRun]:
-    run_ = LabRun("")
-    try:
-        run_.up("etcd-tls")
-        yield run_
-    finally:
-        left = run_.close()
-    assert left == {}, f"`netns-lab down` left behind: {left}"
+    with lab_up("etcd-tls") as run:
+        yield run
 
 
 @pytest.fixture(scope="module")
