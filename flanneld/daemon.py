@@ -3,7 +3,7 @@
 Start-up (better than flannel, which writes subnet.env before any peer is
 programmed): network config from etcd -> external interface -> backend ->
 lease -> the watch's first snapshot -> a full reconcile of every peer ->
-nftables rules -> subnet.env -> ready -> CNI server.
+nftables rules -> subnet.env -> CNI server -> ready.
 
 After that one loop serves everything: each lease event triggers an incremental
 reconcile (bursts coalesce into one run), every --resync-interval a full one
@@ -173,11 +173,13 @@ class Daemon:
             await asyncio.sleep(RETRY_FIRST)
         await self._ensure_rules(initial=True)
         self._write_subnet_env()
+        # Ready means pods can be served: the CNI socket exists before /readyz says 200.
+        self._spawn(self._loop(), "reconcile")  # events keep flowing meanwhile
+        self._not_ready("starting the CNI server")
+        await self._start_cni()
         self._phase = None
         self._update_readiness()
         log.info("ready: %s programmed, %d peers", self.own.subnet, len(self.peers))
-        self._spawn(self._loop(), "reconcile")
-        await self._start_cni()
 
     def _config_reason(self, exc: Exception) -> str:
         from flanneld.config import ConfigError

@@ -45,6 +45,8 @@ def test_readyz_follows_config_and_etcd(rd: Cluster) -> None:
     assert http_get(h1, "/healthz") == (200, "flanneld is running\n")
     rd.put_config()
     rd.wait_ready(h1)
+    # ready means pods can be served: the CNI socket is there before /readyz says 200
+    assert (h1.dir / "cni.sock").is_socket()
     assert readyz(h1) == (200, "flanneld is ready\n")
     assert metric(h1, "flanneld_lease_expiry_timestamp_seconds") > 0
 
