@@ -13,7 +13,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from cni.protocol import INVALID_CONFIG, INVALID_ENV, UNSUPPORTED_FIELD, CniError
+from cni.protocol import INVALID_CONFIG, INVALID_ENV, UNSUPPORTED_FIELD, CniError, shown
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -52,13 +52,14 @@ def load_conf(conf: dict[str, Any]) -> FlannelConf:
     def string(key: str, default: str) -> str:
         value = conf.get(key, default)
         if not isinstance(value, str) or not value:
-            raise CniError(INVALID_CONFIG, f"{key!r} must be a non-empty string, got {value!r}")
+            raise CniError(INVALID_CONFIG,
+                           f"{key!r} must be a non-empty string, got {shown(value)}")
         return value
 
     def obj(key: str) -> dict[str, Any] | None:
         value = conf.get(key)
         if value is not None and not isinstance(value, dict):
-            raise CniError(INVALID_CONFIG, f"{key!r} must be a JSON object, got {value!r}")
+            raise CniError(INVALID_CONFIG, f"{key!r} must be a JSON object, got {shown(value)}")
         return value
 
     delegate = obj("delegate")
@@ -68,7 +69,7 @@ def load_conf(conf: dict[str, Any]) -> FlannelConf:
         delegate = dict(delegate)
         if "type" in delegate and not isinstance(delegate["type"], str):
             raise CniError(INVALID_CONFIG, "'delegate' dictionary, if present, must have "
-                           f"(string) 'type' field, got {delegate['type']!r}")
+                           f"(string) 'type' field, got {shown(delegate['type'])}")
         if "name" in delegate:
             raise CniError(INVALID_CONFIG, "'delegate' dictionary must not have 'name' field, "
                            "it'll be set by flannel")
@@ -108,7 +109,8 @@ def delegate_ipam(ipam: dict[str, Any] | None, env: SubnetEnv) -> dict[str, Any]
     out["ranges"] = ranges
     routes = out.get("routes") or []
     if not isinstance(routes, list) or not all(isinstance(r, dict) for r in routes):
-        raise CniError(INVALID_CONFIG, f"'ipam.routes' must be a list of objects, got {routes!r}")
+        raise CniError(INVALID_CONFIG,
+                       f"'ipam.routes' must be a list of objects, got {shown(routes)}")
     # Go re-marshals types.Route: only dst and gw survive, in that order.
     normal = [{k: r[k] for k in ("dst", "gw") if r.get(k)} for r in routes]
     normal.append({"dst": str(env.network)})
@@ -138,7 +140,7 @@ def requested_ips(cni_args: dict[str, str], d: dict[str, Any]
             out.append(ipaddress.ip_interface(str(value)).ip)
         except ValueError:
             code = INVALID_ENV if where.startswith("CNI_ARGS") else INVALID_CONFIG
-            raise CniError(code, f"{where}: {value!r} is not an IP address") from None
+            raise CniError(code, f"{where}: {shown(value)} is not an IP address") from None
     return out
 
 
@@ -154,11 +156,11 @@ def requested_mac(cni_args: dict[str, str], d: dict[str, Any]) -> str:
     parts = str(mac).split(":")
     if len(parts) != 6 or not all(len(p) == 2 for p in parts):
         raise CniError(INVALID_ENV if where.startswith("CNI_ARGS") else INVALID_CONFIG,
-                       f"{where}: {mac!r} is not a MAC address like 0a:58:0a:05:34:02")
+                       f"{where}: {shown(mac)} is not a MAC address like 0a:58:0a:05:34:02")
     try:
         bytes.fromhex("".join(parts))
     except ValueError:
-        raise CniError(INVALID_CONFIG, f"{where}: {mac!r} is not a MAC address") from None
+        raise CniError(INVALID_CONFIG, f"{where}: {shown(mac)} is not a MAC address") from None
     return str(mac).lower()
 
 
@@ -184,23 +186,24 @@ class BridgeConf:
 def bridge_conf(d: dict[str, Any]) -> BridgeConf:
     for key in _UNSUPPORTED_TRUTHY:
         if d.get(key):
-            raise CniError(UNSUPPORTED_FIELD, f"delegate key {key!r} = {d[key]!r} is not "
+            raise CniError(UNSUPPORTED_FIELD, f"delegate key {key!r} = {shown(d[key])} is not "
                            "supported by pyflannel's bridge", f"remove {key!r} from 'delegate'")
 
     def flag(key: str) -> bool:
         value = d.get(key, False)
         if not isinstance(value, bool):
             raise CniError(INVALID_CONFIG, f"delegate key {key!r} must be true or false, "
-                           f"got {value!r}")
+                           f"got {shown(value)}")
         return value
 
     bridge = d.get("bridge") or "cni0"
     if not isinstance(bridge, str) or len(bridge.encode()) > 15 or "/" in bridge:
-        raise CniError(INVALID_CONFIG, f"delegate key 'bridge' = {bridge!r} is not a valid "
+        raise CniError(INVALID_CONFIG, f"delegate key 'bridge' = {shown(bridge)} is not a valid "
                        "interface name (1-15 bytes)")
     mtu = d.get("mtu") or 0
     if not isinstance(mtu, int) or isinstance(mtu, bool) or not 0 <= mtu <= 65535:
-        raise CniError(INVALID_CONFIG, f"delegate key 'mtu' = {mtu!r} must be an integer 68..65535")
+        raise CniError(INVALID_CONFIG,
+                       f"delegate key 'mtu' = {shown(mtu)} must be an integer 68..65535")
     is_default_gw = flag("isDefaultGateway")
     hairpin, promisc = flag("hairpinMode"), flag("promiscMode")
     if hairpin and promisc:
@@ -208,7 +211,7 @@ def bridge_conf(d: dict[str, Any]) -> BridgeConf:
                        "time", "set only one of 'hairpinMode' and 'promiscMode'")
     dns = d.get("dns") or {}
     if not isinstance(dns, dict):
-        raise CniError(INVALID_CONFIG, f"'dns' must be a JSON object, got {dns!r}")
+        raise CniError(INVALID_CONFIG, f"'dns' must be a JSON object, got {shown(dns)}")
     return BridgeConf(bridge=bridge, is_gateway=flag("isGateway") or is_default_gw,
                       is_default_gateway=is_default_gw, force_address=flag("forceAddress"),
                       ip_masq=flag("ipMasq"), mtu=mtu, hairpin=hairpin, promisc=promisc, dns=dns)

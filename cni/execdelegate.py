@@ -12,7 +12,7 @@ import os
 
 from cni import state
 from cni.delegate import FlannelConf, scratch_bytes
-from cni.protocol import INTERNAL, INVALID_CONFIG, CniError, Request
+from cni.protocol import INTERNAL, INVALID_CONFIG, CniError, Request, shown
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def find_plugin(kind: str, cni_path: str) -> str:
     if not kind or "/" in kind:
-        raise CniError(INVALID_CONFIG, f"delegate type {kind!r} is not a plugin name")
+        raise CniError(INVALID_CONFIG, f"delegate type {shown(kind)} is not a plugin name")
     for directory in (cni_path or "").split(":"):
         if directory:
             candidate = os.path.join(directory, kind)

@@ -11,7 +11,7 @@ import json
 import os
 
 from cni import ipam, masq, state
-from cni.protocol import INTERNAL, INVALID_CONFIG, CniError, Request
+from cni.protocol import INTERNAL, INVALID_CONFIG, CniError, Request, shown
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def valid_attachments(conf: dict[str, Any]) -> set[tuple[str, str]]:
     out = set()
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
-            raise CniError(INVALID_CONFIG, f"'cni.dev/valid-attachments': bad entry {item!r}")
+            raise CniError(INVALID_CONFIG, f"'cni.dev/valid-attachments': bad entry {shown(item)}")
         out.add((item["containerID"], str(item.get("ifname", ""))))
     return out
 

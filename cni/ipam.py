@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from cni.protocol import INVALID_CONFIG, TRY_AGAIN_LATER, CniError
+from cni.protocol import INVALID_CONFIG, TRY_AGAIN_LATER, CniError, clipped, shown
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -53,13 +53,14 @@ RangeSet = list[Range]
 
 def parse_range(raw: Any, where: str) -> Range:
     if not isinstance(raw, dict) or not isinstance(raw.get("subnet"), str):
-        raise CniError(INVALID_CONFIG, f"{where}: a range needs a \"subnet\" string, got {raw!r}")
+        raise CniError(INVALID_CONFIG,
+                       f"{where}: a range needs a \"subnet\" string, got {shown(raw)}")
     try:
         subnet = ipaddress.ip_network(raw["subnet"], strict=False)
         host_bits = ipaddress.ip_interface(raw["subnet"]).ip != subnet.network_address
     except ValueError as exc:
-        raise CniError(INVALID_CONFIG,
-                       f"{where}: invalid subnet {raw['subnet']!r}: {exc}") from None
+        raise CniError(INVALID_CONFIG, f"{where}: invalid subnet {shown(raw['subnet'])}: "
+                       f"{clipped(str(exc), 120)}") from None
     if host_bits:
         raise CniError(INVALID_CONFIG, f"{where}: subnet {raw['subnet']} has host bits set; "
                        f"use {subnet}")
@@ -72,7 +73,8 @@ def parse_range(raw: Any, where: str) -> Range:
         try:
             value = ipaddress.ip_address(raw[key])
         except ValueError as exc:
-            raise CniError(INVALID_CONFIG, f"{where}: invalid {key} {raw[key]!r}: {exc}") from None
+            raise CniError(INVALID_CONFIG, f"{where}: invalid {key} {shown(raw[key])}: "
+                           f"{clipped(str(exc), 120)}") from None
         if value not in subnet:
             raise CniError(INVALID_CONFIG, f"{where}: {key} {value} is not in subnet {subnet}")
         return value

@@ -45,9 +45,11 @@ from cni.protocol import (
     CniError,
     Request,
     Result,
+    clipped,
     dumps,
     error_bytes,
     parse_request,
+    shown,
     version_bytes,
 )
 
@@ -179,9 +181,9 @@ def bridge_setup(d: dict[str, Any]) -> tuple[BridgeConf, dict[str, Any], list[ip
     bc = bridge_conf(d)
     ipam_conf = d["ipam"]
     if ipam_conf.get("type") != "host-local":
-        raise CniError(UNSUPPORTED_FIELD, f"ipam type {ipam_conf.get('type')!r} is not supported "
-                       "with the bridge delegate", "use host-local (the default) or leave "
-                       "'ipam.type' unset")
+        raise CniError(UNSUPPORTED_FIELD, f"ipam type {shown(ipam_conf.get('type'))} is not "
+                       "supported with the bridge delegate",
+                       "use host-local (the default) or leave 'ipam.type' unset")
     rc = d.get("runtimeConfig") or {}
     sets = ipam.parse_range_sets(ipam_conf, rc.get("ipRanges"))
     return bc, ipam_conf, sets
@@ -190,7 +192,7 @@ def bridge_setup(d: dict[str, Any]) -> tuple[BridgeConf, dict[str, Any], list[ip
 def store_for(ipam_conf: dict[str, Any], network: str) -> ipam.Store:
     data_dir = ipam_conf.get("dataDir") or ipam.DEFAULT_DATA_DIR
     if not isinstance(data_dir, str):
-        raise CniError(INVALID_CONFIG, f"'ipam.dataDir' must be a string, got {data_dir!r}")
+        raise CniError(INVALID_CONFIG, f"'ipam.dataDir' must be a string, got {shown(data_dir)}")
     return ipam.Store(data_dir, network)
 
 
@@ -316,7 +318,8 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
                                 ipaddress.ip_address(r["gw"]) if r.get("gw") else None)
                   for r in result_routes]
     except (KeyError, ValueError) as exc:
-        raise CniError(INVALID_CONFIG, f"ipam.routes: bad route ({exc})") from None
+        raise CniError(INVALID_CONFIG,
+                       f"ipam.routes: bad route ({clipped(str(exc), 120)})") from None
     host = ctx.host()
     br = link.ensure_bridge(host, bc, gateways, ctx.bridges)
     if bc.is_gateway:

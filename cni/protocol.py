@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from cni.versions import SUPPORTED_VERSIONS, version_for, version_reply
+from flanneld.clip import clipped, shown
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def parse_cni_args(raw: str) -> dict[str, str]:
             continue
         key, sep, value = pair.partition("=")
         if not sep or "=" in value or not key:
-            raise CniError(INVALID_ENV, f"CNI_ARGS: invalid pair {pair!r}",
+            raise CniError(INVALID_ENV, f"CNI_ARGS: invalid pair {shown(pair)}",
                            "CNI_ARGS must be KEY=VALUE pairs separated by ';'")
         out[key] = value
     return out
@@ -101,18 +102,18 @@ MAX_CONTAINER_ID = 255 - 1 - 15  # "<id>@<ifname>", ifname up to 15 bytes
 
 def validate_id(value: str, what: str, code: int, limit: int) -> None:
     if not _ID_RE.fullmatch(value):
-        raise CniError(code, f"invalid characters in {what}: {value[:80]!r}",
+        raise CniError(code, f"invalid characters in {what}: {shown(value)}",
                        "it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
     if len(value) > limit:
         raise CniError(code, f"{what} is {len(value)} characters long, at most {limit} "
-                       f"are allowed: {value[:40]!r}...")
+                       f"are allowed: {shown(value)}")
 
 
 def validate_ifname(value: str) -> None:
     bad = (not value or len(value.encode()) > 15 or value in (".", "..")
            or any(c in value for c in "/:") or any(c.isspace() for c in value))
     if bad:
-        raise CniError(INVALID_ENV, f"invalid CNI_IFNAME {value!r}",
+        raise CniError(INVALID_ENV, f"invalid CNI_IFNAME {shown(value)}",
                        "it must be 1-15 bytes, not '.' or '..', without '/', ':' or whitespace")
 
 
@@ -135,7 +136,7 @@ def parse_request(env: dict[str, str], stdin: bytes) -> Request:
     """
     command = env.get("CNI_COMMAND", "")
     if command not in COMMANDS:
-        raise CniError(INVALID_ENV, f"unknown CNI_COMMAND: {command}",
+        raise CniError(INVALID_ENV, f"unknown CNI_COMMAND: {clipped(command)}",
                        f"CNI_COMMAND must be one of {', '.join(COMMANDS)}")
     if command == "VERSION":
         try:
@@ -155,7 +156,8 @@ def parse_request(env: dict[str, str], stdin: bytes) -> Request:
     version = raw_version
     if version not in SUPPORTED_VERSIONS:
         raise CniError(INCOMPATIBLE_VERSION, "incompatible CNI versions",
-                       f'config is "{version}", plugin supports {list(SUPPORTED_VERSIONS)}')
+                       f'config is "{clipped(version)}", '
+                       f"plugin supports {list(SUPPORTED_VERSIONS)}")
     if command in _MIN_VERSION and version_tuple(version) < _MIN_VERSION[command]:
         minimum = ".".join(map(str, _MIN_VERSION[command]))
         raise CniError(INCOMPATIBLE_VERSION, f"config version does not allow {command}",

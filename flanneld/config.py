@@ -32,6 +32,8 @@ from ipaddress import (
 )
 from typing import Any, TypeVar
 
+from flanneld.clip import clipped
+
 T = TypeVar("T")
 
 SUPPORTED_BACKENDS = ("vxlan", "host-gw")
@@ -265,5 +267,5 @@ def _address(doc: dict[str, Any], name: str, cls: Callable[[str], T]) -> T | Non
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A config value as the user wrote it (JSON), clipped."""
+    return clipped(json.dumps(value) if not isinstance(value, float) else repr(value))

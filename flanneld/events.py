@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Literal
 
+from flanneld.clip import clipped
 from flanneld.lease import Lease, LeaseError, decode_lease
 
 EventKind = Literal["added", "changed", "removed", "snapshot"]
@@ -205,5 +206,5 @@ class PeerView:
             return
         self._warned[key] = (mod_revision, message)
         self.rejected += 1
-        self._warn(f"ignoring {key} (revision {mod_revision}): {message}; "
+        self._warn(f"ignoring {clipped(key, 120)} (revision {mod_revision}): {message}; "
                    "no other peer is affected")

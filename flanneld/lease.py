@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from flanneld.clip import shown
+
 DEFAULT_PREFIX = "/coreos.com/network"
 
 _KEY_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-f:]+)-(\d{1,3}))?",
@@ -43,8 +45,9 @@ class LeaseAttrs:
 
     @property
     def vtep_mac(self) -> str | None:
-        """The peer's VXLAN device MAC, if its backend data carries one."""
-        return _field(self.backend_data, "VtepMAC")
+        """The peer's VXLAN device MAC, if its backend data carries one as a string."""
+        mac = _field(self.backend_data, "VtepMAC")
+        return mac if isinstance(mac, str) else None
 
     @property
     def vni(self) -> int | None:
@@ -103,19 +106,19 @@ def parse_subnet_key(key: str) -> tuple[IPv4Network, IPv6Network | None]:
     name = key.rsplit("/", 1)[-1]
     m = _KEY_RE.fullmatch(name)
     if not m:
-        raise LeaseError(f"lease key {key!r}: not of the form <a.b.c.d>-<len>[&<ipv6>-<len>]")
+        raise LeaseError(f"lease key {shown(key)}: not of the form <a.b.c.d>-<len>[&<ipv6>-<len>]")
     try:
         v4 = IPv4Network(f"{m.group(1)}/{m.group(2)}")
     except ValueError as exc:
-        raise LeaseError(f"lease key {key!r}: {exc}") from None
+        raise LeaseError(f"lease key {shown(key)}: {exc}") from None
     v6 = None
     if m.group(3):
         try:
             v6 = IPv6Network(f"{m.group(3)}/{m.group(4)}")
         except ValueError as exc:
-            raise LeaseError(f"lease key {key!r}: IPv6 part: {exc}") from None
+            raise LeaseError(f"lease key {shown(key)}: IPv6 part: {exc}") from None
     if subnet_key(v4, v6) != name:  # we address keys by this form, as flannel writes them
-        raise LeaseError(f"lease key {key!r}: not in canonical form "
+        raise LeaseError(f"lease key {shown(key)}: not in canonical form "
                          f"(flannel would write {subnet_key(v4, v6)!r})")
     return v4, v6
 
@@ -152,29 +155,33 @@ def decode_attrs(value: bytes | str) -> LeaseAttrs:
 
     raw_ip = fields.get("publicip")
     if not isinstance(raw_ip, str):
-        raise LeaseError(f"lease value: PublicIP must be an IPv4 address string, got {raw_ip!r}")
+        raise LeaseError("lease value: PublicIP must be an IPv4 address string, "
+                         f"got {shown(raw_ip)}")
     try:
         public_ip = IPv4Address(raw_ip)
     except AddressValueError:
-        raise LeaseError(f"lease value: PublicIP {raw_ip!r} is not an IPv4 address") from None
+        raise LeaseError(
+            f"lease value: PublicIP {shown(raw_ip)} is not an IPv4 address") from None
 
     raw_ip6 = fields.get("publicipv6")
     public_ipv6 = None
     if raw_ip6 is not None:
         if not isinstance(raw_ip6, str):
-            raise LeaseError(f"lease value: PublicIPv6 must be a string or null, got {raw_ip6!r}")
+            raise LeaseError("lease value: PublicIPv6 must be a string or null, "
+                             f"got {shown(raw_ip6)}")
         try:
             public_ipv6 = IPv6Address(raw_ip6)
         except AddressValueError:
             raise LeaseError(
-                f"lease value: PublicIPv6 {raw_ip6!r} is not an IPv6 address") from None
+                f"lease value: PublicIPv6 {shown(raw_ip6)} is not an IPv6 address") from None
 
     backend_type = fields.get("backendtype") or ""
     if not isinstance(backend_type, str):
-        raise LeaseError(f"lease value: BackendType must be a string, got {backend_type!r}")
+        raise LeaseError(
+            f"lease value: BackendType must be a string, got {shown(backend_type)}")
     backend_data = fields.get("backenddata")
     if backend_data is not None and not isinstance(backend_data, dict):
-        raise LeaseError(f"lease value: BackendData must be an object, got {backend_data!r}")
+        raise LeaseError(f"lease value: BackendData must be an object, got {shown(backend_data)}")
     return LeaseAttrs(public_ip=public_ip, backend_type=backend_type, backend_data=backend_data,
                       public_ipv6=public_ipv6, backend_v6_data=fields.get("backendv6data"))
 
@@ -189,8 +196,9 @@ def decode_lease(key: str, value: bytes | str, *, lease_id: int = 0,
 def check_vxlan_attrs(attrs: LeaseAttrs) -> tuple[int, str]:
     """The (VNI, VtepMAC) of a vxlan lease, or LeaseError if it cannot be programmed."""
     mac = attrs.vtep_mac
-    if not isinstance(mac, str) or not _MAC_RE.fullmatch(mac.lower()):
-        raise LeaseError(f"vxlan lease: VtepMAC {mac!r} is not a MAC address")
+    if mac is None or not _MAC_RE.fullmatch(mac.lower()):
+        raw = _field(attrs.backend_data, "VtepMAC")
+        raise LeaseError(f"vxlan lease: VtepMAC {shown(raw)} is not a MAC address")
     if int(mac[:2], 16) & 1:
         raise LeaseError(f"vxlan lease: VtepMAC {mac} is multicast, not a unicast MAC")
     if mac.lower() == "00:00:00:00:00:00":
