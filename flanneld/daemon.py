@@ -5,11 +5,10 @@ programmed): network config from etcd -> external interface -> backend ->
 lease -> the watch's first snapshot -> a full reconcile of every peer ->
 nftables rules -> subnet.env -> CNI server -> ready.
 
-After that one loop serves everything: each lease event triggers an incremental
-reconcile (bursts coalesce into one run), every --resync-interval a full one
-(the backend dumps the kernel and repairs drift), and a failed run is retried
-in full. Backend calls are synchronous netlink, run on one worker thread so
-they are serialised and never block the event loop.
+After that one loop (flanneld.reconciler) serves everything: each lease event
+triggers an incremental reconcile, every --resync-interval a full one, and a
+failed run is retried in full. Why we are not ready is worded by
+flanneld.readiness.
 
 Stopping (SIGTERM/SIGINT) leaves the data plane, subnet.env and the etcd lease
 in place, so a restart is hitless.
@@ -22,54 +21,40 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from ipaddress import IPv4Network
-from typing import Any, TypeVar
+from typing import Any
 
-from flanneld import __version__, iface, masq
+from flanneld import __version__, iface
 from flanneld.events import LeaseEvent, apply_event
 from flanneld.health import HealthServer, Readiness
-from flanneld.kwatch import KernelWatch
 from flanneld.lease import Lease
 from flanneld.metrics import Metrics
 from flanneld.options import Options
+from flanneld.readiness import config_reason, lease_reason, not_ready_reason
+from flanneld.reconciler import RETRY_FIRST, Reconciler
 
 log = logging.getLogger("flanneld")
-T = TypeVar("T")
 
-RETRY_FIRST, RETRY_CAP = 1.0, 10.0  # start-up retries (config, lease): flannel waits 1 s
-FORCE_FULL_EVERY = 30  # resync ticks: a full dump at least this often, changes or not
+RETRY_CAP = 10.0  # start-up retries (config, lease) back off from RETRY_FIRST (flannel: 1 s)
 
 
 class FatalError(RuntimeError):
     """Start-up cannot go on (no usable interface, backend failure); exit 1."""
 
 
-class Daemon:
+class Daemon(Reconciler):
+    """Start-up, our lease, the lease watch, readiness and stop, around the reconcile loop."""
+
     def __init__(self, opts: Options) -> None:
-        self.opts = opts
         self.manager: Any = None
-        self.backend: Any = None
-        self.config: Any = None
-        self.own: Lease | None = None
-        self.peers: dict[IPv4Network, Lease] = {}
-        self.metrics = Metrics(status=self._status, has_lease=self._has_lease)
+        super().__init__(opts, Metrics(status=self._status, has_lease=self._has_lease))
         self.readiness = Readiness(compute=self._readiness_reason)
         self.metrics.ready.set_function(lambda: 0.0 if self.readiness.reason else 1.0)
-        self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
-        self._wake = asyncio.Event()
         self._synced = asyncio.Event()  # the watch delivered its first snapshot
-        self._pending: list[float] = []  # receive times of events not yet in the kernel
-        self._full_needed = True
-        self._own_changed = False
-        self._reconcile_error: str | None = None
         self._phase: str | None = "starting"  # start-up step while not yet ready
-        self._rules: masq.RuleParams | None = None
         self._health: HealthServer | None = None
         self._cni: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._kwatch = KernelWatch()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -78,10 +63,6 @@ class Daemon:
 
     def _has_lease(self) -> bool:
         return getattr(self.manager, "lease", None) is not None
-
-    async def _in_netlink(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._netlink, partial(fn, *args, **kw))
 
     def _not_ready(self, phase: str) -> None:
         self._phase = phase
@@ -116,7 +97,7 @@ class Daemon:
         self.manager = _make_manager(o)
         self._not_ready(f"waiting for the network config at {o.etcd_prefix}/config")
         self.config = await self._retry("network config", self.manager.get_network_config,
-                                        self._config_reason)
+                                        config_reason)
         cfg = self.config
         log.info("network %s, subnets /%d, backend %s", cfg.network, cfg.subnet_len,
                  cfg.backend_type)
@@ -150,7 +131,7 @@ class Daemon:
         previous = read_previous_subnet(o.subnet_file)
         self._not_ready("acquiring a subnet lease")
         self.own = await self._retry(
-            "lease", lambda: self.manager.acquire(attrs, previous), self._lease_reason)
+            "lease", lambda: self.manager.acquire(attrs, previous), lease_reason)
         assert self.own is not None
         log.info("leased %s (previous %s)", self.own.subnet, previous or "none")
         self.metrics.lease_changes.inc()
@@ -180,16 +161,6 @@ class Daemon:
         self._phase = None
         self._update_readiness()
         log.info("ready: %s programmed, %d peers", self.own.subnet, len(self.peers))
-
-    def _config_reason(self, exc: Exception) -> str:
-        from flanneld.config import ConfigError
-
-        if isinstance(exc, ConfigError):
-            return f"bad network config: {exc}"
-        return _etcd_reason(exc)
-
-    def _lease_reason(self, exc: Exception) -> str:
-        return _etcd_reason(exc) if _is_connection_error(exc) else str(exc)
 
     async def _start_cni(self) -> None:
         if self.opts.cni_socket is None:
@@ -279,137 +250,9 @@ class Daemon:
         self._pending.append(time.perf_counter())
         self._wake.set()
 
-    # -- the reconcile loop -------------------------------------------------------------
-
-    async def _loop(self) -> None:
-        """Events -> incremental runs; every resync tick -> a full run if the kernel
-        announced changes (or one is overdue); failures -> a full run soon."""
-        loop = asyncio.get_running_loop()
-        interval = self.opts.resync_interval
-        next_tick = loop.time() + interval
-        last_full = loop.time()
-        while True:
-            timeout = next_tick - loop.time()
-            if timeout > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            await asyncio.sleep(0)  # let the watch hand over events already received
-            now = loop.time()
-            tick = now >= next_tick
-            if tick:
-                next_tick = now + interval
-            overdue = tick and now - last_full >= FORCE_FULL_EVERY * interval
-            # take() clears the flag before the dump: later changes mark it again.
-            changed = self._kwatch.routing.take() if tick or self._full_needed else False
-            full = self._full_needed or overdue or changed
-            ok = True
-            if full or self._pending:
-                ok = await self._reconcile(full=full)
-                if full:
-                    last_full = now
-            elif tick:
-                self.metrics.resyncs_skipped.inc()
-            if tick and (self._kwatch.nftables.take() or overdue):
-                await self._ensure_rules()
-            elif self._rules is not None and self._rules != self._wanted_rules():
-                await self._ensure_rules()  # our subnet changed
-            if self._own_changed and ok:
-                self._own_changed = False
-                self._write_subnet_env()
-            if not ok:  # retry soon, in full
-                next_tick = min(next_tick, loop.time() + min(RETRY_FIRST, interval))
-            self._update_readiness()
-
-    async def _reconcile(self, *, full: bool) -> bool:
-        own = self.own
-        assert own is not None and self.backend is not None
-        covered, self._pending = self._pending, []
-        peers = list(self.peers.values())
-        mode = "full" if full else "incremental"
-        self._full_needed = False
-        t0 = time.perf_counter()
-        try:
-            result = await self._in_netlink(self.backend.reconcile, own, peers, full=full)
-        except Exception as exc:
-            log.exception("%s reconcile failed", mode)
-            return self._reconcile_failed(f"reconcile failed: {exc}", covered)
-        done = time.perf_counter()
-        m = self.metrics
-        m.reconcile_runs.labels(mode=mode).inc()
-        m.reconcile_duration.labels(mode=mode).observe(done - t0)
-        for kind, n in result.repaired.items():
-            m.repairs.labels(kind=kind).inc(n)
-        m.peers_programmed.set(result.programmed_peers)
-        m.peers_unreachable.set(len(result.unreachable))
-        m.peers_skipped.set(len(result.skipped))
-        if result.repaired:
-            log.warning("repaired drift: %s", result.summary())
-        elif result.changed:
-            log.info("%s reconcile: %s", mode, result.summary())
-        else:
-            log.debug("%s reconcile: %s", mode, result.summary())
-        if result.errors:
-            for err in result.errors:
-                log.warning("reconcile: %s", err)
-            return self._reconcile_failed(
-                f"reconcile had {len(result.errors)} errors: {result.errors[0]}", covered)
-        for t in covered:
-            m.event_to_kernel.observe(done - t)
-        m.last_reconcile.set(time.time())
-        self._reconcile_error = None
-        return True
-
-    def _reconcile_failed(self, reason: str, covered: list[float]) -> bool:
-        self.metrics.reconcile_errors.inc()
-        self._reconcile_error = reason
-        self._pending = covered + self._pending  # their delay runs until a run succeeds
-        self._full_needed = True
-        self._update_readiness()
-        return False
-
-    def _wanted_rules(self) -> masq.RuleParams:
-        assert self.own is not None and self.config is not None
-        return masq.RuleParams(
-            network=self.config.network, subnet=self.own.subnet,
-            masquerade=self.opts.ip_masq, forward=self.opts.iptables_forward_rules,
-            fully_random=not self.opts.ip_masq_fully_random_disable)
-
-    async def _ensure_rules(self, *, initial: bool = False) -> None:
-        want = self._wanted_rules()
-        changed_params = want != self._rules
-        try:
-            wrote = await asyncio.to_thread(masq.ensure, want)
-        except masq.NftError as exc:
-            log.error("nftables: %s", exc)
-            self.metrics.reconcile_errors.inc()
-            return
-        self._rules = want
-        if wrote and not initial and not changed_params:
-            log.warning("nftables table ip %s was missing or altered: re-applied", masq.TABLE)
-            self.metrics.repairs.labels(kind="nft").inc()
-
-    def _write_subnet_env(self) -> None:
-        from flanneld.subnetenv import SubnetEnv, write_subnet_env
-
-        assert self.own is not None
-        env = SubnetEnv.for_lease(self.config.network, self.own.subnet, self.backend.mtu,
-                                  self.opts.ip_masq)
-        write_subnet_env(self.opts.subnet_file, env)
-        log.info("wrote %s (FLANNEL_SUBNET=%s, FLANNEL_MTU=%d)", self.opts.subnet_file,
-                 env.subnet, env.mtu)
-
     def _readiness_reason(self) -> str | None:
         """Why we are not ready, or None; evaluated at every /readyz (any thread)."""
-        status = self._status()
-        if self._phase is not None:  # starting: the step, or what holds it up
-            # Any etcd error (unreachable, refused credentials, out of subnets) says more
-            # than the step it holds up; the manager clears it once the step succeeds.
-            err = getattr(status, "last_error", None)
-            return f"{self._phase}: {err}" if err else str(self._phase)
-        return _manager_problem(status) or self._reconcile_error
+        return not_ready_reason(self._phase, self._status(), self._reconcile_error)
 
     def _update_readiness(self) -> None:
         """Evaluate readiness now, so transitions are logged and the gauge follows."""
@@ -463,29 +306,3 @@ def _make_manager(o: Options) -> Any:
         username=o.etcd_username, password=o.etcd_password, cafile=s(o.etcd_cafile),
         certfile=s(o.etcd_certfile), keyfile=s(o.etcd_keyfile),
         renew_interval=renew_interval(o.subnet_lease_ttl, o.subnet_lease_renew_margin))
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    try:
-        from flanneld.etcd import EtcdUnavailable, is_connection_error
-    except ImportError:
-        return isinstance(exc, ConnectionError)
-    return isinstance(exc, EtcdUnavailable) or is_connection_error(exc)
-
-
-def _etcd_reason(exc: Exception) -> str:
-    if _is_connection_error(exc):
-        return f"etcd unreachable: {exc or type(exc).__name__}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _manager_problem(status: Any) -> str | None:
-    """Why the subnet manager's state makes us not ready, or None when it is fine."""
-    if status is None:
-        return None
-    state = getattr(status, "state", "held")
-    if state == "held":
-        return None
-    err = getattr(status, "last_error", None)
-    state = str(state).replace("-", " ")  # "etcd-unreachable" -> "etcd unreachable"
-    return f"{state}: {err}" if err else state

@@ -1,0 +1,183 @@
+"""The reconcile loop: our lease and the peers' leases -> kernel, nftables rules, subnet.env.
+
+Each lease event triggers an incremental reconcile (bursts coalesce into one run),
+every --resync-interval a full one when the kernel announced changes (the backend
+dumps the kernel and repairs drift) or one is overdue, and a failed run is retried
+in full. Backend calls are synchronous netlink, run on one worker thread so they
+are serialised and never block the event loop.
+
+flanneld.daemon.Daemon builds on this class: it fills `config`, `backend`, `own`
+and `peers`, and wakes the loop on lease events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from ipaddress import IPv4Network
+from typing import Any, TypeVar
+
+from flanneld import masq
+from flanneld.kwatch import KernelWatch
+from flanneld.lease import Lease
+from flanneld.metrics import Metrics
+from flanneld.options import Options
+
+log = logging.getLogger("flanneld")
+T = TypeVar("T")
+
+RETRY_FIRST = 1.0  # a failed run is retried (in full) this soon; start-up retries begin here
+FORCE_FULL_EVERY = 30  # resync ticks: a full dump at least this often, changes or not
+
+
+class Reconciler:
+    """The reconcile loop and the state it keeps; flanneld.daemon.Daemon subclasses it."""
+
+    def __init__(self, opts: Options, metrics: Metrics) -> None:
+        self.opts = opts
+        self.metrics = metrics
+        self.backend: Any = None
+        self.config: Any = None
+        self.own: Lease | None = None
+        self.peers: dict[IPv4Network, Lease] = {}
+        self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        self._wake = asyncio.Event()
+        self._pending: list[float] = []  # receive times of events not yet in the kernel
+        self._full_needed = True
+        self._own_changed = False
+        self._reconcile_error: str | None = None
+        self._rules: masq.RuleParams | None = None
+        self._kwatch = KernelWatch()
+
+    async def _in_netlink(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._netlink, partial(fn, *args, **kw))
+
+    def _update_readiness(self) -> None:
+        """Hook: a run's outcome may have changed readiness (the daemon re-evaluates it)."""
+
+    # -- the reconcile loop -------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        """Events -> incremental runs; every resync tick -> a full run if the kernel
+        announced changes (or one is overdue); failures -> a full run soon."""
+        loop = asyncio.get_running_loop()
+        interval = self.opts.resync_interval
+        next_tick = loop.time() + interval
+        last_full = loop.time()
+        while True:
+            timeout = next_tick - loop.time()
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            await asyncio.sleep(0)  # let the watch hand over events already received
+            now = loop.time()
+            tick = now >= next_tick
+            if tick:
+                next_tick = now + interval
+            overdue = tick and now - last_full >= FORCE_FULL_EVERY * interval
+            # take() clears the flag before the dump: later changes mark it again.
+            changed = self._kwatch.routing.take() if tick or self._full_needed else False
+            full = self._full_needed or overdue or changed
+            ok = True
+            if full or self._pending:
+                ok = await self._reconcile(full=full)
+                if full:
+                    last_full = now
+            elif tick:
+                self.metrics.resyncs_skipped.inc()
+            if tick and (self._kwatch.nftables.take() or overdue):
+                await self._ensure_rules()
+            elif self._rules is not None and self._rules != self._wanted_rules():
+                await self._ensure_rules()  # our subnet changed
+            if self._own_changed and ok:
+                self._own_changed = False
+                self._write_subnet_env()
+            if not ok:  # retry soon, in full
+                next_tick = min(next_tick, loop.time() + min(RETRY_FIRST, interval))
+            self._update_readiness()
+
+    async def _reconcile(self, *, full: bool) -> bool:
+        own = self.own
+        assert own is not None and self.backend is not None
+        covered, self._pending = self._pending, []
+        peers = list(self.peers.values())
+        mode = "full" if full else "incremental"
+        self._full_needed = False
+        t0 = time.perf_counter()
+        try:
+            result = await self._in_netlink(self.backend.reconcile, own, peers, full=full)
+        except Exception as exc:
+            log.exception("%s reconcile failed", mode)
+            return self._reconcile_failed(f"reconcile failed: {exc}", covered)
+        done = time.perf_counter()
+        m = self.metrics
+        m.reconcile_runs.labels(mode=mode).inc()
+        m.reconcile_duration.labels(mode=mode).observe(done - t0)
+        for kind, n in result.repaired.items():
+            m.repairs.labels(kind=kind).inc(n)
+        m.peers_programmed.set(result.programmed_peers)
+        m.peers_unreachable.set(len(result.unreachable))
+        m.peers_skipped.set(len(result.skipped))
+        if result.repaired:
+            log.warning("repaired drift: %s", result.summary())
+        elif result.changed:
+            log.info("%s reconcile: %s", mode, result.summary())
+        else:
+            log.debug("%s reconcile: %s", mode, result.summary())
+        if result.errors:
+            for err in result.errors:
+                log.warning("reconcile: %s", err)
+            return self._reconcile_failed(
+                f"reconcile had {len(result.errors)} errors: {result.errors[0]}", covered)
+        for t in covered:
+            m.event_to_kernel.observe(done - t)
+        m.last_reconcile.set(time.time())
+        self._reconcile_error = None
+        return True
+
+    def _reconcile_failed(self, reason: str, covered: list[float]) -> bool:
+        self.metrics.reconcile_errors.inc()
+        self._reconcile_error = reason
+        self._pending = covered + self._pending  # their delay runs until a run succeeds
+        self._full_needed = True
+        self._update_readiness()
+        return False
+
+    def _wanted_rules(self) -> masq.RuleParams:
+        assert self.own is not None and self.config is not None
+        return masq.RuleParams(
+            network=self.config.network, subnet=self.own.subnet,
+            masquerade=self.opts.ip_masq, forward=self.opts.iptables_forward_rules,
+            fully_random=not self.opts.ip_masq_fully_random_disable)
+
+    async def _ensure_rules(self, *, initial: bool = False) -> None:
+        want = self._wanted_rules()
+        changed_params = want != self._rules
+        try:
+            wrote = await asyncio.to_thread(masq.ensure, want)
+        except masq.NftError as exc:
+            log.error("nftables: %s", exc)
+            self.metrics.reconcile_errors.inc()
+            return
+        self._rules = want
+        if wrote and not initial and not changed_params:
+            log.warning("nftables table ip %s was missing or altered: re-applied", masq.TABLE)
+            self.metrics.repairs.labels(kind="nft").inc()
+
+    def _write_subnet_env(self) -> None:
+        from flanneld.subnetenv import SubnetEnv, write_subnet_env
+
+        assert self.own is not None
+        env = SubnetEnv.for_lease(self.config.network, self.own.subnet, self.backend.mtu,
+                                  self.opts.ip_masq)
+        write_subnet_env(self.opts.subnet_file, env)
+        log.info("wrote %s (FLANNEL_SUBNET=%s, FLANNEL_MTU=%d)", self.opts.subnet_file,
+                 env.subnet, env.mtu)
