@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
-from flanneld import options as flags
+from flanneld import options as opts
 from flanneld.lease import Lease, LeaseError, decode_lease, join_key
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ def add_options(parser: argparse.ArgumentParser, names: Sequence[str] = ETCD_FLA
     group = parser.add_argument_group("node options (as flanneld's; also FLANNELD_* env, "
                                       "--config YAML)")
     for name in (*names, "config"):
-        flag = next(f for f in flags.FLAGS if f.name == name)
+        flag = next(f for f in opts.FLAGS if f.name == name)
         default = f"; default {flag.shown_default()}" if flag.shown_default() else ""
         group.add_argument(f"--{name}", dest=f"opt_{flag.attr}", metavar=flag.metavar or None,
                            help=f"{flag.help} (${flag.env}{default})",
@@ -46,13 +46,13 @@ def add_options(parser: argparse.ArgumentParser, names: Sequence[str] = ETCD_FLA
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def options(args: argparse.Namespace, env: dict[str, str] | None = None) -> flags.Options:
+def options(args: argparse.Namespace, env: dict[str, str] | None = None) -> opts.Options:
     """flanneld's Options from the given flags, the environment and --config."""
-    argv = [f"--{f.name}={getattr(args, 'opt_' + f.attr)}" for f in flags.FLAGS
+    argv = [f"--{f.name}={getattr(args, 'opt_' + f.attr)}" for f in opts.FLAGS
             if getattr(args, "opt_" + f.attr, None) is not None]
     try:
-        return flags.load_options(argv, dict(os.environ) if env is None else env)
-    except flags.OptionsError as exc:
+        return opts.load_options(argv, dict(os.environ) if env is None else env)
+    except opts.OptionsError as exc:
         raise SystemExit(f"flannelctl: {exc}") from None
 
 
@@ -60,7 +60,7 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(fn())  # type: ignore[arg-type]
 
 
-def etcd_client(o: flags.Options, timeout: float = 3.0) -> Any:
+def etcd_client(o: opts.Options, timeout: float = 3.0) -> Any:
     from flanneld.etcd import EtcdClient
 
     def s(p: Any) -> str | None:
@@ -108,7 +108,7 @@ class Cluster:
     error: str = ""  # etcd unreachable (then nothing else is known)
 
 
-async def read_cluster(o: flags.Options, *, ttls: bool = True) -> Cluster:
+async def read_cluster(o: opts.Options, *, ttls: bool = True) -> Cluster:
     from flanneld.config import ConfigError, parse_network_config
 
     client = etcd_client(o)
@@ -170,7 +170,7 @@ def human_ttl(row: LeaseRow) -> str:
     return (f"{d}d{h}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def readyz(o: flags.Options) -> tuple[bool | None, str]:
+def readyz(o: opts.Options) -> tuple[bool | None, str]:
     """(ready?, text) from flanneld's /readyz; None when --healthz-port is unset."""
     if not o.healthz_port:
         return None, "unknown (no --healthz-port)"

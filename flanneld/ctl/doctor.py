@@ -308,7 +308,6 @@ Render = Callable[[], str]
 
 
 def update_docs(path: Path, render_fn: Render = render_markdown) -> None:
-    text = path.read_text()
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    path.write_text(f"{head}{BEGIN}\n{render_fn()}{END}{tail}")
+    from flanneld.flags import rewrite_generated
+
+    rewrite_generated(path, BEGIN, END, render_fn())
