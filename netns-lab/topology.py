@@ -4,18 +4,14 @@ A topology names hosts, underlay segments (one L2 bridge each), routers joining
 segments, the etcd members, the flannel network config and the pods per host.
 Every error names the field, the bad value and what to do; all problems in a
 file are reported at once. The data model is in `netns_lab.model` (re-exported
-here); address planning in `netns_lab.plan`.
+here), the parser of each section in `netns_lab.topology_sections`; address
+planning in `netns_lab.plan`.
 """
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import re
-import shlex
-from collections.abc import Iterator
 from importlib import resources
-from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +19,8 @@ import yaml
 from netns_lab.model import (
     DEFAULT_ETCD_PREFIX,
     DEFAULT_NETWORK,
-    DEFAULT_SEGMENT_BASE,
     HOST_KEYS,
     LAB_NAME_RE,
-    MANAGED_FLAGS,
-    MAX_HOSTS,
-    MAX_PODS,
     NAME_RE,
     TOP_KEYS,
     EtcdMemberSpec,
@@ -39,6 +31,17 @@ from netns_lab.model import (
     TopologyError,
     ci_get,
     validate_lab_name,
+)
+from netns_lab.topology_sections import (
+    Collector,
+    as_mapping,
+    etcd_security,
+    parse_etcd,
+    parse_hosts,
+    parse_network,
+    parse_routers,
+    parse_segments,
+    unknown_keys,
 )
 
 __all__ = ["DEFAULT_ETCD_PREFIX", "DEFAULT_NETWORK", "LAB_NAME_RE", "NAME_RE", "EtcdMemberSpec",
@@ -81,76 +84,30 @@ def load(spec: str | Path | None) -> Topology:
 # parsing
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def add(self, where: str, msg: str) -> None:
-        self.problems.append(f"{where}: {msg}")
-
-
-def _unknown_keys(c: _Collector, where: str, data: dict[str, Any],
-                  allowed: tuple[str, ...]) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            c.add(f"{where}.{key}" if where else str(key), f"unknown key; {hint}")
-
-
-def _name_ok(c: _Collector, where: str, name: Any) -> bool:
-    if isinstance(name, str) and NAME_RE.fullmatch(name):
-        return True
-    c.add(where, f"name {name!r} is not valid; use 1-12 lowercase letters and digits, "
-                 "starting with a letter (no '-': it separates host and pod names)")
-    return False
-
-
-def _mapping(c: _Collector, where: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        c.add(where, f"expected a mapping, got {type(value).__name__} {value!r}")
-        return {}
-    return value
-
-
-def _entries(c: _Collector, section: str, raw: dict[str, Any],
-             allowed: tuple[str, ...]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(name, field path, spec mapping) of each well-named entry of a section."""
-    for name, spec in raw.items():
-        where = f"{section}.{name}"
-        if not _name_ok(c, where, name):
-            continue
-        spec = _mapping(c, where, spec)
-        _unknown_keys(c, where, spec, allowed)
-        yield name, where, spec
-
-
 def parse(data: Any, source: str = "topology") -> Topology:
     """Validate a topology given as plain data (a parsed YAML document)."""
-    c = _Collector()
+    c = Collector()
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise TopologyError([f"top level: expected a mapping of keys "
                              f"({', '.join(TOP_KEYS)}), got {type(data).__name__}"], source)
-    _unknown_keys(c, "", data, TOP_KEYS)
+    unknown_keys(c, "", data, TOP_KEYS)
     description = str(data.get("description") or "")
-    network = _parse_network(c, data.get("network", DEFAULT_NETWORK))
+    network = parse_network(c, data.get("network", DEFAULT_NETWORK))
     prefix = data.get("etcd_prefix", DEFAULT_ETCD_PREFIX)
     if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.rstrip("/") == "":
         c.add("etcd_prefix", f"{prefix!r} is not an etcd key prefix; use e.g. "
                              f"{DEFAULT_ETCD_PREFIX}")
         prefix = DEFAULT_ETCD_PREFIX
-    segments = _parse_segments(c, data.get("segments"))
+    segments = parse_segments(c, data.get("segments"))
     seg_names = [s.name for s in segments]
-    routers = _parse_routers(c, data.get("routers"), seg_names)
-    defaults = _mapping(c, "defaults", data.get("defaults"))
-    _unknown_keys(c, "defaults", defaults, HOST_KEYS[:-1])
-    hosts = _parse_hosts(c, data.get("hosts"), defaults, seg_names)
-    etcd = _parse_etcd(c, data.get("etcd"), seg_names)
-    tls, auth = _etcd_security(c, data.get("etcd"))
+    routers = parse_routers(c, data.get("routers"), seg_names)
+    defaults = as_mapping(c, "defaults", data.get("defaults"))
+    unknown_keys(c, "defaults", defaults, HOST_KEYS[:-1])
+    hosts = parse_hosts(c, data.get("hosts"), defaults, seg_names)
+    etcd = parse_etcd(c, data.get("etcd"), seg_names)
+    tls, auth = etcd_security(c, data.get("etcd"))
     topo = Topology(hosts=tuple(hosts), segments=tuple(segments), routers=tuple(routers),
                     etcd=tuple(etcd), network=network, etcd_prefix=prefix.rstrip("/"),
                     description=description, etcd_tls=tls, etcd_auth=auth)
@@ -161,213 +118,7 @@ def parse(data: Any, source: str = "topology") -> Topology:
     return topo
 
 
-def _parse_network(c: _Collector, value: Any) -> dict[str, Any]:
-    net = _mapping(c, "network", value)
-    if not net:
-        c.add("network", "empty; give the flannel network config, e.g. "
-                         "{Network: 10.244.0.0/16, Backend: {Type: vxlan}}")
-        return dict(DEFAULT_NETWORK)
-    cidr = ci_get(net, "Network")
-    try:
-        ipaddress.IPv4Network(str(cidr), strict=False)
-        if cidr is None:
-            raise ValueError
-    except ValueError:
-        c.add("network.Network", f"{cidr!r} is not an IPv4 CIDR; use e.g. 10.244.0.0/16")
-    backend = ci_get(net, "Backend")
-    if backend is None:
-        c.add("network.Backend", "missing; flannel would silently fall back to udp. "
-                                 "Set e.g. Backend: {Type: vxlan}")
-    elif not isinstance(backend, dict) or not isinstance(ci_get(backend, "Type"), str):
-        c.add("network.Backend", f"{backend!r}: expected a mapping with a Type "
-                                 "(vxlan, host-gw, ...)")
-    return net
-
-
-def _parse_segments(c: _Collector, value: Any) -> list[Segment]:
-    if value is None:
-        return [Segment("lan", DEFAULT_SEGMENT_BASE)]
-    raw = _mapping(c, "segments", value)
-    if not raw:
-        c.add("segments", "no segments; declare at least one, e.g. lan: {subnet: 192.168.100.0/24}")
-    out: list[Segment] = []
-    for i, (name, where, spec) in enumerate(_entries(c, "segments", raw, ("subnet", "mtu"))):
-        subnet = _auto_segment_subnet(i)
-        if "subnet" in spec:
-            try:
-                subnet = IPv4Network(str(spec["subnet"]))
-            except ValueError as exc:
-                c.add(f"{where}.subnet", f"{spec['subnet']!r} is not an IPv4 network ({exc}); "
-                                         f"{_subnet_hint(spec['subnet'])}")
-            if subnet.prefixlen > 29:
-                c.add(f"{where}.subnet", f"{subnet} is too small; use /29 or larger")
-        mtu = spec.get("mtu", 1500)
-        if not isinstance(mtu, int) or isinstance(mtu, bool) or not 1280 <= mtu <= 9000:
-            c.add(f"{where}.mtu", f"{mtu!r} is not an MTU; use an integer 1280..9000")
-            mtu = 1500
-        out.append(Segment(name, subnet, mtu))
-    return out
-
-
-def _subnet_hint(value: Any) -> str:
-    try:
-        return f"did you mean {IPv4Network(str(value), strict=False)}?"
-    except ValueError:
-        return "use e.g. 192.168.10.0/24"
-
-
-def _auto_segment_subnet(index: int) -> IPv4Network:
-    return IPv4Network((int(DEFAULT_SEGMENT_BASE.network_address) + 256 * index, 24))
-
-
-def _parse_routers(c: _Collector, value: Any, segs: list[str]) -> list[Router]:
-    out: list[Router] = []
-    for name, spec in _mapping(c, "routers", value).items():
-        where = f"routers.{name}"
-        if not _name_ok(c, where, name):
-            continue
-        legs = spec
-        if isinstance(spec, dict):
-            _unknown_keys(c, where, spec, ("segments",))
-            legs = spec.get("segments")
-        if not isinstance(legs, list) or len(legs) < 2:
-            c.add(f"{where}.segments", f"{legs!r}: a router needs a list of at least two "
-                                       "segments, e.g. segments: [net1, net2]")
-            continue
-        bad = [s for s in legs if s not in segs]
-        if bad:
-            c.add(f"{where}.segments", f"{bad} not declared under segments (declared: "
-                                       f"{', '.join(segs)})")
-            continue
-        if len(set(legs)) != len(legs):
-            c.add(f"{where}.segments", f"{legs}: a segment is listed twice")
-            continue
-        out.append(Router(name, tuple(legs)))
-    return out
-
-
-def _pods(c: _Collector, where: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= MAX_PODS:
-            c.add(where, f"{value}: use 0..{MAX_PODS} pods")
-            return ()
-        return tuple(f"p{i}" for i in range(1, value + 1))
-    if isinstance(value, list):
-        names = [p for i, p in enumerate(value) if _name_ok(c, f"{where}[{i}]", p)]
-        if len(set(names)) != len(names):
-            c.add(where, f"{value}: a pod name is listed twice")
-        return tuple(names)
-    c.add(where, f"{value!r}: expected a number of pods or a list of pod names")
-    return ()
-
-
-def _flags(c: _Collector, where: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = shlex.split(value)
-    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
-        c.add(where, f"{value!r}: expected a list of flanneld flags, e.g. [--ip-masq]")
-        return ()
-    for arg in value:
-        flag = "--" + arg.lstrip("-").split("=", 1)[0]
-        if flag in MANAGED_FLAGS:
-            c.add(where, f"{arg!r} is set by the lab for every host; remove it "
-                         f"(the lab manages {', '.join(MANAGED_FLAGS)})")
-        elif flag == "--ip-masq":
-            c.add(where, f"{arg!r}: say `ip_masq: true` or `ip_masq: false` instead "
-                         "(on by default, as in kube-flannel)")
-    return tuple(value)
-
-
-def _ip(c: _Collector, where: str, value: Any) -> IPv4Address | None:
-    if value is None:
-        return None
-    try:
-        return IPv4Address(str(value))
-    except ValueError:
-        c.add(where, f"{value!r} is not an IPv4 address")
-        return None
-
-
-def _segment_ref(c: _Collector, where: str, value: Any, segs: list[str]) -> str:
-    if value is None:
-        if len(segs) == 1:
-            return segs[0]
-        c.add(where, f"missing; with several segments say which one ({', '.join(segs)})")
-        return ""
-    if value not in segs:
-        c.add(where, f"{value!r} is not a segment (declared: {', '.join(segs)}); use one of "
-                     "them or declare it under segments:")
-        return ""
-    return str(value)
-
-
-def _parse_hosts(c: _Collector, value: Any, defaults: dict[str, Any],
-                 segs: list[str]) -> list[Host]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= MAX_HOSTS:
-            c.add("hosts", f"{value}: use 1..{MAX_HOSTS} hosts")
-            return []
-        value = {f"h{i}": None for i in range(1, value + 1)}
-    raw = _mapping(c, "hosts", value)
-    if not raw:
-        c.add("hosts", "no hosts; give a number (hosts: 3) or a mapping of host names")
-    if len(raw) > MAX_HOSTS:
-        c.add("hosts", f"{len(raw)} hosts: at most {MAX_HOSTS}")
-    out: list[Host] = []
-    for name, where, spec in _entries(c, "hosts", raw, HOST_KEYS):
-        merged = {"pods": 2, "ip_masq": True, **defaults, **spec}
-        if not isinstance(merged["ip_masq"], bool):
-            c.add(f"{where}.ip_masq", f"{merged['ip_masq']!r}: use true or false")
-        out.append(Host(
-            name=name,
-            segment=_segment_ref(c, f"{where}.segment", merged.get("segment"), segs),
-            pods=_pods(c, f"{where}.pods", merged["pods"]),
-            flanneld_args=_flags(c, f"{where}.flanneld_args", merged.get("flanneld_args", [])),
-            ip=_ip(c, f"{where}.ip", spec.get("ip")), ip_masq=merged["ip_masq"] is not False))
-    return out
-
-
-def _etcd_security(c: _Collector, value: Any) -> tuple[bool, bool]:
-    """etcd.tls (https with client certificates) and etcd.auth (users and passwords)."""
-    spec = value if isinstance(value, dict) else {}
-    out = []
-    for key in ("tls", "auth"):
-        flag = spec.get(key, False)
-        if not isinstance(flag, bool):
-            c.add(f"etcd.{key}", f"{flag!r}: use true or false")
-            flag = False
-        out.append(flag)
-    return out[0], out[1]
-
-
-def _parse_etcd(c: _Collector, value: Any, segs: list[str]) -> list[EtcdMemberSpec]:
-    spec = _mapping(c, "etcd", value)
-    _unknown_keys(c, "etcd", spec, ("members", "segment", "tls", "auth"))
-    default_seg = spec.get("segment", segs[0] if segs else None)
-    if default_seg is not None and default_seg not in segs:
-        c.add("etcd.segment", f"{default_seg!r} is not a segment (declared: {', '.join(segs)})")
-        default_seg = segs[0] if segs else None
-    members: Any = spec.get("members", 1)
-    if isinstance(members, int) and not isinstance(members, bool):
-        if members not in (1, 3, 5):
-            c.add("etcd.members", f"{members}: use 1, 3 or 5 members (an odd number keeps "
-                                  "a quorum)")
-            return []
-        members = ["etcd"] if members == 1 else [f"etcd{i}" for i in range(1, members + 1)]
-    if isinstance(members, list):
-        members = {m: None for m in members}
-    if not isinstance(members, dict) or not members:
-        c.add("etcd.members", f"{members!r}: expected 1, 3 or 5, a list of names, or a "
-                              "mapping name: {segment: ..., ip: ...}")
-        return []
-    out: list[EtcdMemberSpec] = []
-    for name, where, mspec in _entries(c, "etcd.members", members, ("segment", "ip")):
-        seg = _segment_ref(c, f"{where}.segment", mspec.get("segment", default_seg), segs)
-        out.append(EtcdMemberSpec(name, seg, _ip(c, f"{where}.ip", mspec.get("ip"))))
-    return out
-
-
-def _check_whole(c: _Collector, topo: Topology) -> None:
+def _check_whole(c: Collector, topo: Topology) -> None:
     """Checks across sections: unique names, overlaps, connectivity, backend fit."""
     seen: dict[str, str] = {}
     for kind, names in (("segment", [s.name for s in topo.segments]),
@@ -400,7 +151,7 @@ def _check_whole(c: _Collector, topo: Topology) -> None:
                   f"{', '.join(segs)}; use vxlan (optionally DirectRouting: true) instead")
 
 
-def _check_connected(c: _Collector, topo: Topology) -> None:
+def _check_connected(c: Collector, topo: Topology) -> None:
     if not topo.segments:
         return
     adjacency: dict[str, set[str]] = {s.name: set() for s in topo.segments}
