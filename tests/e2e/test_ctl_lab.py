@@ -124,12 +124,20 @@ def test_ipam_gc_releases_a_pod_lost_without_cni_del(lab: LabRun) -> None:
 
 
 def test_trace_decodes_vxlan(lab: LabRun) -> None:
-    pinger = threading.Timer(1.5, lambda: lab.cli("ping", "--from", "h1/p1", check=False))
-    pinger.start()
-    try:
-        proc = ctl(lab, "h1", "trace", "--iface", "eth0", "-c", "2", "--timeout", "20", "--json")
-    finally:
-        pinger.join()
+    trace = ("trace", "--iface", "eth0", "-c", "2", "--timeout", "30", "--json")
+    tracer = threading.Thread(target=lambda: traced.append(ctl(lab, "h1", *trace, check=False)))
+    traced: list[subprocess.CompletedProcess[str]] = []
+    tracer.start()
+
+    def pinged_until_traced() -> bool:
+        # the capture starts once scapy is loaded, which takes seconds on a busy machine:
+        # keep pinging until it has seen its packets
+        if tracer.is_alive():
+            lab.cli("ping", "--from", "h1/p1", check=False)
+        return not tracer.is_alive()
+    wait_for(pinged_until_traced, 40, what="flannelctl trace to capture 2 packets")
+    [proc] = traced
+    assert proc.returncode == 0, proc.stderr
     packets = [json.loads(line) for line in proc.stdout.splitlines()]
     assert packets and packets[0]["encap"] == "vxlan" and packets[0]["vni"] == 1
     assert packets[0]["inner_src"].startswith("10.244.")
