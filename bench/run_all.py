@@ -30,7 +30,7 @@ DOCS = ROOT / "docs" / "bench"
 SUITE: dict[str, tuple[list[str], list[str]]] = {
     "programming": ([], ["--rounds", "3", "--events", "50"]),
     "cni_latency": (["--masq"], ["--n", "20", "--rounds", "2"]),
-    "daemon_latency": (["--events", "50"], ["--events", "20"]),
+    "daemon_latency": (["--events", "200"], ["--events", "30"]),
     "throughput": (["--seconds", "5", "--runs", "3"], ["--seconds", "2", "--runs", "1"]),
     "flanneld_resources": ([], ["--idle", "10"]),
 }

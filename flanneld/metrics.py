@@ -26,8 +26,8 @@ from prometheus_client.registry import Collector
 
 NS = "flanneld"
 # Event-to-kernel delay: fine-grained in ms, as one netlink round is ~0.3 ms.
-DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
-                 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175,
+                 0.02, 0.025, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 RECONCILE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                      2.5, 5.0, 10.0)
 
