@@ -234,7 +234,7 @@ def test_config_is_awaited_and_bad_config_named(etcd_server: EtcdMember,
         await asyncio.sleep(0.2)
         assert not task.done()
         put_config(etcd_server, etcd_prefix)
-        config = await asyncio.wait_for(task, 5)
+        config = await asyncio.wait_for(task, 15)
         assert config.network == IPv4Network("10.5.0.0/16")
         put_config(etcd_server, etcd_prefix, '{"Network":"10.5.0.0/16","SubnetLen":31}')
         with pytest.raises(ConfigError, match=f"{etcd_prefix}/config: SubnetLen 31"):
