@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from backends.base import Backend, ExternalInterface
-    from flanneld.config import NetworkConfig
+    from core.config import NetworkConfig
 
 SUPPORTED = ("vxlan", "host-gw")
 

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from flanneld.lease import Lease, LeaseAttrs
+    from core.lease import Lease, LeaseAttrs
 
 log = logging.getLogger("pyflannel.backends")
 

@@ -15,7 +15,7 @@ from ipaddress import IPv4Network
 from typing import NamedTuple
 
 from backends.state import Keys, RouteSpec, Tables, ip_to_int, route_matches
-from flanneld.lease import Lease, LeaseError, check_vxlan_attrs
+from core.lease import Lease, LeaseError, check_vxlan_attrs
 
 # --- on-link decisions ---------------------------------------------------------------------
 

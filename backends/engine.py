@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network
 from typing import Any
 
-from backends import nlmsg as m
 from backends.base import ExternalInterface, OnceLog, ReconcileResult
 from backends.desired import (
     Desired,
@@ -32,7 +31,6 @@ from backends.desired import (
     keep_last_good,
     patch,
 )
-from backends.netlink import Result, RtNetlink
 from backends.state import (
     Keys,
     Plan,
@@ -43,7 +41,9 @@ from backends.state import (
     diff,
     route_matches,
 )
-from flanneld.lease import Lease
+from core.lease import Lease
+from netlink import messages as m
+from netlink.rtnl import Result, RtNetlink
 
 log = logging.getLogger("pyflannel.backends")
 

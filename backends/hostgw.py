@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 from backends.base import ExternalInterface
 from backends.desired import Outcome, PeerContext, hostgw_outcome
 from backends.engine import Engine
-from flanneld.lease import Lease, LeaseAttrs
+from core.lease import Lease, LeaseAttrs
 
 if TYPE_CHECKING:
-    from flanneld.config import NetworkConfig
+    from core.config import NetworkConfig
 
 
 class HostGwBackend(Engine):

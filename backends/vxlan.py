@@ -27,11 +27,9 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backends import nlmsg as m
 from backends.base import ExternalInterface, ReconcileResult
 from backends.desired import Outcome, PeerContext, vxlan_outcome
 from backends.engine import Engine
-from backends.netlink import NetlinkError, RtNetlink, call_in_netns
 from backends.state import (
     LinkState,
     Tables,
@@ -40,11 +38,13 @@ from backends.state import (
     incompatibility,
     vxlan_mtu,
 )
-from flanneld.config import VxlanConfig
-from flanneld.lease import Lease, LeaseAttrs, vxlan_backend_data
+from core.config import VxlanConfig
+from core.lease import Lease, LeaseAttrs, vxlan_backend_data
+from netlink import messages as m
+from netlink.rtnl import NetlinkError, RtNetlink, call_in_netns
 
 if TYPE_CHECKING:
-    from flanneld.config import NetworkConfig
+    from core.config import NetworkConfig
 
 log = logging.getLogger("pyflannel.backends.vxlan")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")

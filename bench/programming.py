@@ -44,8 +44,8 @@ from netns_lab.netns import Sandbox, ip, run  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from backends.base import ExternalInterface  # noqa: E402
-from flanneld.config import NetworkConfig, VxlanConfig  # noqa: E402
-from flanneld.lease import Lease, LeaseAttrs, vxlan_backend_data  # noqa: E402
+from core.config import NetworkConfig, VxlanConfig  # noqa: E402
+from core.lease import Lease, LeaseAttrs, vxlan_backend_data  # noqa: E402
 
 NAME = "programming"
 GOAL_RATIO, GOAL_EVENT_P99_MS = 2.0, 20.0

@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Any
 
-    from flanneld.subnetenv import SubnetEnv
+    from core.subnetenv import SubnetEnv
 
 DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"

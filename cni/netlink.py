@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from backends import nlbase
+from netlink import base as nlbase
 
 # Shared, import-light primitives; those other modules use are re-exported as `nl.<name>`.
-from backends.nlbase import (
+from netlink.base import (
     NETLINK_EXT_ACK,
     NETLINK_GET_STRICT_CHK,
     NLMSG_DONE,
@@ -46,14 +46,14 @@ from backends.nlbase import (
     setns,
     strz,
 )
-from backends.nlbase import NLM_F_ACK as F_ACK
-from backends.nlbase import NLM_F_CREATE as F_CREATE
-from backends.nlbase import NLM_F_DUMP as F_DUMP
-from backends.nlbase import NLM_F_EXCL as F_EXCL
-from backends.nlbase import NLM_F_REQUEST as F_REQUEST
-from backends.nlbase import NLMSG_HDR as _HDR
-from backends.nlbase import rta as attr
-from backends.nlbase import rta_u32 as u32
+from netlink.base import NLM_F_ACK as F_ACK
+from netlink.base import NLM_F_CREATE as F_CREATE
+from netlink.base import NLM_F_DUMP as F_DUMP
+from netlink.base import NLM_F_EXCL as F_EXCL
+from netlink.base import NLM_F_REQUEST as F_REQUEST
+from netlink.base import NLMSG_HDR as _HDR
+from netlink.base import rta as attr
+from netlink.base import rta_u32 as u32
 
 CLONE_NEWNET, F_ECHO = nlbase.CLONE_NEWNET, nlbase.NLM_F_ECHO
 

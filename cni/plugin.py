@@ -57,7 +57,7 @@ TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Any
 
-    from flanneld.subnetenv import SubnetEnv
+    from core.subnetenv import SubnetEnv
 
 HOOK_ENV = "PYFLANNEL_CNI_TEST_HOOK"
 
@@ -96,7 +96,7 @@ class Context:
 
     def subnet_env(self, path: str) -> SubnetEnv:
         """Read subnet.env, cached while the file is unchanged (inode, size, mtime)."""
-        from flanneld.subnetenv import read_subnet_env  # not needed by DEL: import late
+        from core.subnetenv import read_subnet_env  # not needed by DEL: import late
         try:
             st = os.stat(path)
         except OSError:
@@ -169,7 +169,7 @@ def _raw_version(stdin: bytes) -> str | None:
 # shared pieces ---------------------------------------------------------------
 
 def subnet_env_for(ctx: Context, fc: FlannelConf, code: int = TRY_AGAIN_LATER) -> SubnetEnv:
-    from flanneld.subnetenv import SubnetEnvError
+    from core.subnetenv import SubnetEnvError
     try:
         return ctx.subnet_env(fc.subnet_file)
     except SubnetEnvError as exc:

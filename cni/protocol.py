@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from cni.versions import SUPPORTED_VERSIONS, version_for, version_reply
-from flanneld.clip import clipped, shown
+from core.clip import clipped, shown
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Literal
 
-from flanneld.config import NetworkConfig
-from flanneld.lease import Lease
+from core.config import NetworkConfig
+from core.lease import Lease
 
 CANDIDATES = 100  # flannel picks at random among this many free subnets
 

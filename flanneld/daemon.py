@@ -24,10 +24,10 @@ from collections.abc import Callable
 from ipaddress import IPv4Network
 from typing import Any
 
+from core.lease import Lease
 from flanneld import __version__, iface
 from flanneld.events import LeaseEvent, apply_event
 from flanneld.health import HealthServer, Readiness
-from flanneld.lease import Lease
 from flanneld.metrics import Metrics
 from flanneld.options import Options
 from flanneld.readiness import config_reason, lease_reason, not_ready_reason
@@ -126,7 +126,7 @@ class Daemon(Reconciler):
             raise FatalError(f"{cfg.backend_type} backend on {choice.name}: {exc}") from exc
         self.metrics.info.labels(version=__version__, backend=cfg.backend_type).set(1)
 
-        from flanneld.subnetenv import read_previous_subnet
+        from core.subnetenv import read_previous_subnet
 
         previous = read_previous_subnet(o.subnet_file)
         self._not_ready("acquiring a subnet lease")

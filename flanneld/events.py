@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Literal
 
-from flanneld.clip import clipped
-from flanneld.lease import Lease, LeaseError, decode_lease
+from core.clip import clipped
+from core.lease import Lease, LeaseError, decode_lease
 
 EventKind = Literal["added", "changed", "removed", "snapshot"]
 

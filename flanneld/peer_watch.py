@@ -19,10 +19,10 @@ from typing import Any
 
 import aetcd
 
-from flanneld.config import NetworkConfig
+from core.config import NetworkConfig
+from core.lease import Lease, check_peer_lease
 from flanneld.etcd import Backoff, is_retryable
 from flanneld.events import LeaseEvent, PeerView
-from flanneld.lease import Lease, check_peer_lease
 from flanneld.subnet_store import SubnetStore
 
 log = logging.getLogger("flanneld.subnet")

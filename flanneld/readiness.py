@@ -50,7 +50,7 @@ def etcd_reason(exc: Exception) -> str:
 
 def config_reason(exc: Exception) -> str:
     """Why reading the network config failed."""
-    from flanneld.config import ConfigError
+    from core.config import ConfigError
 
     if isinstance(exc, ConfigError):
         return f"bad network config: {exc}"

@@ -21,9 +21,9 @@ from functools import partial
 from ipaddress import IPv4Network
 from typing import Any, TypeVar
 
+from core.lease import Lease
 from flanneld import masq
 from flanneld.kwatch import KernelWatch
-from flanneld.lease import Lease
 from flanneld.metrics import Metrics
 from flanneld.options import Options
 
@@ -173,7 +173,7 @@ class Reconciler:
             self.metrics.repairs.labels(kind="nft").inc()
 
     def _write_subnet_env(self) -> None:
-        from flanneld.subnetenv import SubnetEnv, write_subnet_env
+        from core.subnetenv import SubnetEnv, write_subnet_env
 
         assert self.own is not None
         env = SubnetEnv.for_lease(self.config.network, self.own.subnet, self.backend.mtu,

@@ -1,6 +1,6 @@
 """EtcdSubnetManager: lease a subnet in etcd, keep it, and watch every other node's lease.
 
-Wire-compatible with flannel (same keys and values, see flanneld.lease), and
+Wire-compatible with flannel (same keys and values, see core.lease), and
 more careful:
 - a lost create race is retried (flannel exits), and so is "out of subnets",
   with backoff, visible in `status` for /readyz;
@@ -30,10 +30,10 @@ from ipaddress import IPv4Network, IPv6Network
 
 import aetcd
 
+from core.config import NetworkConfig
+from core.lease import Lease, LeaseAttrs, LeaseError, decode_attrs, encode_attrs
 from flanneld.allocator import AcquirePlan, Occupied, plan_acquire
-from flanneld.config import NetworkConfig
 from flanneld.etcd import Backoff, is_retryable
-from flanneld.lease import Lease, LeaseAttrs, LeaseError, decode_attrs, encode_attrs
 from flanneld.peer_watch import PeerWatch
 from flanneld.subnet_store import ManagerStatus
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Literal
 
-from flanneld.config import ConfigError, NetworkConfig, parse_network_config
-from flanneld.etcd import EtcdClient, is_connection_error, is_retryable
-from flanneld.lease import (
+from core.config import ConfigError, NetworkConfig, parse_network_config
+from core.lease import (
     DEFAULT_PREFIX,
     Lease,
     LeaseAttrs,
@@ -30,6 +29,7 @@ from flanneld.lease import (
     parse_subnet_key,
     subnet_key,
 )
+from flanneld.etcd import EtcdClient, is_connection_error, is_retryable
 
 log = logging.getLogger("flanneld.subnet")
 

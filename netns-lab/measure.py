@@ -24,7 +24,7 @@ from netns_lab import observe
 from netns_lab.lab import Lab, LabError, Pod
 from netns_lab.netns import in_netns, wait_for
 
-from flanneld.lease import (
+from core.lease import (
     Lease,
     LeaseAttrs,
     encode_attrs,

@@ -21,9 +21,7 @@ from netns_lab.lab import Lab
 from netns_lab.netns import in_netns, list_netns, run
 
 from backends.desired import PeerEntries
-from backends.state import RouteSpec
-from flanneld.lease import Lease, LeaseError, decode_lease, subnets_prefix
-from flanneld.peerstate import (
+from backends.peerstate import (
     MISSING,
     PROGRAMMED,
     IpJson,
@@ -31,6 +29,8 @@ from flanneld.peerstate import (
     index_of,
     tables_from_ip_json,
 )
+from backends.state import RouteSpec
+from core.lease import Lease, LeaseError, decode_lease, subnets_prefix
 
 HEALTHZ_PORT = 8471
 T = TypeVar("T")
@@ -149,7 +149,7 @@ def peer_state(lease: Lease, view: KernelView) -> str:
     vxlan: route S via S0 dev flannel.N onlink + neighbour S0 -> VtepMAC + fdb VtepMAC -> P.
     direct: route S via P (host-gw, or vxlan DirectRouting to an on-link peer).
     partial: some of the entries, or stale ones. The verdict is flannelctl's
-    (`flanneld.peerstate.check_entries`), over this host's `ip -j` output.
+    (`backends.peerstate.check_entries`), over this host's `ip -j` output.
     """
     j = IpJson(view.routes, view.neighs, view.fdb, view.links)
     cidr = str(lease.subnet)

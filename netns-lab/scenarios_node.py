@@ -24,7 +24,7 @@ from netns_lab.measure import (
 from netns_lab.netns import ip, run, wait_for
 from netns_lab.scenario_kit import Run, lab_topology, scenario
 
-from flanneld.lease import Lease, subnets_prefix
+from core.lease import Lease, subnets_prefix
 
 # -- shared by every family ------------------------------------------------------------------
 

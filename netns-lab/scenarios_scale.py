@@ -24,7 +24,7 @@ from netns_lab.netns import wait_for
 from netns_lab.scenario_kit import Run, lab_topology, scenario
 from netns_lab.scenarios_node import host_subnets, lease_key
 
-from flanneld.lease import LeaseAttrs, encode_attrs
+from core.lease import LeaseAttrs, encode_attrs
 
 # -- scale and exhaustion -----------------------------------------------------------------------
 

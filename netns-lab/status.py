@@ -16,7 +16,7 @@ from netns_lab.build import flanneld_proc
 from netns_lab.lab import Lab
 from netns_lab.netns import list_netns
 
-from flanneld.lease import Lease
+from core.lease import Lease
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

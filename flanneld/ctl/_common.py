@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
+from core.lease import Lease, LeaseError, decode_lease, join_key
 from flanneld import options as opts
-from flanneld.lease import Lease, LeaseError, decode_lease, join_key
 
 T = TypeVar("T")
 ETCD_FLAGS = ("etcd-endpoints", "etcd-prefix", "etcd-cafile", "etcd-certfile", "etcd-keyfile",
@@ -109,7 +109,7 @@ class Cluster:
 
 
 async def read_cluster(o: opts.Options, *, ttls: bool = True) -> Cluster:
-    from flanneld.config import ConfigError, parse_network_config
+    from core.config import ConfigError, parse_network_config
 
     client = etcd_client(o)
     cluster = Cluster(join_key(o.etcd_prefix))

@@ -3,7 +3,7 @@
 `inspect_node` reads subnet.env, the device, the external interface and the
 backend's tables, computes the desired state from the leases in etcd with the
 backends' own pure code (`backends.desired`), and judges every peer with
-`flanneld.peerstate`. Nothing is written.
+`backends.peerstate`. Nothing is written.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from backends import nlmsg as m
+from backends import peerstate
 from backends.desired import Desired, MainRoute, PeerContext, desired_state
 from backends.engine import dump_routes
-from backends.netlink import RtNetlink
 from backends.state import LinkState, RouteScope, Tables
 from backends.vxlan import dump_neighbours, link_state
-from flanneld import peerstate
+from core.subnetenv import SubnetEnv, SubnetEnvError, read_subnet_env
 from flanneld.ctl._common import Cluster, LeaseRow, own_row
-from flanneld.subnetenv import SubnetEnv, SubnetEnvError, read_subnet_env
+from netlink import messages as m
+from netlink.rtnl import RtNetlink
 
 
 @dataclass

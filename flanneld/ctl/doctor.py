@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.peerstate import MISSING, PARTIAL, SKIPPED, STALE, UNREACHABLE
 from flanneld.ctl import _common as c
 from flanneld.ctl._node import NodeView, inspect_node, link_mtu
-from flanneld.peerstate import MISSING, PARTIAL, SKIPPED, STALE, UNREACHABLE
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 

@@ -30,8 +30,7 @@ import argparse
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from flanneld.ctl import _common as c
-from flanneld.lease import (
+from core.lease import (
     LeaseAttrs,
     LeaseError,
     decode_attrs,
@@ -40,6 +39,7 @@ from flanneld.lease import (
     subnet_key,
     vxlan_backend_data,
 )
+from flanneld.ctl import _common as c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from backends.peerstate import summary
 from flanneld.ctl import _common as c
 from flanneld.ctl._node import NodeView, inspect_node
-from flanneld.peerstate import summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.netns:
-        from backends.netlink import call_in_netns
+        from netlink.rtnl import call_in_netns
 
         # The packet socket is opened in a thread switched into the namespace.
         return call_in_netns(args.netns, lambda: capture.capture(args))

@@ -11,7 +11,7 @@ from cnihelp import Node
 from netns_lab.netns import run, wait_for
 
 from cni.delegate import derive_delegate, load_conf, scratch_bytes
-from flanneld.subnetenv import read_subnet_env
+from core.subnetenv import read_subnet_env
 
 pytestmark = pytest.mark.netns
 

@@ -32,7 +32,7 @@ from netns_lab.testing import LabRun, lab_up
 from netns_lab.tls import make_pki
 
 from cni.front import encode_request
-from flanneld.lease import subnet_key
+from core.lease import subnet_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from netns_lab.etcd import EtcdMember
 
-from flanneld.lease import LeaseAttrs, vxlan_backend_data
+from core.lease import LeaseAttrs, vxlan_backend_data
 
 T = TypeVar("T")
 NETWORK = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'

@@ -12,8 +12,8 @@ import pytest
 from etcd_helpers import attrs, etcd_keys, put_config, stop, until
 from netns_lab.etcd import EtcdMember
 
-from flanneld.config import ConfigError
-from flanneld.lease import Lease, LeaseAttrs, decode_attrs, encode_attrs
+from core.config import ConfigError
+from core.lease import Lease, LeaseAttrs, decode_attrs, encode_attrs
 from flanneld.subnet_manager import EtcdSubnetManager
 
 pytestmark = pytest.mark.etcd

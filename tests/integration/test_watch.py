@@ -23,8 +23,8 @@ from etcd_helpers import (
 from netns_lab.etcd import EtcdMember
 from netns_lab.netns import Sandbox
 
+from core.lease import Lease, decode_lease, encode_attrs
 from flanneld.events import LeaseEvent, apply_event
-from flanneld.lease import Lease, decode_lease, encode_attrs
 from flanneld.subnet_manager import EtcdSubnetManager
 
 pytestmark = pytest.mark.etcd

@@ -24,8 +24,8 @@ from netns_lab.netns import Sandbox, in_netns, run, wait_for
 
 from backends import create_backend
 from backends.base import Backend, ExternalInterface, ReconcileResult
-from flanneld.config import HostGwConfig, NetworkConfig, VxlanConfig
-from flanneld.lease import Lease, LeaseAttrs
+from core.config import HostGwConfig, NetworkConfig, VxlanConfig
+from core.lease import Lease, LeaseAttrs
 
 NETWORK = IPv4Network("10.5.0.0/16")
 _counter = itertools.count()

@@ -14,7 +14,7 @@ from netns_lab.netns import Sandbox, ip
 
 from backends import create_backend
 from backends.base import ExternalInterface
-from flanneld.lease import Lease, LeaseAttrs, vxlan_backend_data
+from core.lease import Lease, LeaseAttrs, vxlan_backend_data
 
 pytestmark = pytest.mark.netns
 

@@ -1,4 +1,4 @@
-"""The batched rtnetlink layer (backends/netlink.py, nlmsg.py) against the real kernel."""
+"""The batched rtnetlink layer (netlink/rtnl.py, nlmsg.py) against the real kernel."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from backend_lab import bridge_fdb, ipj
 from netns_lab.netns import Sandbox, ip, list_netns, run
 
-from backends import nlmsg as m
-from backends.netlink import CHUNK, RtNetlink, call_in_netns
+from netlink import messages as m
+from netlink.rtnl import CHUNK, RtNetlink, call_in_netns
 
 pytestmark = pytest.mark.netns
 REPLACE = m.NLM_F_CREATE | m.NLM_F_REPLACE

@@ -24,7 +24,7 @@ from backend_lab import (
 from netns_lab.netns import Sandbox, ip, run
 
 from backends import create_backend
-from flanneld.lease import Lease, LeaseAttrs, vxlan_backend_data
+from core.lease import Lease, LeaseAttrs, vxlan_backend_data
 
 pytestmark = pytest.mark.netns
 

@@ -3,9 +3,9 @@
 import random
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
+from core.config import parse_network_config
+from core.lease import Lease, LeaseAttrs
 from flanneld.allocator import Occupied, count_in_use, free_candidates, plan_acquire
-from flanneld.config import parse_network_config
-from flanneld.lease import Lease, LeaseAttrs
 
 CFG = parse_network_config('{"Network":"10.5.0.0/16"}')
 ME = IPv4Address("192.168.64.3")

@@ -37,7 +37,7 @@ from backends.state import (
     ip_to_int,
     vxlan_mtu,
 )
-from flanneld.lease import Lease, LeaseAttrs, vxlan_backend_data
+from core.lease import Lease, LeaseAttrs, vxlan_backend_data
 
 NET = IPv4Network("10.5.0.0/16")
 EXT, DEV = 2, 7

@@ -9,7 +9,7 @@ import pytest
 
 from cni.delegate import bridge_conf, derive_delegate, load_conf, scratch_bytes
 from cni.protocol import INVALID_CONFIG, UNSUPPORTED_FIELD, CniError
-from flanneld.subnetenv import SubnetEnv
+from core.subnetenv import SubnetEnv
 
 KUBE = {"cniVersion": "0.3.1", "name": "cbr0", "type": "flannel",
         "delegate": {"hairpinMode": True, "isDefaultGateway": True}}

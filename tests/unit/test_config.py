@@ -4,7 +4,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
-from flanneld.config import ConfigError, HostGwConfig, VxlanConfig, parse_network_config
+from core.config import ConfigError, HostGwConfig, VxlanConfig, parse_network_config
 
 
 def test_minimal_vxlan_vector() -> None:

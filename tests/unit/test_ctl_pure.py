@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from backends import peerstate
 from backends.desired import Outcome, PeerEntries, combine
 from backends.state import RouteSpec, Tables
-from flanneld import peerstate
+from core.lease import decode_attrs, encode_attrs
 from flanneld.ctl import doctor, ipam, leases
 from flanneld.ctl._common import add_options, options
-from flanneld.lease import decode_attrs, encode_attrs
 
 VX = PeerEntries(("10.5.34.0", "0e:7a:19:3b:d0:0f"), ("0e:7a:19:3b:d0:0f", "192.168.64.4"),
                  ("10.5.34.0/24", RouteSpec("10.5.34.0", 7, onlink=True)))

@@ -2,8 +2,8 @@
 
 from ipaddress import IPv4Address, IPv4Network
 
+from core.lease import Lease, LeaseAttrs, check_peer_lease, encode_attrs, vxlan_backend_data
 from flanneld.events import LeaseEvent, PeerView, apply_event, diff_leases, lease_event
-from flanneld.lease import Lease, LeaseAttrs, check_peer_lease, encode_attrs, vxlan_backend_data
 
 
 def lease(n: int, mac: str = "0e:00:00:00:00:01", lease_id: int = 5) -> Lease:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from cni.delegate import derive_delegate, load_conf, socket_path_for
 from cni.front import parse_conf, socket_path, top_level_strings
 from cni.protocol import INTERNAL, CniError, error_bytes, parse_request
-from flanneld.subnetenv import SubnetEnv
+from core.subnetenv import SubnetEnv
 
 EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flanneld.config import MAX_VNI, ConfigError, VxlanConfig, parse_network_config
+from core.config import MAX_VNI, ConfigError, VxlanConfig, parse_network_config
 
 EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

@@ -19,8 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.desired import Desired, MainRoute, PeerContext, desired_state
-from flanneld.events import PeerView
-from flanneld.lease import (
+from core.lease import (
     Lease,
     LeaseAttrs,
     LeaseError,
@@ -29,6 +28,7 @@ from flanneld.lease import (
     subnet_key,
     vxlan_backend_data,
 )
+from flanneld.events import PeerView
 
 EXAMPLES = int(os.environ.get("PYFLANNEL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

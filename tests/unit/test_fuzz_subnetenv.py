@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flanneld.subnetenv import (
+from core.subnetenv import (
     SubnetEnv,
     SubnetEnvError,
     parse_subnet_env,

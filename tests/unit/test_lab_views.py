@@ -13,7 +13,7 @@ from netns_lab import chaos, observe, ping, runtime, topology
 from netns_lab.plan import make_plan
 from netns_lab.status import table
 
-from flanneld.lease import decode_lease
+from core.lease import decode_lease
 
 VX = decode_lease("10.5.34.0-24", '{"PublicIP":"192.168.64.4","PublicIPv6":null,'
                   '"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:7a:19:3b:d0:0f"}}')

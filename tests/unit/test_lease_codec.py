@@ -4,7 +4,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 
-from flanneld.lease import (
+from core.lease import (
     LeaseAttrs,
     LeaseError,
     check_peer_lease,

@@ -14,9 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flanneld.config import ConfigError, parse_network_config
-from flanneld.events import LeaseEvent, PeerView, apply_event
-from flanneld.lease import (
+from core.config import ConfigError, parse_network_config
+from core.lease import (
     Lease,
     LeaseAttrs,
     LeaseError,
@@ -28,7 +27,8 @@ from flanneld.lease import (
     subnet_key,
     vxlan_backend_data,
 )
-from flanneld.subnetenv import SubnetEnv, SubnetEnvError, parse_subnet_env, render_subnet_env
+from core.subnetenv import SubnetEnv, SubnetEnvError, parse_subnet_env, render_subnet_env
+from flanneld.events import LeaseEvent, PeerView, apply_event
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flanneld.subnetenv import (
+from core.subnetenv import (
     SubnetEnv,
     SubnetEnvError,
     parse_subnet_env,
@@ -110,9 +110,9 @@ def test_read_previous_subnet(tmp_path: Path) -> None:
 
 
 def test_module_imports_only_stdlib() -> None:
-    code = ("import sys; import flanneld.subnetenv; "
+    code = ("import sys; import core.subnetenv; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] not in "
             "sys.stdlib_module_names and not m.startswith(('_', '__'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert eval(out) == ["flanneld", "flanneld.subnetenv"]
+    assert eval(out) == ["core", "core.subnetenv"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-from flanneld.clip import shown
+from core.clip import shown
 
 DEFAULT_PREFIX = "/coreos.com/network"
 

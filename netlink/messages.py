@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
-from backends.nlbase import (  # noqa: F401  (re-exported: callers use `m.<name>`)
+from netlink.base import (  # noqa: F401  (re-exported: callers use `m.<name>`)
     NLM_F_ACK,
     NLM_F_ACK_TLVS,
     NLM_F_CAPPED,

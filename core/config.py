@@ -32,7 +32,7 @@ from ipaddress import (
 )
 from typing import Any, TypeVar
 
-from flanneld.clip import clipped
+from core.clip import clipped
 
 T = TypeVar("T")
 
