@@ -22,7 +22,7 @@ import sys
 
 MAGIC = b"PFC1"
 DEFAULT_SOCKET = "/run/flannel/cni.sock"
-_FORWARD_PREFIXES = (b"CNI_", b"PYFLANNEL_CNI_")
+_FORWARD_PREFIXES = (b"CNI_",)
 
 
 def _read_all(fd: int) -> bytes:

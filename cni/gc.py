@@ -11,14 +11,15 @@ import json
 import os
 
 from cni import ipam, masq, state
+from cni.context import undo
 from cni.protocol import INTERNAL, INVALID_CONFIG, CniError, Request, shown
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Any
 
+    from cni.context import Context
     from cni.delegate import FlannelConf
-    from cni.plugin import Context
 
 
 def valid_attachments(conf: dict[str, Any]) -> set[tuple[str, str]]:
@@ -35,7 +36,6 @@ def valid_attachments(conf: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def collect(req: Request, ctx: Context, fc: FlannelConf) -> None:
-    from cni.plugin import undo
     valid = valid_attachments(req.conf)
     valid_ids = {cid for cid, _ in valid}
     errors: list[str] = []

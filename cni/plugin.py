@@ -10,10 +10,8 @@ identical either way.
 host-local semantics; other delegate types are exec'd from CNI_PATH exactly
 as flannel does.
 
-Test-only hook: PYFLANNEL_CNI_TEST_HOOK=<point>:kill, point one of `reserved`
-(addresses reserved, nothing wired) or `wired` (links up, no masq/scratch yet).
-The fallback SIGKILLs itself there; a server started with test hooks abandons
-the request without cleanup (as if it had crashed), and the front reports code 11.
+The warm Context and the steps the commands share live in `cni.context`;
+CHECK and STATUS in `cni.verify`, GC in `cni.gc`, loaded only when asked for.
 """
 
 from __future__ import annotations
@@ -26,10 +24,10 @@ from collections.abc import Callable
 
 from cni import ipam, link, masq, state
 from cni import netlink as nl
+from cni.context import Context, bridge_setup, store_for, subnet_env_for, undo
 from cni.delegate import (
     BridgeConf,
     FlannelConf,
-    bridge_conf,
     derive_delegate,
     load_conf,
     requested_ips,
@@ -40,8 +38,6 @@ from cni.protocol import (
     ABOUT,
     INTERNAL,
     INVALID_CONFIG,
-    TRY_AGAIN_LATER,
-    UNSUPPORTED_FIELD,
     CniError,
     Request,
     Result,
@@ -49,7 +45,6 @@ from cni.protocol import (
     dumps,
     error_bytes,
     parse_request,
-    shown,
     version_bytes,
 )
 
@@ -57,85 +52,10 @@ TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Any
 
-    from core.subnetenv import SubnetEnv
-
-HOOK_ENV = "PYFLANNEL_CNI_TEST_HOOK"
-
-
-class Abandon(Exception):
-    """Test hook in a server: stop here, undo nothing, answer nothing."""
-
-
-class Context:
-    """Warm state for a series of requests from one thread (the fallback makes one per exec)."""
-
-    def __init__(self, defer: Callable[[link.Deferred], None] | None = None,
-                 flush: Callable[[], None] | None = None, in_server: bool = False,
-                 test_hooks: bool = True, bridges: link.BridgeCache | None = None) -> None:
-        self.defer = defer            # queue work for the server's background thread (FIFO)
-        self.flush = flush            # wait until everything queued is done
-        self.in_server = in_server
-        self.test_hooks = test_hooks
-        self.bridges = bridges or link.BridgeCache()
-        self._host: nl.Netlink | None = None
-        self._subnet: dict[str, tuple[tuple[int, int, int], SubnetEnv]] = {}
-        self.memo: dict[tuple[bytes, SubnetEnv], tuple[dict[str, Any], Any]] = {}
-        self.pending: list[link.Deferred] = []
-        self.env: dict[str, str] = {}
-        self.stdin = b""
-
-    def host(self) -> nl.Netlink:
-        if self._host is None:
-            self._host = nl.Netlink()
-        return self._host
-
-    def close(self) -> None:
-        if self._host is not None:
-            self._host.close()
-            self._host = None
-
-    def subnet_env(self, path: str) -> SubnetEnv:
-        """Read subnet.env, cached while the file is unchanged (inode, size, mtime)."""
-        from core.subnetenv import read_subnet_env  # not needed by DEL: import late
-        try:
-            st = os.stat(path)
-        except OSError:
-            return read_subnet_env(path)  # raises with flannel's wording
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        cached = self._subnet.get(path)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        env = read_subnet_env(path)
-        self._subnet[path] = (key, env)
-        return env
-
-    def later(self, work: link.Deferred) -> None:
-        """Work off the reply's critical path: done now in-process; in a server, held
-        until the reply is out (`release`), then queued in order for a background thread."""
-        if self.defer is None:
-            work(self.host())
-        else:
-            self.pending.append(work)
-
-    def release(self) -> None:
-        """The reply went out: hand this request's deferred work to the background."""
-        work, self.pending = self.pending, []
-        if self.defer is not None:
-            for w in work:
-                self.defer(w)
-
-    def hook(self, point: str) -> None:
-        spec = self.env.get(HOOK_ENV, "")
-        if not self.test_hooks or spec != f"{point}:kill":
-            return
-        if self.in_server:
-            raise Abandon(point)
-        os.kill(os.getpid(), 9)  # SIGKILL
-
 
 def handle(env: dict[str, str], stdin: bytes, ctx: Context | None = None
            ) -> tuple[int, bytes, bytes]:
-    """Run one CNI invocation. Never raises (except Abandon from a test hook)."""
+    """Run one CNI invocation. Never raises."""
     ctx = ctx or Context()
     ctx.env, ctx.stdin = env, stdin
     if not env.get("CNI_COMMAND"):
@@ -150,8 +70,6 @@ def handle(env: dict[str, str], stdin: bytes, ctx: Context | None = None
         return 0, out, b""
     except CniError as exc:
         return 1, error_bytes(exc, version or _raw_version(stdin)), b""
-    except Abandon:
-        raise
     except Exception as exc:  # a bug or an unexpected kernel answer: still one JSON error
         err = CniError(INTERNAL, f"internal error: {exc}", type(exc).__name__)
         import traceback
@@ -164,63 +82,6 @@ def _raw_version(stdin: bytes) -> str | None:
         return v if isinstance(v, str) else None
     except Exception:
         return None
-
-
-# shared pieces ---------------------------------------------------------------
-
-def subnet_env_for(ctx: Context, fc: FlannelConf, code: int = TRY_AGAIN_LATER) -> SubnetEnv:
-    from core.subnetenv import SubnetEnvError
-    try:
-        return ctx.subnet_env(fc.subnet_file)
-    except SubnetEnvError as exc:
-        raise CniError(code, f"loadFlannelSubnetEnv failed: {exc}",
-                       "flanneld writes it once it holds a subnet lease") from None
-
-
-def bridge_setup(d: dict[str, Any]) -> tuple[BridgeConf, dict[str, Any], list[ipam.RangeSet]]:
-    bc = bridge_conf(d)
-    ipam_conf = d["ipam"]
-    if ipam_conf.get("type") != "host-local":
-        raise CniError(UNSUPPORTED_FIELD, f"ipam type {shown(ipam_conf.get('type'))} is not "
-                       "supported with the bridge delegate",
-                       "use host-local (the default) or leave 'ipam.type' unset")
-    rc = d.get("runtimeConfig") or {}
-    sets = ipam.parse_range_sets(ipam_conf, rc.get("ipRanges"))
-    return bc, ipam_conf, sets
-
-
-def store_for(ipam_conf: dict[str, Any], network: str) -> ipam.Store:
-    data_dir = ipam_conf.get("dataDir") or ipam.DEFAULT_DATA_DIR
-    if not isinstance(data_dir, str):
-        raise CniError(INVALID_CONFIG, f"'ipam.dataDir' must be a string, got {shown(data_dir)}")
-    return ipam.Store(data_dir, network)
-
-
-def undo(rec: state.Record, ctx: Context, data_dir: str) -> None:
-    """Remove everything a record names; the record goes last, once all steps succeeded."""
-    errors = []
-    if rec.host_veth:
-        try:
-            link.remove_host_veth(ctx.host(), rec.host_veth,
-                                  ctx.later if ctx.defer is not None else None)
-        except (OSError, CniError) as exc:
-            errors.append(f"veth {rec.host_veth}: {exc}")
-    if rec.chain:
-        try:
-            masq.teardown(rec.chain, rec.addresses())
-        except (OSError, masq.NftError) as exc:
-            errors.append(f"nft chain {rec.chain}: {exc}")
-    store = ipam.Store(os.path.dirname(rec.ipam_dir), os.path.basename(rec.ipam_dir))
-    try:
-        with store.locked():
-            for ip in rec.addresses():
-                store.release(ip, rec.container_id, rec.ifname)
-    except OSError as exc:
-        errors.append(f"reservations in {rec.ipam_dir}: {exc}")
-    if errors:
-        raise CniError(INTERNAL, f"cleanup of {rec.container_id}/{rec.ifname} incomplete",
-                       "; ".join(errors))
-    state.drop_record(data_dir, rec.network, rec.container_id, rec.ifname)
 
 
 # ADD ---------------------------------------------------------------------------
@@ -281,16 +142,12 @@ def _add_bridge(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], 
             state.drop_record(fc.data_dir, fc.name, req.container_id, req.ifname)
             raise
     try:
-        ctx.hook("reserved")
         result = _wire(req, ctx, fc, d, bc, chosen, rec, pod_mac, netns_fd)
-        ctx.hook("wired")
         if rec.chain:
             masq.setup(rec.chain, fc.name, req.container_id, list(zip(rec.addresses(),
                                                                       rec.subnets, strict=True)))
         scratch = scratch_bytes(d)
         ctx.later(lambda _nl: state.save_scratch(fc.data_dir, req.container_id, scratch))
-    except Abandon:
-        raise
     except BaseException as exc:
         try:
             undo(rec, ctx, fc.data_dir)

@@ -6,8 +6,8 @@ import ipaddress
 import os
 
 from cni import ipam, link, masq, state
+from cni.context import Context, bridge_setup, store_for, subnet_env_for
 from cni.delegate import derive_delegate, load_conf
-from cni.plugin import Context, bridge_setup, store_for, subnet_env_for
 from cni.protocol import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CniError, Request
 
 

@@ -84,10 +84,9 @@ def encode_response(code: int, out: bytes, err: bytes) -> bytes:
 class CniServer:
     """Serve CNI invocations on `socket_path` from worker threads (never the asyncio loop)."""
 
-    def __init__(self, socket_path: Path, workers: int = 4, test_hooks: bool = False) -> None:
+    def __init__(self, socket_path: Path, workers: int = 4) -> None:
         self.socket_path = Path(socket_path)
         self.workers = workers
-        self.test_hooks = test_hooks
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._later: queue.Queue[Callable[[Any], None] | None] = queue.Queue()
@@ -159,11 +158,10 @@ class CniServer:
 
     def _work(self, bridges: Any) -> None:
         """Each worker accepts for itself: no hand-off between threads on the hot path."""
-        from cni.plugin import Context
+        from cni.context import Context
         listener = self._listener
         assert listener is not None
-        ctx = Context(defer=self._defer, flush=self._flush, in_server=True,
-                      test_hooks=self.test_hooks, bridges=bridges)
+        ctx = Context(defer=self._defer, flush=self._flush, bridges=bridges)
         try:
             while not self._stopping.is_set():
                 try:
@@ -178,7 +176,7 @@ class CniServer:
             ctx.close()
 
     def _serve(self, conn: Any, ctx: Any) -> None:
-        from cni.plugin import Abandon, handle
+        from cni.plugin import handle
         # A kernel receive timeout keeps the socket blocking (settimeout would poll per call).
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEOUT)
         try:
@@ -192,11 +190,7 @@ class CniServer:
             with contextlib.suppress(OSError):
                 conn.sendall(b"R")
             return
-        try:
-            code, out, err = handle(env, stdin, ctx)
-        except Abandon:
-            ctx.pending.clear()
-            return  # test hook: as if the daemon died mid-request
+        code, out, err = handle(env, stdin, ctx)
         with contextlib.suppress(OSError):
             conn.sendall(encode_response(code, out, err))
         ctx.release()  # only now may the background thread compete for the GIL
@@ -244,10 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the pyflannel CNI plugin on a socket.")
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--test-hooks", action="store_true",
-                        help="honour PYFLANNEL_CNI_TEST_HOOK (tests only)")
     args = parser.parse_args(argv)
-    server = CniServer(args.socket, workers=args.workers, test_hooks=args.test_hooks)
+    server = CniServer(args.socket, workers=args.workers)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

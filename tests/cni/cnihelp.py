@@ -21,6 +21,7 @@ from netns_lab.netns import Sandbox, run, wait_for
 from flanneld.ctl.install_cni import install
 
 REPO = Path(__file__).resolve().parents[2]
+CRASHPOINT = Path(__file__).with_name("crashpoint.py")
 _seq = itertools.count()
 
 
@@ -149,9 +150,11 @@ class Node:
         return env
 
     def call(self, env: dict[str, str], conf: Any, exe: str | Path | None = None,
-             timeout: float = 60) -> Outcome:
+             timeout: float = 60, argv: list[str] | None = None) -> Outcome:
+        """Run the plugin (or `argv`, e.g. a crashpoint) in the host's netns."""
         data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
-        proc = subprocess.run(["nsenter", f"--net=/run/netns/{self.host}", str(exe or self.plugin)],
+        cmd = argv or [str(exe or self.plugin)]
+        proc = subprocess.run(["nsenter", f"--net=/run/netns/{self.host}", *cmd],
                               input=data, env=env, capture_output=True, timeout=timeout)
         return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
@@ -169,11 +172,15 @@ class Node:
 
     # the server ------------------------------------------------------------------
 
-    def start_server(self) -> None:
+    def start_server(self, crash: str | None = None) -> None:
+        """Start flanneld's CNI server; with `crash`, one that SIGKILLs itself there."""
         name = self.host.rsplit("-", 1)[-1] + "srv"
+        self.socket.unlink(missing_ok=True)  # a killed server leaves its socket file behind
+        head = ([sys.executable, str(CRASHPOINT), crash, "server"] if crash
+                else [sys.executable, "-m", "flanneld.cni_server"])
         self.server = self.sandbox.spawn(
-            name, [sys.executable, "-m", "flanneld.cni_server", "--socket", str(self.socket),
-                   "--test-hooks"], netns=self.host, env=dict(os.environ, PYTHONPATH=str(REPO)))
+            name, [*head, "--socket", str(self.socket)], netns=self.host,
+            env=dict(os.environ, PYTHONPATH=str(REPO)))
         wait_for(lambda: self._socket_answers(), 20, what=f"CNI server on {self.socket}")
 
     def _socket_answers(self) -> bool:

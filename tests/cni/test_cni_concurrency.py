@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
-from cnihelp import Node, Outcome
+from cnihelp import CRASHPOINT, REPO, Node, Outcome
 from netns_lab.netns import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -71,11 +72,19 @@ def test_killed_between_reservation_and_wiring_leaks_nothing(any_node: Node, poi
     node.write_subnet_env(ipmasq=False)  # rules to leak, if we leaked
     conf = node.conf("1.1.0")
     netns = node.pod()
-    out = node.call(node.env("ADD", "dead", netns, PYFLANNEL_CNI_TEST_HOOK=f"{point}:kill"), conf)
-    if node.server is None:
-        assert out.code == -9  # the in-process plugin SIGKILLed itself
-    else:
+    env = node.env("ADD", "dead", netns)
+    if node.server is None:  # the in-process plugin SIGKILLs itself at the point
+        out = node.call(dict(env, PYTHONPATH=str(REPO)), conf,
+                        argv=[sys.executable, str(CRASHPOINT), point, "plugin"])
+        assert out.code == -9
+    else:  # the server dies mid-request; the front must not redo a half-done ADD
+        node.stop_server()
+        node.start_server(crash=point)
+        out = node.call(env, conf)
         assert out.failed(11)["msg"].startswith("flanneld failed")
+        node.server.wait(timeout=10)
+        node.server = None
+        node.start_server()
     assert node.reservations() == {"10.5.52.2": "dead\r\neth0"}
     assert bool(node.host_veths()) == (point == "wired")
     survivor = node.add(conf, "alive", node.pod()).ok().json  # the store is still usable
