@@ -7,7 +7,7 @@ API is synchronous; each instance serialises its calls with one lock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -81,6 +81,15 @@ class ReconcileResult:
 class Backend(Protocol):
     backend_type: str  # "vxlan" | "host-gw", as in the lease's BackendType
     mtu: int  # the value for FLANNEL_MTU
+    dev_index: int  # our overlay device's ifindex; 0 when there is none (host-gw)
+    # Called with the MACs of the FDB entries we write: the kernel echoes them to the
+    # daemon's kernel watch with portid 0, and they are ours, not drift.
+    on_fdb_write: Callable[[list[str]], None] | None
+
+    @property
+    def netlink_portid(self) -> int:
+        """The portid our netlink writes carry, so the kernel watch can ignore them."""
+        ...
 
     def lease_attrs(self) -> LeaseAttrs:
         """Our lease value; ensures/adopts the device first (vxlan publishes its MAC)."""

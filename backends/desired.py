@@ -15,7 +15,7 @@ from ipaddress import IPv4Network
 from typing import NamedTuple
 
 from backends.state import Keys, RouteSpec, Tables, ip_to_int, route_matches
-from core.lease import Lease, LeaseError, check_vxlan_attrs
+from core.lease import Lease, LeaseError, check_vxlan_attrs, is_peer
 
 # --- on-link decisions ---------------------------------------------------------------------
 
@@ -273,7 +273,7 @@ def desired_state(own: Lease, peers: Iterable[Lease], ctx: PeerContext,
     `previous`: the last desired state, whose peers win clashes against newcomers.
     """
     decide = vxlan_outcome if backend_type == "vxlan" else hostgw_outcome
-    return combine(((p.key, decide(p, ctx)) for p in peers if p.subnet != own.subnet),
+    return combine(((p.key, decide(p, ctx)) for p in peers if is_peer(p.subnet, own.subnet)),
                    previous.peers if previous is not None else None)
 
 

@@ -84,6 +84,11 @@ class Lease:
         return replace(self, attrs=attrs)
 
 
+def is_peer(subnet: IPv4Network, own: IPv4Network | None) -> bool:
+    """Our own subnet is never a peer: the watch, the daemon and the backends all ask here."""
+    return subnet != own
+
+
 def subnet_key(subnet: IPv4Network, ipv6_subnet: IPv6Network | None = None) -> str:
     key = f"{subnet.network_address}-{subnet.prefixlen}"
     if ipv6_subnet is not None:

@@ -24,14 +24,17 @@ from collections.abc import Callable
 from ipaddress import IPv4Network
 from typing import Any
 
-from core.lease import Lease
+from core.lease import Lease, is_peer
 from flanneld import __version__, iface
+from flanneld.backoff import Backoff
 from flanneld.events import LeaseEvent, apply_event
 from flanneld.health import HealthServer, Readiness
+from flanneld.loop_plan import RETRY_FIRST
+from flanneld.manager import SubnetManager
 from flanneld.metrics import Metrics
 from flanneld.options import Options
 from flanneld.readiness import config_reason, lease_reason, not_ready_reason
-from flanneld.reconciler import RETRY_FIRST, Reconciler
+from flanneld.reconciler import Reconciler
 
 log = logging.getLogger("flanneld")
 
@@ -46,7 +49,7 @@ class Daemon(Reconciler):
     """Start-up, our lease, the lease watch, readiness and stop, around the reconcile loop."""
 
     def __init__(self, opts: Options) -> None:
-        self.manager: Any = None
+        self.manager: SubnetManager | None = None
         super().__init__(opts, Metrics(status=self._status, has_lease=self._has_lease))
         self.readiness = Readiness(compute=self._readiness_reason)
         self.metrics.ready.set_function(lambda: 0.0 if self.readiness.reason else 1.0)
@@ -59,10 +62,13 @@ class Daemon(Reconciler):
     # -- helpers ------------------------------------------------------------------------
 
     def _status(self) -> Any:
-        return getattr(self.manager, "status", None)
+        return self.manager.status if self.manager is not None else None
 
     def _has_lease(self) -> bool:
-        return getattr(self.manager, "lease", None) is not None
+        return self.manager is not None and self.manager.lease is not None
+
+    def _backoff(self) -> Backoff:
+        return Backoff(RETRY_FIRST, RETRY_CAP)
 
     def _not_ready(self, phase: str) -> None:
         self._phase = phase
@@ -71,7 +77,7 @@ class Daemon(Reconciler):
     async def _retry(self, what: str, op: Callable[[], Any],
                      reason: Callable[[Exception], str]) -> Any:
         """Run `op` until it succeeds, showing why not in /readyz (flannel retries too)."""
-        delay = RETRY_FIRST
+        backoff = self._backoff()
         while True:
             try:
                 return await op()
@@ -80,9 +86,9 @@ class Daemon(Reconciler):
             except Exception as exc:
                 why = reason(exc)
                 self._not_ready(why)
+                delay = backoff.next()
                 log.warning("%s: %s (retrying in %.0fs)", what, why, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -94,9 +100,9 @@ class Daemon(Reconciler):
             log.info("serving /healthz, /readyz, /metrics on %s:%d", o.healthz_ip,
                      self._health.port)
         o.state_dir.mkdir(parents=True, exist_ok=True)
-        self.manager = _make_manager(o)
+        self.manager = manager = _make_manager(o)
         self._not_ready(f"waiting for the network config at {o.etcd_prefix}/config")
-        self.config = await self._retry("network config", self.manager.get_network_config,
+        self.config = await self._retry("network config", manager.get_network_config,
                                         config_reason)
         cfg = self.config
         log.info("network %s, subnets /%d, backend %s", cfg.network, cfg.subnet_len,
@@ -120,8 +126,9 @@ class Daemon(Reconciler):
         ext = ExternalInterface(choice.name, choice.index, choice.address, choice.mtu,
                                 choice.public_ip)
         try:
-            self.backend = await self._in_netlink(create_backend, cfg, ext, o.state_dir)
-            attrs = await self._in_netlink(self.backend.lease_attrs)
+            self.backend = backend = await self._in_netlink(create_backend, cfg, ext,
+                                                            o.state_dir)
+            attrs = await self._in_netlink(backend.lease_attrs)
         except Exception as exc:
             raise FatalError(f"{cfg.backend_type} backend on {choice.name}: {exc}") from exc
         self.metrics.info.labels(version=__version__, backend=cfg.backend_type).set(1)
@@ -131,7 +138,7 @@ class Daemon(Reconciler):
         previous = read_previous_subnet(o.subnet_file)
         self._not_ready("acquiring a subnet lease")
         self.own = await self._retry(
-            "lease", lambda: self.manager.acquire(attrs, previous), lease_reason)
+            "lease", lambda: manager.acquire(attrs, previous), lease_reason)
         assert self.own is not None
         log.info("leased %s (previous %s)", self.own.subnet, previous or "none")
         self.metrics.lease_changes.inc()
@@ -144,10 +151,8 @@ class Daemon(Reconciler):
         self._kwatch.start(asyncio.get_running_loop())
         # Our own writes are no drift: without this every lease event made the next
         # resync tick dump the kernel, and events arriving meanwhile waited for it.
-        self._kwatch.ignore_own(getattr(self.backend, "netlink_portid", 0),
-                                lambda: getattr(self.backend, "dev_index", 0))
-        if hasattr(self.backend, "on_fdb_write"):
-            self.backend.on_fdb_write = self._kwatch.expect_fdb
+        self._kwatch.ignore_own(backend.netlink_portid, lambda: backend.dev_index)
+        backend.on_fdb_write = self._kwatch.expect_fdb
         self._kwatch.routing.take()
         self._kwatch.nftables.take()
         while not await self._reconcile(full=True):
@@ -190,16 +195,17 @@ class Daemon(Reconciler):
     # -- lease and watch ----------------------------------------------------------------
 
     async def _hold(self, attrs: Any) -> None:
-        delay = RETRY_FIRST
+        assert self.manager is not None
+        backoff = self._backoff()
         while True:  # hold() runs forever; if it fails, our lease would silently expire
             try:
                 await self.manager.hold(attrs, self._on_lease_change)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                delay = backoff.next()
                 log.exception("keeping our lease failed; restarting in %.0fs", delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_CAP)
+                await asyncio.sleep(delay)
 
     async def _on_lease_change(self, lease: Lease | None) -> None:
         if lease is None:
@@ -210,7 +216,7 @@ class Daemon(Reconciler):
         if old is None or old.subnet != lease.subnet:
             log.warning("our subnet changed: %s -> %s", old and old.subnet, lease.subnet)
             self._own_changed = True
-            self.peers.pop(lease.subnet, None)
+            self._drop_own()
         else:
             log.info("lease %s re-acquired", lease.subnet)
         self._full_needed = True
@@ -219,30 +225,33 @@ class Daemon(Reconciler):
     def _own_subnet(self) -> IPv4Network | None:
         return self.own.subnet if self.own is not None else None
 
+    def _drop_own(self) -> None:
+        """Our new subnet may still be in the peer map as someone's old lease."""
+        own = self._own_subnet()
+        for subnet in [s for s in self.peers if not is_peer(s, own)]:
+            del self.peers[subnet]
+
     async def _watch(self) -> None:
-        delay = RETRY_FIRST
+        assert self.manager is not None
+        backoff = self._backoff()
         while True:
             try:
                 async for event in self.manager.watch(self._own_subnet):
                     self._on_event(event)
-                    delay = RETRY_FIRST
+                    backoff.reset()
                 log.warning("lease watch ended; restarting it")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                delay = backoff.next()
                 log.warning("lease watch failed: %s (restarting in %.0fs)", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
 
     def _on_event(self, event: LeaseEvent) -> None:
+        """The watch never hands us our own lease (flanneld.events.PeerView)."""
         self.metrics.lease_events.labels(kind=event.kind).inc()
-        own = self._own_subnet()
-        if event.kind != "snapshot" and event.lease is not None and event.lease.subnet == own:
-            return  # our own key: the hold task deals with it
         log.debug("lease event: %s", event)
         apply_event(self.peers, event)
-        if own is not None:
-            self.peers.pop(own, None)
         self.metrics.peers_known.set(len(self.peers))
         if event.kind == "snapshot":
             self._full_needed = True
@@ -274,10 +283,10 @@ class Daemon(Reconciler):
             steps.append(("CNI server", self._cni.stop))
         if self._health is not None:
             steps.append(("health server", self._health.stop))
-        if self.manager is not None:
-            steps.append(("subnet manager", lambda: asyncio.wait_for(self.manager.close(), 5)))
-        if self.backend is not None:
-            steps.append(("backend", lambda: self._in_netlink(self.backend.close)))
+        if (manager := self.manager) is not None:
+            steps.append(("subnet manager", lambda: asyncio.wait_for(manager.close(), 5)))
+        if (backend := self.backend) is not None:
+            steps.append(("backend", lambda: self._in_netlink(backend.close)))
         for what, step in steps:
             try:
                 done = step()
@@ -295,7 +304,7 @@ def renew_interval(ttl: int, margin_minutes: int) -> float:
     return min(default, room) if room > 0 else default
 
 
-def _make_manager(o: Options) -> Any:
+def _make_manager(o: Options) -> SubnetManager:
     from flanneld.subnet_manager import EtcdSubnetManager
 
     def s(p: Any) -> str | None:

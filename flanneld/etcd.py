@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,27 +177,6 @@ def is_retryable(exc: BaseException) -> bool:
     """Worth retrying later: the connection failed, or etcd answered with an error
     (leader change, overload, expired token...). Anything else is a bug: let it raise."""
     return is_connection_error(exc) or isinstance(exc, aetcd.ClientError)
-
-
-class Backoff:
-    """Exponential backoff with jitter: first, 2*first, ... capped at `cap` seconds."""
-
-    def __init__(self, first: float = 0.1, cap: float = 5.0, jitter: float = 0.2) -> None:
-        self.first, self.cap, self.jitter = first, cap, jitter
-        self._next = first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.cap, self._next * 2)
-        return delay * (1 + random.uniform(-self.jitter, self.jitter))
-
-    def reset(self) -> None:
-        self._next = self.first
-
-    async def sleep(self) -> float:
-        delay = self.next()
-        await asyncio.sleep(delay)
-        return delay
 
 
 class EtcdClient:

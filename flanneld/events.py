@@ -16,7 +16,7 @@ from ipaddress import IPv4Network
 from typing import Literal
 
 from core.clip import clipped
-from core.lease import Lease, LeaseError, decode_lease
+from core.lease import Lease, LeaseError, decode_lease, is_peer
 
 EventKind = Literal["added", "changed", "removed", "snapshot"]
 
@@ -188,7 +188,7 @@ class PeerView:
 
     def _peer(self, subnet: IPv4Network) -> Lease | None:
         """The valid lease for this subnet (lowest key wins), or None."""
-        if subnet == self._own:
+        if not is_peer(subnet, self._own):
             return None
         for key in sorted(self._by_subnet.get(subnet, ())):
             lease = self._leases[key]

@@ -21,7 +21,8 @@ import aetcd
 
 from core.config import NetworkConfig
 from core.lease import Lease, check_peer_lease
-from flanneld.etcd import Backoff, is_retryable
+from flanneld.backoff import Backoff
+from flanneld.etcd import is_retryable
 from flanneld.events import LeaseEvent, PeerView
 from flanneld.subnet_store import SubnetStore
 

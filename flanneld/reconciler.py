@@ -21,17 +21,18 @@ from functools import partial
 from ipaddress import IPv4Network
 from typing import Any, TypeVar
 
+from backends.base import Backend
+from core.config import NetworkConfig
 from core.lease import Lease
 from flanneld import masq
 from flanneld.kwatch import KernelWatch
+from flanneld.loop_plan import Wake, looks_at_kernel, next_tick, plan
 from flanneld.metrics import Metrics
 from flanneld.options import Options
 
 log = logging.getLogger("flanneld")
 T = TypeVar("T")
 
-RETRY_FIRST = 1.0  # a failed run is retried (in full) this soon; start-up retries begin here
-FORCE_FULL_EVERY = 30  # resync ticks: a full dump at least this often, changes or not
 
 
 class Reconciler:
@@ -40,8 +41,8 @@ class Reconciler:
     def __init__(self, opts: Options, metrics: Metrics) -> None:
         self.opts = opts
         self.metrics = metrics
-        self.backend: Any = None
-        self.config: Any = None
+        self.backend: Backend | None = None
+        self.config: NetworkConfig | None = None
         self.own: Lease | None = None
         self.peers: dict[IPv4Network, Lease] = {}
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
@@ -63,14 +64,13 @@ class Reconciler:
     # -- the reconcile loop -------------------------------------------------------------
 
     async def _loop(self) -> None:
-        """Events -> incremental runs; every resync tick -> a full run if the kernel
-        announced changes (or one is overdue); failures -> a full run soon."""
+        """Wake on events or at the resync tick, and do what loop_plan.plan decides."""
         loop = asyncio.get_running_loop()
         interval = self.opts.resync_interval
-        next_tick = loop.time() + interval
+        tick_at = loop.time() + interval
         last_full = loop.time()
         while True:
-            timeout = next_tick - loop.time()
+            timeout = tick_at - loop.time()
             if timeout > 0:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -79,29 +79,30 @@ class Reconciler:
             self._wake.clear()
             await asyncio.sleep(0)  # let the watch hand over events already received
             now = loop.time()
-            tick = now >= next_tick
+            tick = now >= tick_at
             if tick:
-                next_tick = now + interval
-            overdue = tick and now - last_full >= FORCE_FULL_EVERY * interval
-            # take() clears the flag before the dump: later changes mark it again.
-            changed = self._kwatch.routing.take() if tick or self._full_needed else False
-            full = self._full_needed or overdue or changed
+                tick_at = now + interval
+            kw = self._kwatch
+            step = plan(Wake(
+                tick=tick, since_full=now - last_full, interval=interval,
+                full_needed=self._full_needed, pending=bool(self._pending),
+                kernel_changed=(kw.routing.take() if looks_at_kernel(tick, self._full_needed)
+                                else False),
+                nft_changed=kw.nftables.take() if tick else False,
+                rules_stale=self._rules is not None and self._rules != self._wanted_rules()))
             ok = True
-            if full or self._pending:
-                ok = await self._reconcile(full=full)
-                if full:
+            if step.run in ("full", "incremental"):
+                ok = await self._reconcile(full=step.run == "full")
+                if step.run == "full":
                     last_full = now
-            elif tick:
+            elif step.run == "skip":
                 self.metrics.resyncs_skipped.inc()
-            if tick and (self._kwatch.nftables.take() or overdue):
+            if step.rules:
                 await self._ensure_rules()
-            elif self._rules is not None and self._rules != self._wanted_rules():
-                await self._ensure_rules()  # our subnet changed
             if self._own_changed and ok:
                 self._own_changed = False
                 self._write_subnet_env()
-            if not ok:  # retry soon, in full
-                next_tick = min(next_tick, loop.time() + min(RETRY_FIRST, interval))
+            tick_at = next_tick(tick_at, loop.time(), interval, ok)
             self._update_readiness()
 
     async def _reconcile(self, *, full: bool) -> bool:
@@ -175,7 +176,7 @@ class Reconciler:
     def _write_subnet_env(self) -> None:
         from core.subnetenv import SubnetEnv, write_subnet_env
 
-        assert self.own is not None
+        assert self.own is not None and self.config is not None and self.backend is not None
         env = SubnetEnv.for_lease(self.config.network, self.own.subnet, self.backend.mtu,
                                   self.opts.ip_masq)
         write_subnet_env(self.opts.subnet_file, env)

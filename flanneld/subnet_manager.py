@@ -33,7 +33,8 @@ import aetcd
 from core.config import NetworkConfig
 from core.lease import Lease, LeaseAttrs, LeaseError, decode_attrs, encode_attrs
 from flanneld.allocator import AcquirePlan, Occupied, plan_acquire
-from flanneld.etcd import Backoff, is_retryable
+from flanneld.backoff import Backoff
+from flanneld.etcd import is_retryable
 from flanneld.peer_watch import PeerWatch
 from flanneld.subnet_store import ManagerStatus
 
