@@ -136,7 +136,7 @@ def gc(p: Paths, allocs: list[Allocation]) -> str:
 
 def finding(args: argparse.Namespace, o: Any) -> Any:
     """doctor's `ipam` check."""
-    from flanneld.ctl.doctor import OK, SKIP, WARN, Finding
+    from flanneld.ctl.findings import OK, SKIP, WARN, Finding
 
     p = paths(args)
     if not Path(p.data_dir, p.network).exists():
