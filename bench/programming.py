@@ -50,7 +50,7 @@ from core.lease import Lease, LeaseAttrs, vxlan_backend_data  # noqa: E402
 NAME = "programming"
 GOAL_RATIO, GOAL_EVENT_P99_MS = 2.0, 20.0
 OWN_MAC = "c6:d2:32:6f:8f:44"
-CONFIG = NetworkConfig(network=IPv4Network("10.0.0.0/8"), subnet_len=24,
+CONFIG = NetworkConfig(ipv4_network=IPv4Network("10.0.0.0/8"), subnet_len=24,
                        subnet_min=IPv4Address("10.0.1.0"),
                        subnet_max=IPv4Address("10.255.255.0"), backend_type="vxlan",
                        backend=VxlanConfig())

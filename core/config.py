@@ -11,9 +11,15 @@ Deliberate differences from flannel (docs/configuration.md):
 - only the vxlan and host-gw backends exist; any other type is a clear error;
 - SubnetMin above SubnetMax is rejected here instead of failing later as
   "out of subnets";
-- IPv6-only (`EnableIPv4: false`) is rejected: flannel's etcd mode does not work
-  that way either (it loops), so we say so up front.
+- IPv6-only (`EnableIPv4: false`, then `Network` may be absent) works: flannel's
+  etcd mode accepts it and then loops or takes other nodes' leases; here the
+  IPv4 fields are simply absent (`ipv4_network` None). Neither family enabled
+  is an error.
 Every error names the field, the value and the rule.
+
+`NetworkConfig.network` is the IPv4 Network of a config that has one; on an
+IPv6-only config it raises ConfigError (code that may meet one reads
+`ipv4_network`, which is None there).
 """
 
 from __future__ import annotations
@@ -61,8 +67,8 @@ class HostGwConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    network: IPv4Network
-    subnet_len: int
+    ipv4_network: IPv4Network | None  # None: IPv6-only (EnableIPv4 false)
+    subnet_len: int  # 0, and the addresses 0.0.0.0, when IPv6-only (flannel's values)
     subnet_min: IPv4Address
     subnet_max: IPv4Address
     backend_type: str  # "vxlan" | "host-gw"
@@ -75,8 +81,18 @@ class NetworkConfig:
     ipv6_subnet_max: IPv6Address | None = None
     enable_nftables: bool = False
 
+    @property
+    def network(self) -> IPv4Network:
+        """The IPv4 Network; ConfigError on an IPv6-only config (see `ipv4_network`)."""
+        if self.ipv4_network is None:
+            raise ConfigError("this network is IPv6-only (EnableIPv4 is false): it has no "
+                              "IPv4 Network")
+        return self.ipv4_network
+
     def subnet_count(self) -> int:
         """How many subnets lie between SubnetMin and SubnetMax, both included."""
+        if self.ipv4_network is None:
+            return 0
         step = 1 << (32 - self.subnet_len)
         span = int(self.subnet_max) - int(self.subnet_min)
         return span // step + 1 if span >= 0 else 0
@@ -89,9 +105,12 @@ class NetworkConfig:
         span = int(self.ipv6_subnet_max) - int(self.ipv6_subnet_min)
         return span // step + 1 if span >= 0 else 0
 
-    def subnet_fits(self, subnet: IPv4Network) -> bool:
-        """Could this IPv4 subnet be a lease under this config (flannel's "fits")?"""
-        return (subnet.prefixlen == self.subnet_len
+    def subnet_fits(self, subnet: IPv4Network | None) -> bool:
+        """Could this IPv4 subnet be a lease under this config (flannel's "fits")?
+        Required when IPv4 is enabled, absent otherwise."""
+        if self.ipv4_network is None:
+            return subnet is None
+        return (subnet is not None and subnet.prefixlen == self.subnet_len
                 and self.subnet_min <= subnet.network_address <= self.subnet_max)
 
     def ipv6_subnet_fits(self, subnet: IPv6Network | None) -> bool:
@@ -115,16 +134,19 @@ def parse_network_config(raw: bytes | str) -> NetworkConfig:
 
     enable_ipv4 = _get(doc, "EnableIPv4", bool, True)
     enable_ipv6 = _get(doc, "EnableIPv6", bool, False)
-    if not enable_ipv4:
-        raise ConfigError("EnableIPv4 is false: IPv6-only networks are not supported with "
-                          "the etcd subnet manager (flannel's does not work either); "
-                          "remove EnableIPv4 or set it to true")
+    if not enable_ipv4 and not enable_ipv6:
+        raise ConfigError("EnableIPv4 and EnableIPv6 are both false: enable at least one "
+                          "family (EnableIPv4 defaults to true)")
 
-    network = _cidr(doc, "Network", IPv4Network)
-    if network is None:
-        raise ConfigError('Network is missing: set it to the IPv4 CIDR of the whole overlay, '
-                          'e.g. "Network": "10.5.0.0/16"')
-    subnet_len, smin, smax = _subnets(doc, "", network, 32, 30, 28, 22, 24)
+    network = None
+    subnet_len, smin, smax = 0, IPv4Address(0), IPv4Address(0)
+    if enable_ipv4:
+        network = _cidr(doc, "Network", IPv4Network)
+        if network is None:
+            raise ConfigError('Network is missing: set it to the IPv4 CIDR of the whole '
+                              'overlay, e.g. "Network": "10.5.0.0/16" (or "EnableIPv4": '
+                              'false with an IPv6Network for an IPv6-only network)')
+        subnet_len, smin, smax = _subnets(doc, "", network, 32, 30, 28, 22, 24)
 
     ipv6_network = ipv6_len = ipv6_min = ipv6_max = None
     if enable_ipv6:
@@ -136,7 +158,7 @@ def parse_network_config(raw: bytes | str) -> NetworkConfig:
 
     backend_type, backend = _backend(doc)
     return NetworkConfig(
-        network=network, subnet_len=subnet_len, subnet_min=smin, subnet_max=smax,
+        ipv4_network=network, subnet_len=subnet_len, subnet_min=smin, subnet_max=smax,
         backend_type=backend_type, backend=backend,
         enable_ipv4=enable_ipv4, enable_ipv6=enable_ipv6, ipv6_network=ipv6_network,
         ipv6_subnet_len=ipv6_len, ipv6_subnet_min=ipv6_min, ipv6_subnet_max=ipv6_max,

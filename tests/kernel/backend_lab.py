@@ -33,7 +33,7 @@ _counter = itertools.count()
 
 def network_config(backend: str = "vxlan", **vxlan: Any) -> NetworkConfig:
     return NetworkConfig(
-        network=NETWORK, subnet_len=24, subnet_min=IPv4Address("10.5.1.0"),
+        ipv4_network=NETWORK, subnet_len=24, subnet_min=IPv4Address("10.5.1.0"),
         subnet_max=IPv4Address("10.5.255.0"), backend_type=backend,
         backend=VxlanConfig(**vxlan) if backend == "vxlan" else HostGwConfig())
 

@@ -37,6 +37,51 @@ def test_dual_stack_vector() -> None:
     assert cfg.ipv6_subnet_count() == 0xffff
 
 
+@pytest.mark.parametrize(("net", "length", "first", "last"), [
+    ("fd00::/48", 64, "fd00:0:0:1::", "fd00:0:0:ffff::"),  # <= /62: /64
+    ("fd00::/62", 64, "fd00:0:0:1::", "fd00:0:0:3::"),
+    ("fd00::/63", 65, "fd00::8000:0:0:0", "fd00:0:0:1:8000::"),  # > /62: prefix + 2
+    ("fd00::/100", 102, "fd00::400:0", "fd00::c00:0"),
+    ("fd00::/124", 126, "fd00::4", "fd00::c"),
+])
+def test_ipv6_subnet_len_defaults_like_flannel(net: str, length: int, first: str,
+                                               last: str) -> None:
+    cfg = parse_network_config(f'{{"Network":"10.5.0.0/16","EnableIPv6":true,'
+                               f'"IPv6Network":"{net}"}}')
+    assert cfg.ipv6_subnet_len == length
+    assert cfg.ipv6_subnet_min == IPv6Address(first)  # the first subnet is skipped
+    assert cfg.ipv6_subnet_max == IPv6Address(last)
+
+
+def test_ipv6_only_needs_no_network() -> None:
+    cfg = parse_network_config('{"enableipv4":false,"ENABLEIPV6":true,'
+                               '"ipv6network":"fd00:10:5::/48","IPv6SubnetLen":64}')
+    assert not cfg.enable_ipv4 and cfg.enable_ipv6 and cfg.ipv4_network is None
+    assert (cfg.subnet_len, cfg.subnet_min, cfg.subnet_max) == (0, IPv4Address(0),
+                                                                IPv4Address(0))
+    assert cfg.subnet_count() == 0 and cfg.ipv6_subnet_count() == 0xffff
+    assert cfg.subnet_fits(None) and not cfg.subnet_fits(IPv4Network("10.5.1.0/24"))
+    assert cfg.ipv6_subnet_fits(IPv6Network("fd00:10:5:1::/64"))
+    assert not cfg.ipv6_subnet_fits(IPv6Network("fd00:10:5::/64"))  # the first is skipped
+    with pytest.raises(ConfigError, match="IPv6-only"):
+        _ = cfg.network
+
+
+def test_ipv6_only_ignores_a_network_it_does_not_use() -> None:
+    cfg = parse_network_config('{"EnableIPv4":false,"Network":"10.5.0.0/16","EnableIPv6":true,'
+                               '"IPv6Network":"fd00::/48","SubnetLen":24}')
+    assert cfg.ipv4_network is None and cfg.subnet_len == 0
+
+
+def test_explicit_ipv6_range_and_length() -> None:
+    cfg = parse_network_config(
+        '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:5::/48",'
+        '"IPv6SubnetLen":56,"IPv6SubnetMin":"fd00:10:5:200::","IPv6SubnetMax":"fd00:10:5:500::"}')
+    assert cfg.ipv6_subnet_len == 56 and cfg.ipv6_subnet_count() == 4
+    assert not cfg.ipv6_subnet_fits(None) and not cfg.ipv6_subnet_fits(
+        IPv6Network("fd00:10:5:200::/64"))
+
+
 def test_keys_are_case_insensitive_and_unknown_keys_ignored() -> None:
     cfg = parse_network_config('{"network":"10.3.0.0/16","subnetlen":25,"whatever":[1],'
                                '"BACKEND":{"type":"VXLAN","vni":7,"directrouting":true,'
@@ -120,7 +165,21 @@ def test_zero_subnet_min_means_default() -> None:
      '"IPv6SubnetLen":127}', ["IPv6SubnetLen 127", "126"]),
     ('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48",'
      '"IPv6SubnetMin":"fd00:0:0:1::1"}', ["IPv6SubnetMin", "boundary"]),
-    ('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48"}', ["EnableIPv4"]),
+    ('{"EnableIPv4":false,"Network":"10.5.0.0/16"}', ["EnableIPv4", "EnableIPv6", "both"]),
+    ('{"EnableIPv4":false,"EnableIPv6":true}', ["IPv6Network is missing"]),
+    ('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48",'
+     '"IPv6SubnetLen":49}', ["IPv6SubnetLen 49", "four subnets", "50"]),
+    ('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48",'
+     '"IPv6SubnetMax":"fd00:0:0:ffff::1"}', ["IPv6SubnetMax", "boundary", "fd00:0:0:ffff::"]),
+    ('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48",'
+     '"IPv6SubnetMin":"fd01::"}', ["IPv6SubnetMin fd01::", "inside"]),
+    ('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48",'
+     '"IPv6SubnetMin":"fd00:0:0:9::","IPv6SubnetMax":"fd00:0:0:3::"}',
+     ["IPv6SubnetMin fd00:0:0:9::", "above"]),
+    ('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"10.6.0.0/16"}',
+     ["IPv6Network", "IPv6"]),
+    ('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48",'
+     '"IPv6SubnetMin":"10.5.1.0"}', ["IPv6SubnetMin", "IPv6"]),
     ('{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}', ["udp", "unsupported",
                                                              "vxlan", "host-gw"]),
     ('{"Network":"10.5.0.0/16","Backend":{}}', ["Backend.Type", "missing"]),

@@ -57,12 +57,17 @@ def check(raw: str | bytes) -> None:
         assert len(msg) < 600, f"an error message of {len(msg)} characters: {msg[:200]}"
         return
     # what parses is usable: aligned, ordered ranges inside the network, sane sizes
-    size = 1 << (32 - cfg.subnet_len)
-    assert cfg.network.prefixlen + 2 <= cfg.subnet_len <= 30
-    assert cfg.subnet_min in cfg.network and cfg.subnet_max in cfg.network
-    assert int(cfg.subnet_min) % size == 0 and int(cfg.subnet_max) % size == 0
-    assert cfg.subnet_min <= cfg.subnet_max and cfg.subnet_count() >= 1
-    assert IPv4Network((cfg.subnet_max, cfg.subnet_len)).subnet_of(cfg.network)
+    assert cfg.enable_ipv4 or cfg.enable_ipv6
+    assert (cfg.ipv4_network is not None) == cfg.enable_ipv4
+    if cfg.enable_ipv4:
+        size = 1 << (32 - cfg.subnet_len)
+        assert cfg.network.prefixlen + 2 <= cfg.subnet_len <= 30
+        assert cfg.subnet_min in cfg.network and cfg.subnet_max in cfg.network
+        assert int(cfg.subnet_min) % size == 0 and int(cfg.subnet_max) % size == 0
+        assert cfg.subnet_min <= cfg.subnet_max and cfg.subnet_count() >= 1
+        assert IPv4Network((cfg.subnet_max, cfg.subnet_len)).subnet_of(cfg.network)
+    else:
+        assert cfg.subnet_count() == 0 and cfg.subnet_len == 0
     if cfg.enable_ipv6:
         assert cfg.ipv6_network is not None and cfg.ipv6_subnet_len is not None
         assert cfg.ipv6_subnet_min is not None and cfg.ipv6_subnet_max is not None
@@ -92,6 +97,20 @@ def test_every_range_edge_against_every_other(net: IPv4Network, len_delta: int, 
             s6 = max(0, net6.prefixlen + d6)
             doc.update(EnableIPv6=True, IPv6Network=str(net6), IPv6SubnetLen=s6,
                        IPv6SubnetMin=near(net6, hi, s6), IPv6SubnetMax=near(net6, lo, s6))
+        check(json.dumps(doc))
+
+
+@settings(FUZZ, max_examples=max(50, EXAMPLES // 8))
+@given(v6net, st.integers(-1, 130), st.sampled_from([None, "10.5.0.0/16", "x", 5]))
+def test_ipv6_only_range_edges(net6: IPv6Network, d6: int, network: Any) -> None:
+    """IPv6-only (EnableIPv4 false): every IPv6 range edge, with or without a Network."""
+    s6 = max(0, net6.prefixlen + d6)
+    for lo, hi in itertools.product(EDGES, EDGES):
+        doc: dict[str, Any] = {"EnableIPv4": False, "EnableIPv6": True, "IPv6Network": str(net6),
+                               "IPv6SubnetLen": s6, "IPv6SubnetMin": near(net6, lo, s6),
+                               "IPv6SubnetMax": near(net6, hi, s6)}
+        if network is not None:
+            doc["Network"] = network
         check(json.dumps(doc))
 
 
