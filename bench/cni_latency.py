@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from netns_lab.netns import Sandbox, run, wait_for  # noqa: E402
 
-from cni.netlink import setns  # noqa: E402
 from flanneld.ctl.install_cni import install  # noqa: E402
+from netlink.netns import setns  # noqa: E402
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_OUT = REPO / "bench" / "results" / "cni_latency.json"

@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable
 
 from cni import ipam, link, masq, state
-from cni import netlink as nl
 from cni.delegate import BridgeConf, FlannelConf, bridge_conf
 from cni.protocol import (
     INTERNAL,
@@ -21,6 +20,7 @@ from cni.protocol import (
     CniError,
     shown,
 )
+from netlink.rtnl import RtNetlink
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -38,16 +38,16 @@ class Context:
         self.defer = defer            # queue work for the server's background thread (FIFO)
         self.flush = flush            # wait until everything queued is done
         self.bridges = bridges or link.BridgeCache()
-        self._host: nl.Netlink | None = None
+        self._host: RtNetlink | None = None
         self._subnet: dict[str, tuple[tuple[int, int, int], SubnetEnv]] = {}
         self.memo: dict[tuple[bytes, SubnetEnv], tuple[dict[str, Any], Any]] = {}
         self.pending: list[link.Deferred] = []
         self.env: dict[str, str] = {}
         self.stdin = b""
 
-    def host(self) -> nl.Netlink:
+    def host(self) -> RtNetlink:
         if self._host is None:
-            self._host = nl.Netlink()
+            self._host = RtNetlink()
         return self._host
 
     def close(self) -> None:

@@ -16,22 +16,24 @@ from _socket import AF_INET, AF_INET6  # not `socket`: it imports enum and selec
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cni import netlink as nl
 from cni.delegate import BridgeConf
 from cni.protocol import INTERNAL, INVALID_NETNS, CniError
+from netlink import messages as m
+from netlink.netns import entered
+from netlink.rtnl import RtNetlink
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Any
 
-Deferred = Callable[[nl.Netlink], None]  # work for a background thread, given its netlink
+Deferred = Callable[[RtNetlink], None]  # work for a background thread, given its netlink
 _OPER_WAIT = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 1.0)
 
 
 def random_mac() -> str:
     raw = bytearray(os.urandom(6))
     raw[0] = (raw[0] & 0xFE) | 0x02  # unicast, locally administered
-    return nl.mac_str(bytes(raw))
+    return m.mac_str(bytes(raw))
 
 
 def random_veth_name() -> str:
@@ -60,9 +62,9 @@ class BridgeCache:
     """
 
     TTL = 10.0
-    entries: dict[str, tuple[nl.Link, frozenset[str], float]] = field(default_factory=dict)
+    entries: dict[str, tuple[m.LinkRow, frozenset[str], float]] = field(default_factory=dict)
 
-    def get(self, name: str, wanted: frozenset[str]) -> nl.Link | None:
+    def get(self, name: str, wanted: frozenset[str]) -> m.LinkRow | None:
         hit = self.entries.get(name)
         if hit is None or not wanted <= hit[1] or time.monotonic() - hit[2] > self.TTL:
             return None
@@ -80,7 +82,7 @@ def open_netns(path: str) -> int:
         raise CniError(INVALID_NETNS, f'failed to open netns "{path}": {exc.strerror}',
                        "CNI_NETNS must name an existing network namespace") from None
     st, own = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
-    if st.st_dev != own.st_dev or _ns_type(fd) != nl.CLONE_NEWNET:
+    if st.st_dev != own.st_dev or _ns_type(fd) != m.CLONE_NEWNET:
         os.close(fd)
         raise CniError(INVALID_NETNS, f'"{path}" is not a network namespace',
                        "CNI_NETNS must be a netns file such as /run/netns/<name>")
@@ -95,7 +97,7 @@ def _ns_type(fd: int) -> int:
     """NS_GET_NSTYPE: which kind of namespace an nsfs fd is (a mount ns passes the fstat)."""
     import fcntl
     try:
-        return fcntl.ioctl(fd, 0xB703)  # _IO(0xb7, 0x3)
+        return fcntl.ioctl(fd, m.NS_GET_NSTYPE)
     except OSError:
         return 0
 
@@ -111,8 +113,8 @@ def _sysctl(path: str, value: str) -> None:
         pass
 
 
-def ensure_bridge(host: nl.Netlink, bc: BridgeConf, gateways: Sequence[PodAddr],
-                  cache: BridgeCache) -> nl.Link:
+def ensure_bridge(host: RtNetlink, bc: BridgeConf, gateways: Sequence[PodAddr],
+                  cache: BridgeCache) -> m.LinkRow:
     """The bridge, up, with the gateway address(es) when isGateway (bridge.go ensureBridge)."""
     wanted = frozenset(str(g.address) for g in gateways)
     cached = cache.get(bc.bridge, wanted)
@@ -120,7 +122,7 @@ def ensure_bridge(host: nl.Netlink, bc: BridgeConf, gateways: Sequence[PodAddr],
         return cached
     br = host.link(bc.bridge)
     if br is None:
-        err = host.batch([nl.msg_new_bridge(bc.bridge, bc.mtu, random_mac())])[0]
+        err = host.batch([m.msg_new_bridge(bc.bridge, bc.mtu, random_mac())])[0]
         if err is not None and err.errno != errno.EEXIST:
             raise CniError(INTERNAL, f"could not add bridge {bc.bridge!r}: {err.strerror}")
         br = host.link(bc.bridge)
@@ -131,21 +133,21 @@ def ensure_bridge(host: nl.Netlink, bc: BridgeConf, gateways: Sequence[PodAddr],
         raise CniError(INTERNAL, f"{bc.bridge!r} already exists but is not a bridge "
                        f"(kind {br.kind or 'unknown'!r})",
                        "pick another 'bridge' name in the delegate config or remove the link")
-    if not br.flags & nl.IFF_UP:
-        host.request(*nl.msg_up(br.index))
+    if not br.flags & m.IFF_UP:
+        host.check(*m.msg_up(br.ifindex))
     for g in gateways:
         _ensure_gateway_addr(host, br, g.address, bc.force_address)
     if bc.promisc:
-        host.request(*nl.msg_promisc(br.index))
+        host.check(*m.msg_promisc(br.ifindex))
     cache.entries[bc.bridge] = (br, wanted, time.monotonic())
     return br
 
 
-def _ensure_gateway_addr(host: nl.Netlink, br: nl.Link,
+def _ensure_gateway_addr(host: RtNetlink, br: m.LinkRow,
                          want: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
                          force: bool) -> None:
     family = AF_INET if want.version == 4 else AF_INET6
-    for a in host.addrs(br.index, family):
+    for a in host.addrs(br.ifindex, family):
         have = ipaddress.ip_interface((a.address, a.prefixlen))
         if have == want:
             return
@@ -154,8 +156,8 @@ def _ensure_gateway_addr(host: nl.Netlink, br: nl.Link,
             raise CniError(INTERNAL, f'"{br.name}" already has an IP address different from '
                            f"{want}", "set forceAddress in the delegate config to replace it")
         if clash:
-            host.request(*nl.msg_del_addr(br.index, family, a.address, a.prefixlen))
-    err = host.batch([nl.msg_new_addr(br.index, family, want.ip.packed, want.network.prefixlen,
+            host.check(*m.msg_del_addr(br.ifindex, family, a.address, a.prefixlen))
+    err = host.batch([m.msg_new_addr(br.ifindex, family, want.ip.packed, want.network.prefixlen,
                                       nodad=True)])[0]
     if err is not None and err.errno != errno.EEXIST:
         raise CniError(INTERNAL, f"could not add {want} to bridge {br.name}: {err.strerror}")
@@ -169,7 +171,7 @@ def enable_forwarding(families: set[int]) -> None:
         _sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")
 
 
-def create_veth(host: nl.Netlink, br: nl.Link, host_name: str, ifname: str, netns_fd: int,
+def create_veth(host: RtNetlink, br: m.LinkRow, host_name: str, ifname: str, netns_fd: int,
                 mtu: int, pod_mac: str, hairpin: bool) -> tuple[str, int]:
     """The pair (and hairpin on its port, same datagram): (host MAC, pod ifindex or 0).
 
@@ -178,23 +180,23 @@ def create_veth(host: nl.Netlink, br: nl.Link, host_name: str, ifname: str, netn
     (EEXIST is the caller's).
     """
     host_mac = random_mac()
-    kind, flags, body = nl.msg_new_veth(host_name, host_mac, mtu, br.index, ifname, pod_mac,
+    kind, flags, body = m.msg_new_veth(host_name, host_mac, mtu, br.ifindex, ifname, pod_mac,
                                         netns_fd)
-    msgs = [(kind, flags | nl.F_ECHO, body)]
+    msgs = [(kind, flags | m.NLM_F_ECHO, body)]
     if hairpin:
-        msgs.append(nl.msg_hairpin(0, True, name=host_name))
+        msgs.append(m.msg_hairpin(0, True, name=host_name))
     echoed: list[tuple[int, bytes]] = []
     errors = host.batch(msgs, echoed)
     if errors[0] is not None:
         raise errors[0]
     if hairpin and errors[1] is not None:
         raise CniError(INTERNAL, f"setting hairpin mode on {host_name}: {errors[1].strerror}")
-    peers = [nl.parse_link(b).peer_index for k, b in echoed if k == nl.RTM_NEWLINK]
+    peers = [m.parse_link(b, 0, len(b)).peer_index for k, b in echoed if k == m.RTM_NEWLINK]
     return host_mac, next((p for p in peers if p), 0)
 
 
 def pod_exists(netns_fd: int, ifname: str) -> bool:
-    with nl.netlink_in(netns_fd) as pod:
+    with RtNetlink(netns_fd) as pod:
         return pod.link(ifname) is not None
 
 
@@ -204,8 +206,8 @@ def configure_pod(netns_fd: int, ifname: str, index: int, addrs: Sequence[PodAdd
 
     `index` is the pod interface's ifindex if known (0: look it up by name).
     """
-    with nl.entered(netns_fd):
-        pod = nl.Netlink()
+    with entered(netns_fd):
+        pod = RtNetlink()
         if any(a.address.version == 6 for a in addrs):  # as bridge does (IPv4-only: moot)
             _sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "0")
     with pod:
@@ -213,17 +215,17 @@ def configure_pod(netns_fd: int, ifname: str, index: int, addrs: Sequence[PodAdd
             link = pod.link(ifname)
             if link is None:
                 raise CniError(INTERNAL, f"{ifname} vanished from the pod's netns during ADD")
-            index = link.index
-        msgs = [nl.msg_up(index), nl.msg_inet_conf(index, {nl.IPV4_DEVCONF_ARP_NOTIFY: 1})]
+            index = link.ifindex
+        msgs = [m.msg_up(index), m.msg_inet_conf(index, {m.IPV4_DEVCONF_ARP_NOTIFY: 1})]
         for a in addrs:
             family = AF_INET if a.address.version == 4 else AF_INET6
-            msgs.append(nl.msg_new_addr(index, family, a.address.ip.packed,
+            msgs.append(m.msg_new_addr(index, family, a.address.ip.packed,
                                         a.address.network.prefixlen, nodad=True))
         for r in routes:
             gw = r.gw or next((a.gateway for a in addrs
                                if a.address.version == r.dst.version and a.gateway), None)
             family = AF_INET if r.dst.version == 4 else AF_INET6
-            msgs.append(nl.msg_new_route(index, family, r.dst.network_address.packed,
+            msgs.append(m.msg_new_route(index, family, r.dst.network_address.packed,
                                          r.dst.prefixlen, gw.packed if gw else None))
         for msg, err in zip(msgs, pod.batch(msgs), strict=True):
             if err is not None:
@@ -232,22 +234,22 @@ def configure_pod(netns_fd: int, ifname: str, index: int, addrs: Sequence[PodAdd
 
 
 def _describe(msg: tuple[int, int, bytes]) -> str:
-    return {nl.RTM_NEWLINK: "link setup", nl.RTM_NEWADDR: "adding an address",
-            nl.RTM_NEWROUTE: "adding a route"}.get(msg[0], "request")
+    return {m.RTM_NEWLINK: "link setup", m.RTM_NEWADDR: "adding an address",
+            m.RTM_NEWROUTE: "adding a route"}.get(msg[0], "request")
 
 
-def wait_port_up(host: nl.Netlink, host_name: str) -> None:
+def wait_port_up(host: RtNetlink, host_name: str) -> None:
     """The reference waits for the host veth to be oper-up before returning; so do we."""
     for delay in _OPER_WAIT:
         if delay:
             time.sleep(delay)
         link = host.link(host_name)
-        if link is not None and link.operstate == nl.IF_OPER_UP:
+        if link is not None and link.operstate == m.IF_OPER_UP:
             return
     raise CniError(INTERNAL, f"bridge port in error state: {host_name} did not come up")
 
 
-def remove_host_veth(host: nl.Netlink, name: str,
+def remove_host_veth(host: RtNetlink, name: str,
                      later: Callable[[Deferred], None] | None) -> None:
     """Take the pair down now (the pod is cut off at once); delete it now or via `later`.
 
@@ -258,17 +260,17 @@ def remove_host_veth(host: nl.Netlink, name: str,
     if link is None or link.kind != "veth":
         return
     if later is None:
-        host.delete_link(index=link.index)
+        host.delete_link(index=link.ifindex)
         return
     try:
-        host.set_down(link.index)
-    except nl.NetlinkError as exc:
+        host.set_down(link.ifindex)
+    except m.NetlinkError as exc:
         if exc.errno not in (errno.ENODEV, errno.ENOENT):
             raise
         return
-    index = link.index
+    index = link.ifindex
 
-    def delete(reaper: nl.Netlink) -> None:
+    def delete(reaper: RtNetlink) -> None:
         still = reaper.link(index=index)
         if still is not None and still.name == name:  # not a newcomer that reused the index
             reaper.delete_link(index=index)
@@ -276,7 +278,7 @@ def remove_host_veth(host: nl.Netlink, name: str,
     later(delete)
 
 
-def check(host: nl.Netlink, netns_fd: int, bridge: str, host_name: str, ifname: str,
+def check(host: RtNetlink, netns_fd: int, bridge: str, host_name: str, ifname: str,
           prev: dict[str, Any]) -> None:
     """CHECK: our links, the pod's addresses and routes against prevResult."""
     br = host.link(bridge)
@@ -285,13 +287,13 @@ def check(host: nl.Netlink, netns_fd: int, bridge: str, host_name: str, ifname: 
     hv = host.link(host_name)
     if hv is None or hv.kind != "veth":
         raise CniError(INTERNAL, f"host veth {host_name} not found")
-    if hv.master != br.index:
+    if hv.master != br.ifindex:
         raise CniError(INTERNAL, f"host veth {host_name} is not attached to {bridge}")
-    with nl.netlink_in(netns_fd) as pod:
+    with RtNetlink(netns_fd) as pod:
         link = pod.link(ifname)
         if link is None:
             raise CniError(INTERNAL, f"Interface name {ifname} not found")
-        if link.kind != "veth" or hv.peer_index != link.index:
+        if link.kind != "veth" or hv.peer_index != link.ifindex:
             raise CniError(INTERNAL, f"{ifname} is not the peer of {host_name}")
         for iface in prev.get("interfaces") or []:
             if iface.get("name") == ifname and iface.get("sandbox") and iface.get("mac"):
@@ -299,7 +301,7 @@ def check(host: nl.Netlink, netns_fd: int, bridge: str, host_name: str, ifname: 
                     raise CniError(INTERNAL, f"Interface {ifname} mac {link.mac} doesn't match "
                                    f"prevResult {iface['mac']}")
         have = {ipaddress.ip_interface((a.address, a.prefixlen))
-                for a in pod.addrs(link.index)}
+                for a in pod.addrs(link.ifindex)}
         for entry in prev.get("ips") or []:
             want = ipaddress.ip_interface(entry["address"])
             if want not in have:
@@ -310,7 +312,7 @@ def check(host: nl.Netlink, netns_fd: int, bridge: str, host_name: str, ifname: 
         for r in prev.get("routes") or []:
             dst = ipaddress.ip_network(r["dst"])
             gw = ipaddress.ip_address(r["gw"]) if r.get("gw") else gws.get(dst.version)
-            found = any(rt.dst_len == dst.prefixlen and rt.oif == link.index
+            found = any(rt.dst_len == dst.prefixlen and rt.oif == link.ifindex
                         and (not dst.prefixlen or rt.dst == dst.network_address.packed)
                         and (gw is None or rt.gateway == gw.packed) for rt in routes)
             if not found:

@@ -23,7 +23,6 @@ import sys
 from collections.abc import Callable
 
 from cni import ipam, link, masq, state
-from cni import netlink as nl
 from cni.context import Context, bridge_setup, store_for, subnet_env_for, undo
 from cni.delegate import (
     BridgeConf,
@@ -47,6 +46,7 @@ from cni.protocol import (
     parse_request,
     version_bytes,
 )
+from netlink import messages as m
 
 TYPE_CHECKING = False  # typing costs ~2 ms to import: annotations only
 if TYPE_CHECKING:
@@ -195,9 +195,9 @@ def _wire(req: Request, ctx: Context, fc: FlannelConf, d: dict[str, Any], bc: Br
         routes=result_routes, dns=bc.dns)
 
 
-def _create_pair(req: Request, ctx: Context, fc: FlannelConf, bc: BridgeConf, br: nl.Link,
+def _create_pair(req: Request, ctx: Context, fc: FlannelConf, bc: BridgeConf, br: m.LinkRow,
                  gateways: list[link.PodAddr], rec: state.Record, netns_fd: int, pod_mac: str
-                 ) -> tuple[str, int, nl.Link]:
+                 ) -> tuple[str, int, m.LinkRow]:
     """The veth pair: (host MAC, pod ifindex, the bridge it hangs off)."""
     mtu, hairpin = bc.mtu, bc.hairpin
     host = ctx.host()
@@ -205,7 +205,7 @@ def _create_pair(req: Request, ctx: Context, fc: FlannelConf, bc: BridgeConf, br
         try:
             return (*link.create_veth(host, br, rec.host_veth, req.ifname, netns_fd, mtu,
                                       pod_mac, hairpin), br)
-        except nl.NetlinkError as exc:
+        except m.NetlinkError as exc:
             if exc.errno in (errno.EINVAL, errno.ENODEV, errno.EOPNOTSUPP) and attempt == 0 \
                     and br.name in ctx.bridges.entries:
                 ctx.bridges.forget(br.name)  # a cached bridge index gone stale: look again

@@ -220,8 +220,8 @@ class CniServer:
         Veth deletions (each waits for an RCU grace period) and flannel's scratch
         file; a DEL's removal of that file queues behind the ADD's write of it.
         """
-        from cni import netlink as nl
-        with nl.Netlink() as host:
+        from netlink.rtnl import RtNetlink
+        with RtNetlink() as host:
             while True:
                 work = self._later.get()
                 try:

@@ -1,103 +1,112 @@
-"""A batched rtnetlink socket, optionally opened inside another network namespace.
+"""The one rtnetlink socket: batches, dumps, single GETs, and errno -> OSError mapping.
 
 Many requests go out in one sendmsg; the kernel handles them one after the
 other and answers only failures (no NLM_F_ACK on the requests), then a final
 NLMSG_NOOP carrying NLM_F_ACK marks the end of the batch. Each error comes
 back with the sequence number of the request it belongs to, so a batch of
 3000 entries costs a few syscalls instead of 3000 round trips, and one bad
-entry never hides the outcome of the others.
+entry never hides the outcome of the others. Requests sent with NLM_F_ECHO
+have the kernel's copy of what it made handed back (`batch(..., echoed)`).
 
-`call_in_netns` runs a function in a short-lived thread switched into a named
-namespace, so sockets (and /proc/sys/net files) opened there belong to it
-while the caller never leaves its own namespace.
+Used by the backends (thousands of entries per resync), flannelctl, and the
+CNI plugin (a handful per pod, in-process path included), so import-light:
+`_socket` (not `socket`, which pulls enum and selectors), no `typing` at run
+time. A socket can be opened in another namespace: by name or path (in a
+short-lived thread, `call_in_netns`), or by an open netns fd (`entered`).
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
-import os
-import socket
 import threading
+from _socket import SOCK_CLOEXEC, SOCK_RAW
+from _socket import socket as _rawsocket
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
 
-from netlink import messages as m
-from netlink.base import (
+from netlink.addr import AddrEntry, addr_dump_body, parse_addr_entry
+from netlink.base import Buf, NetlinkError, iter_msgs, nlmsg, parse_error
+from netlink.link import LinkRow, link_by, msg_down, parse_link
+from netlink.netns import call_in_netns, entered
+from netlink.route import RouteEntry, parse_route_entry, route_dump_body
+from netlink.uapi import (
+    AF_NETLINK,
+    AF_UNSPEC,
     NETLINK_CAP_ACK,
     NETLINK_EXT_ACK,
     NETLINK_GET_STRICT_CHK,
+    NETLINK_ROUTE,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_HDR,
+    NLMSG_HDRLEN,
+    NLMSG_NOOP,
+    RT_TABLE_MAIN,
+    RTM_DELLINK,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTN_UNICAST,
+    SO_RCVBUF,
+    SO_RCVBUFFORCE,
+    SO_SNDBUF,
     SOL_NETLINK,
-    NetlinkError,
-    setns,
+    SOL_SOCKET,
 )
 
-T = TypeVar("T")
-NETNS_RUN_DIR = Path("/run/netns")
-NLM_F_DUMP_INTR = 0x10
+__all__ = ["CHUNK", "OK", "NetlinkError", "Result", "RtNetlink", "call_in_netns"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
 CHUNK = 512  # requests per sendmsg: bounded so even all-failing chunks fit the receive buffer
 RCVBUF = 8 << 20
+SNDBUF = 1 << 20
 RECV_SIZE = 64 << 10  # the kernel fills at most 32 KiB per dump skb
-
-def netns_path(netns: str) -> Path:
-    return Path(netns) if netns.startswith("/") else NETNS_RUN_DIR / netns
-
-
-def call_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
-    """`fn()` in a thread inside `netns` (a name under /run/netns or a path); None: here."""
-    if netns is None:
-        return fn()
-    path = netns_path(netns)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"network namespace {netns!r} does not exist ({path}); "
-                                "create it first (we never create one implicitly)") from None
-    out: list[Any] = []
-
-    def worker() -> None:
-        try:
-            setns(fd, str(path))
-            out.append((True, fn()))
-        except BaseException as exc:  # re-raised in the caller's thread
-            out.append((False, exc))
-
-    try:
-        t = threading.Thread(target=worker, name=f"netns-{netns}", daemon=True)
-        t.start()
-        t.join()
-    finally:
-        os.close(fd)
-    ok, value = out[0]
-    if not ok:
-        raise value
-    return value
-
+_ABSENT = (errno_mod.ENODEV, errno_mod.ENOENT)  # what a GET or DEL of a missing object says
 
 Result = tuple[int, str]  # (errno, extended-ack text) of one request; errno 0: it succeeded
 OK: Result = (0, "")
+Request = tuple[int, int, bytes]  # (type, flags, body)
 
 
 class RtNetlink:
-    """One NETLINK_ROUTE socket; thread-safe (one lock), synchronous."""
+    """One NETLINK_ROUTE socket; thread-safe (one lock), synchronous.
 
-    def __init__(self, netns: str | None = None, timeout: float = 10.0) -> None:
+    `netns`: None (ours), a name under /run/netns or a path, or an open netns fd.
+    """
+
+    def __init__(self, netns: str | int | None = None, timeout: float | None = 10.0) -> None:
         self.netns = netns
-        self._sock = call_in_netns(netns, self._open)
+        if netns is None:
+            self._sock = self._open()
+        elif isinstance(netns, int):
+            with entered(netns):
+                self._sock = self._open()
+        else:
+            self._sock = call_in_netns(netns, self._open)
         self._sock.settimeout(timeout)
         self._lock = threading.Lock()
         self._seq = 0
         self._buf = bytearray(RECV_SIZE)
 
     @staticmethod
-    def _open() -> socket.socket:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                          socket.NETLINK_ROUTE)
+    def _open() -> _rawsocket:
+        s = _rawsocket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)
         try:
-            s.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE (root)
+            s.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)  # root only
         except OSError:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            s.setsockopt(SOL_SOCKET, SO_RCVBUF, RCVBUF)
+        s.setsockopt(SOL_SOCKET, SO_SNDBUF, SNDBUF)
         for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
             s.setsockopt(SOL_NETLINK, opt, 1)
         s.bind((0, 0))
@@ -112,31 +121,55 @@ class RtNetlink:
     def close(self) -> None:
         self._sock.close()
 
+    def __enter__(self) -> RtNetlink:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # --- batches of changes -------------------------------------------------------------
 
-    def apply(self, ops: Sequence[tuple[int, int, bytes]]) -> list[Result]:
-        """Send (type, flags, body) requests in order; one Result per request."""
+    def apply(self, ops: Sequence[Request],
+              echoed: list[tuple[int, bytes]] | None = None) -> list[Result]:
+        """Send (type, flags, body) requests in order; one Result per request.
+
+        Messages the kernel sends back for the requests (those sent with NLM_F_ECHO)
+        go to `echoed` as (type, body), in order.
+        """
         results = [OK] * len(ops)
         with self._lock:
             for start in range(0, len(ops), CHUNK):
-                self._apply_chunk(ops, start, min(start + CHUNK, len(ops)), results)
+                self._apply_chunk(ops, start, min(start + CHUNK, len(ops)), results, echoed)
         return results
 
-    def _apply_chunk(self, ops: Sequence[tuple[int, int, bytes]], start: int, stop: int,
-                     results: list[Result]) -> None:
+    def batch(self, ops: Sequence[Request],
+              echoed: list[tuple[int, bytes]] | None = None) -> list[NetlinkError | None]:
+        """`apply`, with each outcome as the NetlinkError to raise (None: it succeeded)."""
+        return [NetlinkError(err, text=text) if err else None
+                for err, text in self.apply(ops, echoed)]
+
+    def check(self, kind: int, flags: int, body: bytes, what: str = "") -> None:
+        """One request; raise NetlinkError if it fails."""
+        ((err, text),) = self.apply([(kind, flags, body)])
+        if err:
+            raise NetlinkError(err, what, text)
+
+    def _apply_chunk(self, ops: Sequence[Request], start: int, stop: int,
+                     results: list[Result], echoed: list[tuple[int, bytes]] | None) -> None:
         base = self._seq + 1
         parts: list[bytes] = []
-        pack = m.NLMSG_HDR.pack
+        pack = NLMSG_HDR.pack
         for i in range(start, stop):
             kind, flags, body = ops[i]
-            parts.append(pack(16 + len(body), kind, flags | m.NLM_F_REQUEST, base + i - start, 0))
+            parts.append(pack(NLMSG_HDRLEN + len(body), kind, flags | NLM_F_REQUEST,
+                              base + i - start, 0))
             parts.append(body)
         end_seq = base + stop - start
         self._seq = end_seq
-        parts.append(pack(16, m.NLMSG_NOOP, m.NLM_F_REQUEST | m.NLM_F_ACK, end_seq, 0))
+        parts.append(pack(NLMSG_HDRLEN, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, end_seq, 0))
         self._sock.send(b"".join(parts))
         try:
-            self._collect(base, end_seq, start, results)
+            self._collect(base, end_seq, start, results, echoed)
         except OSError as exc:
             if exc.errno != errno_mod.ENOBUFS:
                 raise
@@ -148,14 +181,17 @@ class RtNetlink:
                     results[i] = lost
             self._drain()
 
-    def _collect(self, base: int, end_seq: int, start: int, results: list[Result]) -> None:
+    def _collect(self, base: int, end_seq: int, start: int, results: list[Result],
+                 echoed: list[tuple[int, bytes]] | None) -> None:
         buf = self._buf
         while True:
             n = self._sock.recv_into(buf)
-            for kind, flags, _seq, a, b in m.iter_msgs(buf, n):
-                if kind != m.NLMSG_ERROR:
+            for kind, flags, seq, a, b in iter_msgs(buf, n):
+                if kind != NLMSG_ERROR:
+                    if echoed is not None and base <= seq < end_seq:
+                        echoed.append((kind, bytes(buf[a:b])))
                     continue
-                err, req_seq, text = m.parse_error(buf, a, b, flags)
+                err, req_seq, text = parse_error(buf, a, b, flags)
                 if req_seq == end_seq:
                     return
                 if base <= req_seq < end_seq and err:
@@ -172,15 +208,9 @@ class RtNetlink:
         finally:
             self._sock.settimeout(timeout)
 
-    def check(self, kind: int, flags: int, body: bytes, what: str) -> None:
-        """One request; raise NetlinkError if it fails."""
-        ((err, text),) = self.apply([(kind, flags, body)])
-        if err:
-            raise NetlinkError(err, what, text)
-
     # --- reads ----------------------------------------------------------------------------
 
-    def dump(self, kind: int, body: bytes, parse: Callable[[m.Buf, int, int], T],
+    def dump(self, kind: int, body: bytes, parse: Callable[[Buf, int, int], T],
              reply: int) -> list[T]:
         """All replies of a dump request, parsed; retried if the kernel says it was interrupted."""
         for _ in range(5):
@@ -189,31 +219,31 @@ class RtNetlink:
                 return rows
         return rows
 
-    def _dump_once(self, kind: int, body: bytes, parse: Callable[[m.Buf, int, int], T],
+    def _dump_once(self, kind: int, body: bytes, parse: Callable[[Buf, int, int], T],
                    reply: int) -> tuple[list[T], bool]:
         rows: list[T] = []
         interrupted = False
         with self._lock:
-            for rkind, flags, data, a, b in self._exchange(kind, m.NLM_F_DUMP, body):
+            for rkind, flags, data, a, b in self._exchange(kind, NLM_F_DUMP, body):
                 if flags & NLM_F_DUMP_INTR:
                     interrupted = True
-                if rkind == m.NLMSG_DONE:
+                if rkind == NLMSG_DONE:
                     return rows, interrupted
-                if rkind == m.NLMSG_ERROR:
-                    err, _, text = m.parse_error(data, a, b, flags)
+                if rkind == NLMSG_ERROR:
+                    err, _, text = parse_error(data, a, b, flags)
                     raise NetlinkError(err, f"dump (type {kind})", text)
                 if rkind == reply:
                     rows.append(parse(data, a, b))
         raise AssertionError("unreachable: _exchange never ends on its own")
 
-    def get(self, kind: int, body: bytes, parse: Callable[[m.Buf, int, int], T],
+    def get(self, kind: int, body: bytes, parse: Callable[[Buf, int, int], T],
             reply: int) -> T | None:
-        """A single-object GET (e.g. a link by name); None if the kernel says ENODEV."""
+        """A single-object GET (e.g. a link by name); None if it does not exist."""
         with self._lock:
             for rkind, flags, data, a, b in self._exchange(kind, 0, body):
-                if rkind == m.NLMSG_ERROR:
-                    err, _, text = m.parse_error(data, a, b, flags)
-                    if err in (errno_mod.ENODEV, 0):
+                if rkind == NLMSG_ERROR:
+                    err, _, text = parse_error(data, a, b, flags)
+                    if err == 0 or err in _ABSENT:
                         return None
                     raise NetlinkError(err, f"get (type {kind})", text)
                 if rkind == reply:
@@ -228,10 +258,40 @@ class RtNetlink:
         """
         self._seq += 1
         seq = self._seq
-        self._sock.send(m.nlmsg(kind, m.NLM_F_REQUEST | flags, seq, body))
+        self._sock.send(nlmsg(kind, NLM_F_REQUEST | flags, seq, body))
         while True:
             n = self._sock.recv_into(self._buf)
             data = bytes(self._buf[:n])
-            for rkind, rflags, rseq, a, b in m.iter_msgs(data, n):
+            for rkind, rflags, rseq, a, b in iter_msgs(data, n):
                 if rseq == seq:
                     yield rkind, rflags, data, a, b
+
+    # --- the CNI plugin's reads and removals ----------------------------------------------
+
+    def link(self, name: str = "", index: int = 0) -> LinkRow | None:
+        """A link by index, or (index 0) by name; None if there is none."""
+        return self.get(RTM_GETLINK, link_by(name, index), parse_link, RTM_NEWLINK)
+
+    def delete_link(self, name: str = "", index: int = 0) -> bool:
+        """Delete a link; False if it was already gone."""
+        ((err, text),) = self.apply([(RTM_DELLINK, 0, link_by(name, index))])
+        if err in _ABSENT:
+            return False
+        if err:
+            raise NetlinkError(err, text=text)
+        return True
+
+    def set_down(self, index: int) -> None:
+        self.check(*msg_down(index))
+
+    def addrs(self, index: int, family: int = AF_UNSPEC) -> list[AddrEntry]:
+        """The addresses of link `index` (0: every link), of `family` (AF_UNSPEC: all)."""
+        found = self.dump(RTM_GETADDR, addr_dump_body(index, family), parse_addr_entry,
+                          RTM_NEWADDR)
+        return [a for a in found if a.ifindex == index or not index]
+
+    def routes(self, family: int) -> list[RouteEntry]:
+        """The unicast routes of the main table, of `family`."""
+        found = self.dump(RTM_GETROUTE, route_dump_body(RT_TABLE_MAIN, family),
+                          parse_route_entry, RTM_NEWROUTE)
+        return [r for r in found if r.table == RT_TABLE_MAIN and r.rtype == RTN_UNICAST]
