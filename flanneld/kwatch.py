@@ -26,17 +26,33 @@ import asyncio
 import errno
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 
+from netlink.base import iter_attrs, iter_headers
+from netlink.uapi import (
+    AF_BRIDGE,
+    AF_INET,
+    NDA_LLADDR,
+    NDMSG,
+    NETLINK_ADD_MEMBERSHIP,
+    NETLINK_NETFILTER,
+    NETLINK_ROUTE,
+    NFNLGRP_NFTABLES,
+    NLMSG_HDR,
+    NUD_PERMANENT,
+    RTM_DELNEIGH,
+    RTM_NEWNEIGH,
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+    SOL_NETLINK,
+)
+
 log = logging.getLogger("flanneld.kwatch")
 
-NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
-SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
-# Legacy group bitmask: RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
-RTMGRP = 0x1 | 0x4 | 0x10 | 0x40
-NFNLGRP_NFTABLES = 7
+RTMGRP = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
 EXPECT_FOR = 2.0  # seconds an announced FDB write may take to show up as a notification
 
 
@@ -127,7 +143,7 @@ class KernelWatch:
             if found:
                 if not flag.dirty:
                     log.debug("kernel change announced (netlink message type %d)",
-                              _NLMSG.unpack_from(data)[1] if len(data) >= _NLMSG.size else -1)
+                              NLMSG_HDR.unpack_from(data)[1] if len(data) >= NLMSG_HDR.size else -1)
                 flag.mark()
 
     def stop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -135,13 +151,6 @@ class KernelWatch:
             loop.remove_reader(sock.fileno())
             sock.close()
         self._socks.clear()
-
-
-_NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
-RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
-NUD_PERMANENT = 0x80
-AF_INET, AF_BRIDGE = 2, 7
 
 
 def relevant(data: bytes, own_pid: int = 0,
@@ -157,43 +166,31 @@ def relevant(data: bytes, own_pid: int = 0,
     neighbour change on our device `own_dev` counts: the kernel announces the
     deletion of a permanent neighbour with state FAILED, not PERMANENT.
     """
-    offset = 0
+    size = len(data)
+    stop = [0]
     found = False
-    while offset + _NLMSG.size <= len(data):
-        length, kind, _flags, _seq, pid = _NLMSG.unpack_from(data, offset)
-        if length < _NLMSG.size:
-            return True  # malformed: be safe
-        end = offset + length
-        offset += (length + 3) & ~3
+    for kind, _flags, _seq, pid, body, end in iter_headers(data, size, stop):
         if own_pid and pid == own_pid:
             continue
         if kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
             found = True
             continue
-        body = end - length + _NLMSG.size
-        if body + _NDMSG.size > len(data):
+        if body + NDMSG.size > size:
             return True
-        family, ifindex, state = _NDMSG.unpack_from(data, body)[:3]
+        family, _, _, ifindex, state, _, _ = NDMSG.unpack_from(data, body)
         ours = own_dev and ifindex == own_dev and family in (AF_INET, AF_BRIDGE)
         if not ours and not (state & NUD_PERMANENT and family in (AF_INET, AF_BRIDGE)):
             continue
         if family == AF_BRIDGE and own_fdb is not None:
-            mac = _lladdr(data, body + _NDMSG.size, min(end, len(data)))
+            mac = _lladdr(data, body + NDMSG.size, min(end, size))
             if mac is not None and own_fdb(mac):
                 continue
         found = True
-    return found or offset < len(data)  # trailing bytes that are no message: be safe
-
-
-NDA_LLADDR = 2
+    return found or stop[0] < size  # a malformed header, or trailing bytes: be safe
 
 
 def _lladdr(data: bytes, off: int, end: int) -> str | None:
-    while off + 4 <= end:
-        alen, atype = struct.unpack_from("=HH", data, off)
-        if alen < 4:
-            return None
-        if atype == NDA_LLADDR and alen == 10:
-            return data[off + 4:off + 10].hex(":")
-        off += (alen + 3) & ~3
+    for kind, a, b in iter_attrs(data, off, end):
+        if kind == NDA_LLADDR and b - a == 6:
+            return data[a:b].hex(":")
     return None
