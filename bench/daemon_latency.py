@@ -45,11 +45,10 @@ ETCD_IP = "10.200.255.250"
 
 # The driver: runs inside the host namespace, prints one JSON line per event.
 DRIVER = r"""
-import asyncio, json, socket, struct, sys, time
+import asyncio, json, socket, sys, time
 import aetcd
-
-RTMGRP_IPV4_ROUTE, RTM_NEWROUTE, RTM_DELROUTE = 0x40, 24, 25
-HDR, RTMSG = struct.Struct("=IHHII"), struct.Struct("=BBBBBBBBI")
+from netlink.base import iter_attrs, iter_msgs
+from netlink.uapi import AF_INET, RTA_DST, RTM_DELROUTE, RTM_NEWROUTE, RTMGRP_IPV4_ROUTE, RTMSG
 
 def routes_seen(sock):
     out = []
@@ -58,18 +57,12 @@ def routes_seen(sock):
             data = sock.recv(1 << 16)
         except BlockingIOError:
             return out
-        off = 0
-        while off + 16 <= len(data):
-            length, kind = HDR.unpack_from(data, off)[:2]
+        for kind, _flags, _seq, off, end in iter_msgs(data, len(data)):
             if kind in (RTM_NEWROUTE, RTM_DELROUTE):
-                fam, dlen = RTMSG.unpack_from(data, off + 16)[:2]
-                a = off + 16 + RTMSG.size
-                while a + 4 <= off + length:
-                    alen, atype = struct.unpack_from("=HH", data, a)
-                    if atype == 1 and fam == 2:  # RTA_DST
-                        out.append((kind, socket.inet_ntoa(data[a + 4:a + 8]) + f"/{dlen}"))
-                    a += (alen + 3) & ~3
-            off += (length + 3) & ~3
+                fam, dlen = RTMSG.unpack_from(data, off)[:2]
+                for atype, a, b in iter_attrs(data, off + RTMSG.size, end):
+                    if atype == RTA_DST and fam == AF_INET:
+                        out.append((kind, socket.inet_ntoa(data[a:b]) + f"/{dlen}"))
 
 async def main(host, prefix, n):
     nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
