@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from backends.state import Keys, RouteSpec, Tables, ip_to_int, route_matches
 from core.lease import Lease, LeaseError, check_vxlan_attrs, is_peer
+from netlink.uapi import RTN_UNICAST
 
 # --- on-link decisions ---------------------------------------------------------------------
 
@@ -27,7 +28,7 @@ class MainRoute(NamedTuple):
     prefixlen: int
     oif: int
     has_gateway: bool
-    rtype: int = 1  # RTN_UNICAST
+    rtype: int = RTN_UNICAST
     priority: int = 0
 
 
@@ -44,14 +45,14 @@ def onlink_oif(routes: Iterable[MainRoute], ip: str) -> int | None:
         if best is None or r.prefixlen > best.prefixlen or (
                 r.prefixlen == best.prefixlen and r.priority < best.priority):
             best = r
-    if best is None or best.has_gateway or best.rtype != 1:
+    if best is None or best.has_gateway or best.rtype != RTN_UNICAST:
         return None
     return best.oif
 
 
 def connected_summary(routes: Iterable[MainRoute], ext_index: int) -> str:
     nets = sorted({(r.net, r.prefixlen) for r in routes
-                   if r.oif == ext_index and not r.has_gateway and r.rtype == 1})
+                   if r.oif == ext_index and not r.has_gateway and r.rtype == RTN_UNICAST})
     return ", ".join(f"{socket.inet_ntoa(struct.pack('>I', n))}/{p}" for n, p in nets) or "none"
 
 
