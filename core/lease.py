@@ -1,8 +1,19 @@
-"""Subnet leases as flannel stores them in etcd: pure encode/decode, no I/O.
+r"""Subnet leases as flannel stores them in etcd: pure encode/decode, no I/O.
 
-Key:   `<prefix>/subnets/10.5.52.0-24` (dual stack: `10.5.52.0-24&fd00:10:5:52::-64`)
+Key:   `<prefix>/subnets/10.5.52.0-24` (dual stack: `10.5.52.0-24&fd00:10:5:52::-64`,
+       IPv6-only: `&fd00:10:5:52::-64`, see below)
 Value: `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan",
          "BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+       (dual stack: `"PublicIPv6":"fd72::3"` and `"BackendV6Data":{"VNI":1,"VtepMAC":...}`
+       after BackendData)
+
+IPv6-only keys. flannel has none: its key regex
+`(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$` needs the IPv4 part. Ours is the
+dual-stack form with the IPv4 part left out, `&<v6 net>-<len>`. It contains no `.`,
+so flannel's regex (whose first element is digits, a literal dot, digits) can match
+nowhere in `<prefix>/subnets/&...`: flannel's parser rejects it (flannel's own test
+suite pins `"&2001::-56"` as invalid) and its listing skips it; it is never read
+as some IPv4 subnet.
 
 What we write is byte-identical to flannel (Go struct order, compact JSON,
 `"PublicIPv6":null`, lowercase MAC). What we read is lenient the way Go's
@@ -24,7 +35,7 @@ from core.clip import shown
 
 DEFAULT_PREFIX = "/coreos.com/network"
 
-_KEY_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-f:]+)-(\d{1,3}))?",
+_KEY_RE = re.compile(r"(?:(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2}))?(?:&([0-9a-f:]+)-(\d{1,3}))?",
                      re.ASCII)
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
@@ -63,14 +74,34 @@ class Lease:
     reservation that never expires. `expiration` is a unix time or None.
     `mod_revision` is the etcd revision of the key's last write, used to renew
     only while the key is still ours.
+
+    `ipv4_subnet` is None for an IPv6-only lease; `subnet` is the IPv4 subnet of
+    a lease that has one and raises LeaseError on an IPv6-only lease (code that
+    may meet one reads `ipv4_subnet`).
     """
 
-    subnet: IPv4Network
+    ipv4_subnet: IPv4Network | None
     attrs: LeaseAttrs
     ipv6_subnet: IPv6Network | None = None
     lease_id: int = 0
     expiration: float | None = None
     mod_revision: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ipv4_subnet is None and self.ipv6_subnet is None:
+            raise LeaseError("a lease needs an IPv4 or an IPv6 subnet (or both)")
+
+    @property
+    def subnet(self) -> IPv4Network:
+        """The IPv4 subnet; LeaseError for an IPv6-only lease (see `ipv4_subnet`)."""
+        if self.ipv4_subnet is None:
+            raise LeaseError(f"lease {self.key} is IPv6-only: it has no IPv4 subnet")
+        return self.ipv4_subnet
+
+    @property
+    def families(self) -> tuple[bool, bool]:
+        """(has an IPv4 subnet, has an IPv6 subnet)."""
+        return self.ipv4_subnet is not None, self.ipv6_subnet is not None
 
     @property
     def is_reservation(self) -> bool:
@@ -78,19 +109,22 @@ class Lease:
 
     @property
     def key(self) -> str:
-        return subnet_key(self.subnet, self.ipv6_subnet)
+        return subnet_key(self.ipv4_subnet, self.ipv6_subnet)
 
     def with_attrs(self, attrs: LeaseAttrs) -> Lease:
         return replace(self, attrs=attrs)
 
 
-def is_peer(subnet: IPv4Network, own: IPv4Network | None) -> bool:
+def is_peer(subnet: IPv4Network | None, own: IPv4Network | None) -> bool:
     """Our own subnet is never a peer: the watch, the daemon and the backends all ask here."""
     return subnet != own
 
 
-def subnet_key(subnet: IPv4Network, ipv6_subnet: IPv6Network | None = None) -> str:
-    key = f"{subnet.network_address}-{subnet.prefixlen}"
+def subnet_key(subnet: IPv4Network | None, ipv6_subnet: IPv6Network | None = None) -> str:
+    """flannel's key name; IPv6-only (`subnet` None): `&<v6 net>-<len>`."""
+    if subnet is None and ipv6_subnet is None:
+        raise LeaseError("a lease key needs an IPv4 or an IPv6 subnet")
+    key = f"{subnet.network_address}-{subnet.prefixlen}" if subnet is not None else ""
     if ipv6_subnet is not None:
         key += f"&{ipv6_subnet.network_address.compressed}-{ipv6_subnet.prefixlen}"
     return key
@@ -106,16 +140,20 @@ def join_key(*parts: str) -> str:
     return "/" + joined
 
 
-def parse_subnet_key(key: str) -> tuple[IPv4Network, IPv6Network | None]:
-    """`10.5.52.0-24` (or the last path element of a full key) to its subnets."""
+def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
+    """`10.5.52.0-24`, `10.5.52.0-24&fd00::-64` or `&fd00::-64` (or the last path
+    element of a full key) to its subnets; the IPv4 one is None for IPv6-only."""
     name = key.rsplit("/", 1)[-1]
     m = _KEY_RE.fullmatch(name)
-    if not m:
-        raise LeaseError(f"lease key {shown(key)}: not of the form <a.b.c.d>-<len>[&<ipv6>-<len>]")
-    try:
-        v4 = IPv4Network(f"{m.group(1)}/{m.group(2)}")
-    except ValueError as exc:
-        raise LeaseError(f"lease key {shown(key)}: {exc}") from None
+    if not m or not (m.group(1) or m.group(3)):
+        raise LeaseError(f"lease key {shown(key)}: not of the form <a.b.c.d>-<len>"
+                         "[&<ipv6>-<len>] or &<ipv6>-<len>")
+    v4 = None
+    if m.group(1):
+        try:
+            v4 = IPv4Network(f"{m.group(1)}/{m.group(2)}")
+        except ValueError as exc:
+            raise LeaseError(f"lease key {shown(key)}: {exc}") from None
     v6 = None
     if m.group(3):
         try:
@@ -184,17 +222,21 @@ def decode_attrs(value: bytes | str) -> LeaseAttrs:
     if not isinstance(backend_type, str):
         raise LeaseError(
             f"lease value: BackendType must be a string, got {shown(backend_type)}")
-    backend_data = fields.get("backenddata")
-    if backend_data is not None and not isinstance(backend_data, dict):
-        raise LeaseError(f"lease value: BackendData must be an object, got {shown(backend_data)}")
-    return LeaseAttrs(public_ip=public_ip, backend_type=backend_type, backend_data=backend_data,
-                      public_ipv6=public_ipv6, backend_v6_data=fields.get("backendv6data"))
+    found = {}
+    for name in ("BackendData", "BackendV6Data"):
+        data = fields.get(name.lower())
+        if data is not None and not isinstance(data, dict):
+            raise LeaseError(f"lease value: {name} must be an object, got {shown(data)}")
+        found[name] = data
+    return LeaseAttrs(public_ip=public_ip, backend_type=backend_type,
+                      backend_data=found["BackendData"], public_ipv6=public_ipv6,
+                      backend_v6_data=found["BackendV6Data"])
 
 
 def decode_lease(key: str, value: bytes | str, *, lease_id: int = 0,
                  expiration: float | None = None, mod_revision: int = 0) -> Lease:
     v4, v6 = parse_subnet_key(key)
-    return Lease(subnet=v4, attrs=decode_attrs(value), ipv6_subnet=v6, lease_id=lease_id,
+    return Lease(ipv4_subnet=v4, attrs=decode_attrs(value), ipv6_subnet=v6, lease_id=lease_id,
                  expiration=expiration, mod_revision=mod_revision)
 
 
@@ -225,7 +267,7 @@ def _field(data: Any, name: str) -> Any:
     return None
 
 
-def check_peer_lease(lease: Lease, network: IPv4Network, *,
+def check_peer_lease(lease: Lease, network: IPv4Network | None, *,
                      own_subnet: IPv4Network | None = None,
                      own_public_ips: Collection[IPv4Address | IPv6Address] = (),
                      ipv6_network: IPv6Network | None = None,
@@ -237,36 +279,65 @@ def check_peer_lease(lease: Lease, network: IPv4Network, *,
     Network, overlapping our own subnet, a PublicIP that is ours, loopback,
     multicast, unspecified or broadcast, and (vxlan) a VtepMAC that is not a
     unicast MAC or a VNI out of range.
+
+    Only the families we run are judged: `network` None means IPv6-only (the
+    lease's IPv4 part and PublicIP are not used), `ipv6_network` None means
+    IPv4-only (its IPv6 part, PublicIPv6 and BackendV6Data are ignored, so a
+    dual-stack peer is programmed for IPv4 whatever its IPv6 half holds). A lease
+    with no part in a family we run is rejected.
     """
     where = f"lease {lease.key}"
-    if not lease.subnet.subnet_of(network):
-        raise LeaseError(f"{where}: subnet {lease.subnet} is outside Network {network}")
-    if own_subnet is not None and lease.subnet.overlaps(own_subnet):
-        raise LeaseError(f"{where}: subnet {lease.subnet} overlaps our own subnet {own_subnet}")
-    if lease.ipv6_subnet is not None:
-        if ipv6_network is not None and not lease.ipv6_subnet.subnet_of(ipv6_network):
-            raise LeaseError(f"{where}: IPv6 subnet {lease.ipv6_subnet} is outside "
+    v4, v6 = lease.ipv4_subnet, lease.ipv6_subnet
+    use4 = network is not None and v4 is not None
+    use6 = ipv6_network is not None and v6 is not None
+    if not use4 and not use6:
+        have = "IPv6-only" if v4 is None else "IPv4-only" if v6 is None else "dual-stack"
+        want = "IPv4" if network is not None else "IPv6"
+        raise LeaseError(f"{where}: a {have} lease has no {want} subnet, and this network "
+                         f"runs {want}{' only' if network is None or ipv6_network is None else ''}")
+    if use4:
+        assert v4 is not None and network is not None
+        if not v4.subnet_of(network):
+            raise LeaseError(f"{where}: subnet {v4} is outside Network {network}")
+        if own_subnet is not None and v4.overlaps(own_subnet):
+            raise LeaseError(f"{where}: subnet {v4} overlaps our own subnet {own_subnet}")
+    if use6:
+        assert v6 is not None and ipv6_network is not None
+        if not v6.subnet_of(ipv6_network):
+            raise LeaseError(f"{where}: IPv6 subnet {v6} is outside "
                              f"IPv6Network {ipv6_network}")
-        if own_ipv6_subnet is not None and lease.ipv6_subnet.overlaps(own_ipv6_subnet):
-            raise LeaseError(f"{where}: IPv6 subnet {lease.ipv6_subnet} overlaps our own "
+        if own_ipv6_subnet is not None and v6.overlaps(own_ipv6_subnet):
+            raise LeaseError(f"{where}: IPv6 subnet {v6} overlaps our own "
                              f"{own_ipv6_subnet}")
     attrs = lease.attrs
-    for name, ip in (("PublicIP", attrs.public_ip), ("PublicIPv6", attrs.public_ipv6)):
-        if ip is None:
-            continue
-        problem = _bad_peer_address(ip)
-        if problem is None and ip in own_public_ips:
-            problem = "our own address (a stale lease of ours, or a duplicate node)"
-        if problem:
-            raise LeaseError(f"{where}: {name} {ip} is {problem}; a peer must advertise a "
-                             "unicast address of its own")
+    if use4:
+        _check_public(where, "PublicIP", attrs.public_ip, own_public_ips)
+    if use6 and attrs.public_ipv6 is None and not use4:
+        raise LeaseError(f"{where}: PublicIPv6 is null, so its IPv6 subnet {v6} cannot "
+                         "be reached")
+    if use6 and attrs.public_ipv6 is not None:
+        _check_public(where, "PublicIPv6", attrs.public_ipv6, own_public_ips)
     if attrs.backend_type == "vxlan":
         try:
-            check_vxlan_attrs(attrs)
-            if attrs.backend_v6_data is not None:
-                check_vxlan_attrs(replace(attrs, backend_data=attrs.backend_v6_data))
+            if use4:
+                check_vxlan_attrs(attrs)
         except LeaseError as exc:
             raise LeaseError(f"{where}: {exc}") from None
+        try:
+            if use6 and attrs.backend_v6_data is not None:
+                check_vxlan_attrs(replace(attrs, backend_data=attrs.backend_v6_data))
+        except LeaseError as exc:
+            raise LeaseError(f"{where}: BackendV6Data: {exc}") from None
+
+
+def _check_public(where: str, name: str, ip: IPv4Address | IPv6Address,
+                  own_public_ips: Collection[IPv4Address | IPv6Address]) -> None:
+    problem = _bad_peer_address(ip)
+    if problem is None and ip in own_public_ips:
+        problem = "our own address (a stale lease of ours, or a duplicate node)"
+    if problem:
+        raise LeaseError(f"{where}: {name} {ip} is {problem}; a peer must advertise a "
+                         "unicast address of its own")
 
 
 def _bad_peer_address(ip: IPv4Address | IPv6Address) -> str | None:

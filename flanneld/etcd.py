@@ -280,6 +280,26 @@ class EtcdClient:
         return await self._txn(lambda t: [t.mod(key.encode()) == mod_revision], key, value,
                                lease_id)
 
+    async def replace_key(self, old_key: str, old_mod_revision: int, key: str, value: bytes,
+                          lease_id: int, *, unless_prefix: str | None = None) -> Any:
+        """In one transaction: put `key` and delete `old_key`, only if `old_key` is still at
+        `old_mod_revision` and no key starting with `unless_prefix` exists (default: no
+        key `key`; `old_key` itself may start with it). The stored KeyValue, or None if
+        a condition failed (then nothing changed)."""
+        guard = (unless_prefix or key).encode()
+        end = prefix_range_end(guard) if unless_prefix else None
+
+        async def txn(c: aetcd.Client) -> Any:
+            t = c.transactions
+            ok, responses = await c.transaction(
+                compare=[t.mod(old_key.encode()) == old_mod_revision,
+                         t.create(guard, range_end=end) == 0],
+                failure=[],
+                success=[t.put(key.encode(), value, lease=lease_id or None),
+                         t.delete(old_key.encode()), t.get(key.encode())])
+            return responses[2][0][1] if ok else None
+        return await self.call(txn)
+
     async def delete_if_unchanged(self, key: str, mod_revision: int) -> bool:
         async def txn(c: aetcd.Client) -> bool:
             t = c.transactions

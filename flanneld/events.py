@@ -149,6 +149,9 @@ class PeerView:
             if not key.startswith(self._prefix) or "/" in key[len(self._prefix):]:
                 raise LeaseError(f"lease key {key!r}: not directly under {self._prefix}")
             lease = decode_lease(key, value, lease_id=lease_id, mod_revision=mod_revision)
+            if lease.ipv4_subnet is None:  # TODO(issue 12, data plane): IPv6-only peers
+                raise LeaseError("an IPv6-only lease: this node programs peers by their IPv4 "
+                                 "subnet and does not program IPv6-only peers yet")
         except LeaseError as exc:
             self._reject(key, mod_revision, str(exc))
             return None

@@ -91,7 +91,7 @@ class PeerWatch(SubnetStore):
         own_ips = [ip for ip in (self._attrs.public_ip, self._attrs.public_ipv6)
                    if ip is not None] if self._attrs else []
         own6 = self.lease.ipv6_subnet if self.lease is not None else None
-        check_peer_lease(lease, config.network, own_subnet=own, own_public_ips=own_ips,
+        check_peer_lease(lease, config.ipv4_network, own_subnet=own, own_public_ips=own_ips,
                          ipv6_network=config.ipv6_network, own_ipv6_subnet=own6)
 
     async def _events_or_lease_changes(self, watch: Any) -> AsyncIterator[Any]:
@@ -125,7 +125,7 @@ class PeerWatch(SubnetStore):
     def _note_own_key(self, raw_key: bytes, ev: Any) -> None:
         lease = self.lease
         key = raw_key.decode("utf-8", "replace")
-        if lease is not None and key == self.key_of(lease.subnet, lease.ipv6_subnet):
+        if lease is not None and key == self.key_of(lease.ipv4_subnet, lease.ipv6_subnet):
             if ev.kind == "DELETE" or ev.kv.mod_revision != lease.mod_revision:
                 self._own_changed.set()  # wake hold() to check at once
 

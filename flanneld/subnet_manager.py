@@ -31,7 +31,7 @@ from ipaddress import IPv4Network, IPv6Network
 import aetcd
 
 from core.config import NetworkConfig
-from core.lease import Lease, LeaseAttrs, LeaseError, decode_attrs, encode_attrs
+from core.lease import Lease, LeaseAttrs, LeaseError, decode_attrs, encode_attrs, subnet_key
 from flanneld.allocator import AcquirePlan, Occupied, plan_acquire
 from flanneld.backoff import Backoff
 from flanneld.etcd import is_retryable
@@ -108,7 +108,7 @@ class EtcdSubnetManager(PeerWatch):
                 pass  # a garbage value still occupies its subnet
             occupied.append(Occupied(v4, v6, lease))
         plan = plan_acquire(config, occupied, attrs.public_ip, previous, previous_ipv6,
-                            self._rng)
+                            self._rng, public_ipv6=attrs.public_ipv6)
         self.status.subnets_in_use = plan.in_use
         for lease in plan.ignored:
             log.warning("reservation %s carries our PublicIP %s but does not fit the network "
@@ -122,23 +122,31 @@ class EtcdSubnetManager(PeerWatch):
             raise OutOfSubnets(self._out_of_subnets_message(config, plan))
         if plan.reuse is not None:
             return await self._reuse(plan.reuse, attrs)
-        assert plan.subnet is not None
+        if plan.replace is not None:
+            return await self._migrate(config, plan, attrs)
         return await self._create(config, plan, attrs)
 
     def _out_of_subnets_message(self, config: NetworkConfig, plan: AcquirePlan) -> str:
-        total = config.subnet_count()
-        msg = (f"out of subnets: network {config.network} has {total} "
-               f"subnet{'' if total == 1 else 's'} of /{config.subnet_len} between "
-               f"{config.subnet_min} and {config.subnet_max} and {plan.in_use} "
-               f"{'is' if plan.in_use == 1 else 'are'} in use")
-        if config.enable_ipv6:
-            msg += f" (or no IPv6 subnet is free in {config.ipv6_network})"
-        return (msg + f"; free some (etcdctl del {self.subnets_prefix}<key>) or use a bigger "
-                "Network / longer SubnetLen")
+        if plan.full == "IPv6":
+            total = config.ipv6_subnet_count()
+            where = (f"IPv6Network {config.ipv6_network} has {total} "
+                     f"subnet{'' if total == 1 else 's'} of /{config.ipv6_subnet_len} between "
+                     f"{config.ipv6_subnet_min} and {config.ipv6_subnet_max}")
+            bigger = "IPv6Network / longer IPv6SubnetLen"
+        else:
+            total = config.subnet_count()
+            where = (f"network {config.network} has {total} "
+                     f"subnet{'' if total == 1 else 's'} of /{config.subnet_len} between "
+                     f"{config.subnet_min} and {config.subnet_max}")
+            bigger = "Network / longer SubnetLen"
+        in_use = (f" and {plan.in_use} {'is' if plan.in_use == 1 else 'are'} in use"
+                  if plan.full != "IPv6" or not config.enable_ipv4 else ", all in use")
+        return (f"out of subnets: {where}{in_use}; free some (etcdctl del "
+                f"{self.subnets_prefix}<key>) or use a bigger {bigger}")
 
     async def _reuse(self, lease: Lease, attrs: LeaseAttrs) -> Lease | None:
         """Step 1: keep our lease; a reservation stays one, never gets a TTL."""
-        key = self.key_of(lease.subnet, lease.ipv6_subnet)
+        key = self.key_of(lease.ipv4_subnet, lease.ipv6_subnet)
         if lease.is_reservation and lease.attrs == attrs:
             log.info("using reservation %s for our PublicIP %s (no TTL)", key, attrs.public_ip)
             return lease
@@ -156,25 +164,68 @@ class EtcdSubnetManager(PeerWatch):
 
     async def _create(self, config: NetworkConfig, plan: AcquirePlan,
                       attrs: LeaseAttrs) -> Lease | None:
-        """Steps 2/3: create the key only if no key for this IPv4 subnet exists."""
-        assert plan.subnet is not None
+        """Steps 2/3: create the key only if no key for this IPv4 subnet exists
+        (IPv6-only: no key of this name; the IPv6 subnet is checked after the write)."""
         key = self.key_of(plan.subnet, plan.ipv6_subnet)
         lease_id = await self._ensure_etcd_lease()
         # The guard covers every key of this IPv4 subnet ("10.5.52.0-24" and any
         # "10.5.52.0-24&<v6>"), so two dual-stack nodes cannot share it.
         kv = await self.etcd.create(key, encode_attrs(attrs), lease_id,
-                                    unless_prefix=self.key_of(plan.subnet))
+                                    unless_prefix=self._guard(plan.subnet, key))
         if kv is None:
-            log.info("subnet %s was taken by another node just now; trying again", plan.subnet)
+            log.info("subnet %s was taken by another node just now; trying again",
+                     plan.subnet or plan.ipv6_subnet)
             return None
         lease = Lease(plan.subnet, attrs, plan.ipv6_subnet, lease_id=kv.lease,
                       mod_revision=kv.mod_revision)
         if config.enable_ipv6 and not await self._ipv6_unique(lease):
+            await self._delete_if_unchanged(lease)
             return None
-        log.info("leased subnet %s%s (%s; etcd lease %x, TTL %d s)", plan.subnet,
-                 f" and {plan.ipv6_subnet}" if plan.ipv6_subnet else "",
+        log.info("leased subnet %s (%s; etcd lease %x, TTL %d s)", _both(lease),
                  {"previous": "same as before the restart",
                   "random": "new"}.get(plan.source, plan.source), lease_id, self.ttl)
+        return lease
+
+    def _guard(self, subnet: IPv4Network | None, key: str) -> str:
+        """What a create must find empty: every key of this IPv4 subnet, else the key."""
+        return self.key_of(subnet) if subnet is not None else key
+
+    async def _migrate(self, config: NetworkConfig, plan: AcquirePlan,
+                       attrs: LeaseAttrs) -> Lease | None:
+        """Step 2: our lease fits one family but not the other (the network config gained
+        or lost IPv6, or one Network moved): one transaction writes the new key, keeping
+        the part that fits, and deletes the old one, only if the old one is unchanged."""
+        old = plan.replace
+        assert old is not None
+        old_key = self.key_of(old.ipv4_subnet, old.ipv6_subnet)
+        key = self.key_of(plan.subnet, plan.ipv6_subnet)
+        lease_id = await self._ensure_etcd_lease()  # reservations are never migrated
+        kept4 = plan.subnet is not None and plan.subnet == old.ipv4_subnet
+        # a kept IPv4 subnet is guarded by our old key itself (only the new key must not
+        # exist yet); a new one like a create
+        guard = None if kept4 else self._guard(plan.subnet, key)
+        kv = await self.etcd.replace_key(old_key, old.mod_revision, key, encode_attrs(attrs),
+                                         lease_id, unless_prefix=guard)
+        if kv is None:
+            log.info("could not move %s to %s (changed or taken just now); trying again",
+                     old.key, subnet_key(plan.subnet, plan.ipv6_subnet))
+            return None
+        lease = Lease(plan.subnet, attrs, plan.ipv6_subnet, lease_id=kv.lease,
+                      mod_revision=kv.mod_revision)
+        if config.enable_ipv6 and plan.ipv6_subnet != old.ipv6_subnet \
+                and not await self._ipv6_unique(lease):
+            # lost the IPv6 subnet to an older key: put the old key back (our IPv4
+            # subnet stays ours all along) and try another IPv6 subnet
+            back = await self.etcd.replace_key(key, lease.mod_revision, old_key,
+                                               encode_attrs(old.attrs), lease_id)
+            if back is None:
+                log.warning("could not put %s back after losing its IPv6 subnet", old.key)
+            return None
+        kept = [str(s) for s in (plan.subnet, plan.ipv6_subnet)
+                if s is not None and s in (old.ipv4_subnet, old.ipv6_subnet)]
+        log.warning("moved our lease %s to %s: the network config's families changed; "
+                    "kept %s (etcd lease %x)", old.key, lease.key, " and ".join(kept),
+                    lease_id)
         return lease
 
     async def _ipv6_unique(self, lease: Lease) -> bool:
@@ -189,7 +240,6 @@ class EtcdSubnetManager(PeerWatch):
                     and kv.create_revision < lease.mod_revision:
                 log.info("IPv6 subnet %s was taken by another node just now; trying again",
                          lease.ipv6_subnet)
-                await self._delete_if_unchanged(lease)
                 return False
         return True
 
@@ -210,12 +260,13 @@ class EtcdSubnetManager(PeerWatch):
             self._lease_ok = False
             self.status.reacquisitions += 1
             self.status.last_error = f"lost lease {old.key}: {reason}"
-            new = await self.acquire(attrs, previous=old.subnet, previous_ipv6=old.ipv6_subnet)
-            if new.subnet != old.subnet:
+            new = await self.acquire(attrs, previous=old.ipv4_subnet,
+                                     previous_ipv6=old.ipv6_subnet)
+            if (new.ipv4_subnet, new.ipv6_subnet) != (old.ipv4_subnet, old.ipv6_subnet):
                 log.error("our subnet CHANGED from %s to %s: pods still using addresses of "
-                          "%s must be restarted", old.subnet, new.subnet, old.subnet)
+                          "%s must be restarted", _both(old), _both(new), _both(old))
             else:
-                log.warning("got our subnet %s back", new.subnet)
+                log.warning("got our subnet %s back", _both(new))
             await _maybe_await(on_change(new))
             self._lease_changed.set()  # once more, now that on_change has seen it
 
@@ -248,7 +299,7 @@ class EtcdSubnetManager(PeerWatch):
 
     async def _renew_once(self, lease: Lease, attrs: LeaseAttrs) -> str | None:
         key = lease.key
-        full_key = self.key_of(lease.subnet, lease.ipv6_subnet)
+        full_key = self.key_of(lease.ipv4_subnet, lease.ipv6_subnet)
         if not lease.is_reservation:
             ttl = await self.etcd.keepalive(lease.lease_id)
             self._etcd_lease_seen = time.monotonic()
@@ -274,6 +325,10 @@ class EtcdSubnetManager(PeerWatch):
                 return f"{key} changed while we were updating it"
             self.lease = new
         return None
+
+
+def _both(lease: Lease) -> str:
+    return " and ".join(str(s) for s in (lease.ipv4_subnet, lease.ipv6_subnet) if s is not None)
 
 
 async def _maybe_await(result: Awaitable[None] | None) -> None:

@@ -93,7 +93,8 @@ class SubnetStore:
     def subnets_prefix(self) -> str:
         return join_key(self.prefix, "subnets") + "/"
 
-    def key_of(self, subnet: IPv4Network, ipv6_subnet: IPv6Network | None = None) -> str:
+    def key_of(self, subnet: IPv4Network | None,
+               ipv6_subnet: IPv6Network | None = None) -> str:
         return self.subnets_prefix + subnet_key(subnet, ipv6_subnet)
 
     # -- config -----------------------------------------------------------
@@ -115,7 +116,9 @@ class SubnetStore:
                         self.config = parse_network_config(kv.value)
                     except ConfigError as exc:
                         raise ConfigError(f"{self.config_key}: {exc}") from None
-                    self.status.subnets_total = self.config.subnet_count()
+                    cfg = self.config
+                    self.status.subnets_total = (cfg.subnet_count() if cfg.enable_ipv4
+                                                 else cfg.ipv6_subnet_count())
                     self.status.last_error = None
                     return self.config
                 problem = (f"network config {self.config_key} does not exist yet; create it, "
@@ -131,7 +134,7 @@ class SubnetStore:
     async def _list(self) -> Any:
         return await self.etcd.list_prefix(self.subnets_prefix)
 
-    def _parse_key(self, raw: bytes) -> tuple[IPv4Network, IPv6Network | None]:
+    def _parse_key(self, raw: bytes) -> tuple[IPv4Network | None, IPv6Network | None]:
         key = raw.decode("utf-8", "replace")
         name = key[len(self.subnets_prefix):]
         if not key.startswith(self.subnets_prefix) or "/" in name:
@@ -163,7 +166,7 @@ class SubnetStore:
         return Lease(v4, attrs, v6, lease_id=kv.lease, mod_revision=kv.mod_revision)
 
     async def _delete_if_unchanged(self, lease: Lease) -> None:
-        await self.etcd.delete_if_unchanged(self.key_of(lease.subnet, lease.ipv6_subnet),
+        await self.etcd.delete_if_unchanged(self.key_of(lease.ipv4_subnet, lease.ipv6_subnet),
                                             lease.mod_revision)
 
     # -- status -----------------------------------------------------------

@@ -6,14 +6,14 @@ import asyncio
 import json
 import logging
 import time
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 from etcd_helpers import attrs, etcd_keys, put_config, stop, until
 from netns_lab.etcd import EtcdMember
 
 from core.config import ConfigError
-from core.lease import Lease, LeaseAttrs, decode_attrs, encode_attrs
+from core.lease import Lease, LeaseAttrs, decode_attrs, encode_attrs, vxlan_backend_data
 from flanneld.subnet_manager import EtcdSubnetManager
 
 pytestmark = pytest.mark.etcd
@@ -264,3 +264,145 @@ def test_dual_stack_lease(etcd_server: EtcdMember, etcd_prefix: str) -> None:
     assert list(etcd_keys(etcd_server, etcd_prefix)) == [
         f"{etcd_prefix}/subnets/{first.subnet.network_address}-24&"
         f"{first.ipv6_subnet.network_address}-64"]
+
+
+DUAL = '{"EnableIPv6":true,"Network":"10.5.0.0/16","IPv6Network":"fd00:10:5::/48"}'
+V6ONLY = ('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:5::/56",'
+          '"Backend":{"Type":"vxlan"}}')
+
+
+def attrs6(n: int, *, v4: bool = True) -> LeaseAttrs:
+    """Node n with PublicIPv6 fd72::<n> (and, if `v4`, its PublicIP)."""
+    base = attrs(n)
+    return LeaseAttrs(base.public_ip if v4 else IPv4Address(0), "vxlan", base.backend_data,
+                      public_ipv6=IPv6Address(f"fd72::{n:x}"))
+
+
+def test_ipv6_only_concurrent_acquirers_get_distinct_subnets(etcd_server: EtcdMember,
+                                                              etcd_prefix: str) -> None:
+    put_config(etcd_server, etcd_prefix, V6ONLY)
+
+    async def main() -> tuple[list[Lease], Lease]:
+        ms = [EtcdSubnetManager([etcd_server.client_url], etcd_prefix, ttl=60)
+              for _ in range(12)]
+        try:
+            leases = list(await asyncio.wait_for(asyncio.gather(
+                *(m.acquire(attrs6(i, v4=False)) for i, m in enumerate(ms))), 60))
+            # a restart finds its lease again by PublicIPv6 (PublicIP is 0.0.0.0 for all)
+            again = EtcdSubnetManager([etcd_server.client_url], etcd_prefix, ttl=60)
+            try:
+                return leases, await again.acquire(attrs6(5, v4=False))
+            finally:
+                await again.close()
+        finally:
+            await asyncio.gather(*(m.close() for m in ms))
+
+    leases, again = asyncio.run(main())
+    assert all(lease.ipv4_subnet is None for lease in leases)
+    six = {lease.ipv6_subnet for lease in leases}
+    assert len(six) == 12 and None not in six
+    assert all(s is not None and s.subnet_of(IPv6Network("fd00:10:5::/56")) and s.prefixlen == 64
+               and s != IPv6Network("fd00:10:5::/64") for s in six)
+    keys = etcd_keys(etcd_server, etcd_prefix)
+    assert sorted(keys) == sorted(f"{etcd_prefix}/subnets/&{s.network_address}-64"
+                                  for s in six if s is not None)
+    assert again.key == leases[5].key
+    value = keys[f"{etcd_prefix}/subnets/{leases[0].key}"]
+    assert value.startswith('{"PublicIP":"0.0.0.0","PublicIPv6":"fd72::","BackendType":"vxlan"')
+
+
+def test_dual_stack_value_and_key_are_flannels(etcd_server: EtcdMember, etcd_prefix: str) -> None:
+    put_config(etcd_server, etcd_prefix, DUAL)
+    mine = LeaseAttrs(attrs(1).public_ip, "vxlan", vxlan_backend_data(1, "0e:00:00:00:01:01"),
+                      public_ipv6=IPv6Address("fd72::1"),
+                      backend_v6_data=vxlan_backend_data(1, "0e:00:00:00:06:01"))
+
+    async def main() -> Lease:
+        m = EtcdSubnetManager([etcd_server.client_url], etcd_prefix, ttl=60)
+        try:
+            return await m.acquire(mine)
+        finally:
+            await m.close()
+    lease = asyncio.run(main())
+    assert lease.ipv4_subnet is not None and lease.ipv6_subnet is not None
+    key = (f"{etcd_prefix}/subnets/{lease.ipv4_subnet.network_address}-24&"
+           f"{lease.ipv6_subnet.network_address}-64")
+    assert etcd_keys(etcd_server, etcd_prefix) == {key: (
+        '{"PublicIP":"192.168.0.2","PublicIPv6":"fd72::1","BackendType":"vxlan",'
+        '"BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:01:01"},'
+        '"BackendV6Data":{"VNI":1,"VtepMAC":"0e:00:00:00:06:01"}}')}
+
+
+def test_switching_to_dual_stack_keeps_every_running_nodes_ipv4_subnet(
+        etcd_server: EtcdMember, etcd_prefix: str) -> None:
+    put_config(etcd_server, etcd_prefix, '{"Network":"10.5.0.0/16"}')
+
+    async def main() -> tuple[list[Lease], list[Lease], list[Lease]]:
+        url = [etcd_server.client_url]
+        ms = [EtcdSubnetManager(url, etcd_prefix, ttl=60) for _ in range(6)]
+        try:
+            before = list(await asyncio.gather(*(m.acquire(attrs(i)) for i, m in enumerate(ms))))
+        finally:
+            await asyncio.gather(*(m.close() for m in ms))
+        put_config(etcd_server, etcd_prefix, DUAL)
+        # every node restarts with the new config at once: the migrations race each other
+        ms = [EtcdSubnetManager(url, etcd_prefix, ttl=60) for _ in range(6)]
+        try:
+            after = list(await asyncio.gather(*(m.acquire(attrs6(i)) for i, m in enumerate(ms))))
+        finally:
+            await asyncio.gather(*(m.close() for m in ms))
+        put_config(etcd_server, etcd_prefix, '{"Network":"10.5.0.0/16"}')  # and back
+        ms = [EtcdSubnetManager(url, etcd_prefix, ttl=60) for _ in range(6)]
+        try:
+            back = list(await asyncio.gather(*(m.acquire(attrs6(i)) for i, m in enumerate(ms))))
+        finally:
+            await asyncio.gather(*(m.close() for m in ms))
+        return before, after, back
+
+    before, after, back = asyncio.run(main())
+    assert [a.ipv4_subnet for a in after] == [b.ipv4_subnet for b in before]  # not renumbered
+    six = [a.ipv6_subnet for a in after]
+    assert None not in six and len(set(six)) == 6
+    assert [(b.ipv4_subnet, b.ipv6_subnet) for b in back] == \
+        [(b.ipv4_subnet, None) for b in before]
+    keys = etcd_keys(etcd_server, etcd_prefix)
+    assert sorted(keys) == sorted(f"{etcd_prefix}/subnets/{b.key}" for b in before)
+    assert all(key_lease(etcd_server, k) for k in keys)  # still leases with a TTL
+
+
+def test_migration_never_overwrites_a_changed_key(etcd_server: EtcdMember,
+                                                  etcd_prefix: str) -> None:
+    put_config(etcd_server, etcd_prefix, '{"Network":"10.5.0.0/16"}')
+
+    async def main() -> tuple[Lease, Lease, str]:
+        url = [etcd_server.client_url]
+        m = EtcdSubnetManager(url, etcd_prefix, ttl=60)
+        old = await m.acquire(attrs(1))
+        await m.close()
+        put_config(etcd_server, etcd_prefix, DUAL)
+        m = EtcdSubnetManager(url, etcd_prefix, ttl=60)
+        try:
+            assert m.config is None
+            config = await m.get_network_config()
+            listing = await m._list()
+            occupied_key = f"{etcd_prefix}/subnets/{old.key}"
+            # between our listing and our transaction, the key is rewritten (same etcd lease)
+            stale = next(kv for kv in listing if kv.key.decode() == occupied_key)
+            assert await m.etcd.put_if_unchanged(occupied_key, encode_attrs(attrs(1, 9)),
+                                                 old.lease_id, stale.mod_revision)
+            plan_lease = Lease(old.ipv4_subnet, attrs(1), lease_id=1,
+                               mod_revision=stale.mod_revision)
+            from flanneld.allocator import AcquirePlan
+            plan = AcquirePlan("migrate", subnet=old.ipv4_subnet,
+                               ipv6_subnet=IPv6Network("fd00:10:5:7::/64"), replace=plan_lease)
+            assert await m._migrate(config, plan, attrs6(1)) is None  # refused: changed
+            assert await m.etcd.get(occupied_key) is not None
+            # the next attempt sees the new revision and moves it
+            new = await m.acquire(attrs6(1))
+            return old, new, occupied_key
+        finally:
+            await m.close()
+
+    old, new, _ = asyncio.run(main())
+    assert new.ipv4_subnet == old.ipv4_subnet and new.ipv6_subnet is not None
+    assert list(etcd_keys(etcd_server, etcd_prefix)) == [f"{etcd_prefix}/subnets/{new.key}"]

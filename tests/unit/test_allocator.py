@@ -1,7 +1,7 @@
 """Which subnet to take, in flannel's order (compat §1.5); pure, no etcd."""
 
 import random
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from core.config import parse_network_config
 from core.lease import Lease, LeaseAttrs
@@ -101,7 +101,127 @@ def test_dual_stack_picks_both_and_reuses_previous_v6() -> None:
     taken6 = Occupied(IPv4Network("10.5.9.0/24"), prev6)
     plan = plan_acquire(cfg, [taken6], ME, previous_ipv6=prev6, rng=random.Random(4))
     assert plan.ipv6_subnet is not None and plan.ipv6_subnet != prev6
-    # a v4-only lease of ours does not fit a dual-stack config
+    # a v4-only lease of ours does not fit a dual-stack config: migrated, see below
     mine = occ("10.5.52.0/24", str(ME))
     plan = plan_acquire(cfg, [mine], ME, rng=random.Random(5))
-    assert plan.delete == (mine.lease,) and plan.source == "random"
+    assert plan.delete == () and plan.source == "migrate" and plan.replace == mine.lease
+
+
+DUAL = parse_network_config('{"EnableIPv6":true,"Network":"10.5.0.0/16",'
+                            '"IPv6Network":"fd00:10:5::/48"}')
+V6ONLY = parse_network_config('{"EnableIPv4":false,"EnableIPv6":true,'
+                              '"IPv6Network":"fd00:10:5::/48"}')
+ME6 = IPv6Address("fd72::3")
+ANY = IPv4Address("0.0.0.0")
+
+
+def occ6(v4: str | None, v6: str | None, ip: str = "0.0.0.0", ip6: str | None = "fd72::9",
+         lease_id: int = 7) -> Occupied:
+    n4 = IPv4Network(v4) if v4 else None
+    n6 = IPv6Network(v6) if v6 else None
+    attrs = LeaseAttrs(IPv4Address(ip), public_ipv6=IPv6Address(ip6) if ip6 else None)
+    return Occupied(n4, n6, Lease(n4, attrs, n6, lease_id=lease_id))
+
+
+def test_switching_to_dual_stack_keeps_the_ipv4_subnet_and_adds_ipv6() -> None:
+    mine = occ6("10.5.52.0/24", None, str(ME), None)
+    others = [occ6("10.5.3.0/24", "fd00:10:5:3::/64", "192.168.64.9")]
+    for seed in range(50):
+        plan = plan_acquire(DUAL, [*others, mine], ME, rng=random.Random(seed))
+        assert plan.source == "migrate" and plan.replace == mine.lease
+        assert plan.subnet == IPv4Network("10.5.52.0/24")  # never renumbered
+        assert plan.ipv6_subnet is not None and DUAL.ipv6_subnet_fits(plan.ipv6_subnet)
+        assert plan.ipv6_subnet != IPv6Network("fd00:10:5:3::/64") and plan.delete == ()
+    # the previous run's IPv6 subnet (subnet.env) is preferred when free
+    prev6 = IPv6Network("fd00:10:5:52::/64")
+    plan = plan_acquire(DUAL, [mine], ME, previous_ipv6=prev6)
+    assert (plan.subnet, plan.ipv6_subnet) == (IPv4Network("10.5.52.0/24"), prev6)
+
+
+def test_switching_back_to_ipv4_only_drops_the_ipv6_half() -> None:
+    mine = occ6("10.5.52.0/24", "fd00:10:5:52::/64", str(ME), "fd72::3")
+    plan = plan_acquire(CFG, [mine], ME)
+    assert plan.source == "migrate" and plan.replace == mine.lease
+    assert (plan.subnet, plan.ipv6_subnet) == (IPv4Network("10.5.52.0/24"), None)
+
+
+def test_a_moved_ipv6_network_keeps_ipv4_and_renumbers_only_ipv6() -> None:
+    mine = occ6("10.5.52.0/24", "fd00:99:5:52::/64", str(ME), "fd72::3")
+    plan = plan_acquire(DUAL, [mine], ME, rng=random.Random(1))
+    assert plan.source == "migrate" and plan.subnet == IPv4Network("10.5.52.0/24")
+    assert plan.ipv6_subnet is not None and plan.ipv6_subnet.subnet_of(
+        IPv6Network("fd00:10:5::/48"))
+    # and the other way round: a moved IPv4 Network keeps the IPv6 subnet
+    mine = occ6("10.9.52.0/24", "fd00:10:5:52::/64", str(ME), "fd72::3")
+    plan = plan_acquire(DUAL, [mine], ME, rng=random.Random(1))
+    assert plan.source == "migrate" and plan.ipv6_subnet == IPv6Network("fd00:10:5:52::/64")
+    assert plan.subnet is not None and plan.subnet.subnet_of(IPv4Network("10.5.0.0/16"))
+
+
+def test_a_reservation_is_never_migrated() -> None:
+    reserved = occ6("10.5.52.0/24", None, str(ME), None, lease_id=0)
+    plan = plan_acquire(DUAL, [reserved], ME, rng=random.Random(2))
+    assert plan.ignored == (reserved.lease,) and plan.replace is None
+    assert plan.source == "random" and plan.subnet != IPv4Network("10.5.52.0/24")
+
+
+def test_a_fitting_lease_wins_and_a_half_fitting_one_of_ours_is_deleted() -> None:
+    old = occ6("10.5.7.0/24", None, str(ME), None)
+    good = occ6("10.5.52.0/24", "fd00:10:5:52::/64", str(ME), "fd72::3")
+    plan = plan_acquire(DUAL, [old, good], ME)
+    assert plan.source == "public-ip" and plan.reuse == good.lease
+    assert plan.delete == (old.lease,)
+
+
+def test_ipv6_subnet_is_chosen_independently_of_ipv4() -> None:
+    pairs = set()
+    for seed in range(200):
+        plan = plan_acquire(DUAL, [], ME, rng=random.Random(seed))
+        assert plan.subnet is not None and plan.ipv6_subnet is not None
+        pairs.add((plan.subnet.network_address.packed[2],
+                   plan.ipv6_subnet.network_address.packed[7]))
+    assert len({a - b for a, b in pairs}) > 50  # not one offset for both (flannel 2654f9d8)
+
+
+def test_ipv6_only_allocation() -> None:
+    taken = [occ6(None, f"fd00:10:5:{i:x}::/64") for i in range(1, 40)]
+    seen = set()
+    for seed in range(100):
+        plan = plan_acquire(V6ONLY, taken, ANY, rng=random.Random(seed), public_ipv6=ME6)
+        assert plan.source == "random" and plan.subnet is None
+        assert plan.ipv6_subnet is not None and V6ONLY.ipv6_subnet_fits(plan.ipv6_subnet)
+        assert all(not plan.ipv6_subnet.overlaps(t.ipv6_subnet) for t in taken
+                   if t.ipv6_subnet is not None)
+        seen.add(plan.ipv6_subnet)
+    assert len(seen) > 50
+    assert plan_acquire(V6ONLY, taken, ANY, public_ipv6=ME6).in_use == 39
+    # 0.0.0.0 is everybody's PublicIP there: never a match, our PublicIPv6 is
+    plan = plan_acquire(V6ONLY, taken, ANY, rng=random.Random(1))
+    assert plan.source == "random"
+    mine = occ6(None, "fd00:10:5:52::/64", "0.0.0.0", str(ME6))
+    plan = plan_acquire(V6ONLY, [*taken, mine], ANY, public_ipv6=ME6)
+    assert plan.source == "public-ip" and plan.reuse == mine.lease
+    prev6 = IPv6Network("fd00:10:5:99::/64")
+    plan = plan_acquire(V6ONLY, taken, ANY, previous=IPv4Network("10.5.9.0/24"),
+                        previous_ipv6=prev6, public_ipv6=ME6)
+    assert (plan.source, plan.subnet, plan.ipv6_subnet) == ("previous", None, prev6)
+
+
+def test_dual_stack_to_ipv6_only_keeps_ipv6() -> None:
+    mine = occ6("10.5.52.0/24", "fd00:10:5:52::/64", str(ME), str(ME6))
+    plan = plan_acquire(V6ONLY, [mine], ME, public_ipv6=ME6)
+    assert plan.source == "migrate" and plan.replace == mine.lease
+    assert (plan.subnet, plan.ipv6_subnet) == (None, IPv6Network("fd00:10:5:52::/64"))
+
+
+def test_out_of_ipv6_subnets() -> None:
+    cfg = parse_network_config('{"EnableIPv6":true,"Network":"10.5.0.0/16",'
+                               '"IPv6Network":"fd00:10:5::/62"}')
+    full = [occ6(f"10.5.{i}.0/24", f"fd00:10:5:{i}::/64", "192.168.64.9") for i in (1, 2, 3)]
+    plan = plan_acquire(cfg, full, ME)
+    assert plan.out_of_subnets and plan.full == "IPv6"
+    v6cfg = parse_network_config('{"EnableIPv4":false,"EnableIPv6":true,'
+                                 '"IPv6Network":"fd00:10:5::/62"}')
+    plan = plan_acquire(v6cfg, [occ6(None, f"fd00:10:5:{i}::/64") for i in (1, 2, 3)], ANY,
+                        public_ipv6=ME6)
+    assert plan.out_of_subnets and plan.full == "IPv6" and plan.in_use == 3
