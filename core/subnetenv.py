@@ -1,13 +1,16 @@
 """subnet.env (`/run/flannel/subnet.env`): flannel's exact format, written atomically.
 
-    FLANNEL_NETWORK=10.5.0.0/16
-    FLANNEL_SUBNET=10.5.52.1/24
-    [FLANNEL_IPV6_NETWORK=fd00:10:5::/48]
+    [FLANNEL_NETWORK=10.5.0.0/16]              IPv4 enabled
+    [FLANNEL_SUBNET=10.5.52.1/24]
+    [FLANNEL_IPV6_NETWORK=fd00:10:5::/48]      IPv6 enabled
     [FLANNEL_IPV6_SUBNET=fd00:10:5:52::1/64]
     FLANNEL_MTU=1450
     FLANNEL_IPMASQ=false
 
+flannel's order; only the enabled families are written (at least one).
 FLANNEL_SUBNET is the subnet's .1 address (the bridge gateway) with its prefix.
+`SubnetEnv.network`/`.subnet` are the IPv4 pair and raise SubnetEnvError on an
+IPv6-only file (code that may meet one reads `ipv4_network`/`ipv4_subnet`).
 Stdlib only: the CNI plugin imports this module on its fallback path, where
 start-up time matters. The parser is strict about values (errors name the
 variable) and tolerant about form: CRLF, surrounding whitespace, comments,
@@ -37,27 +40,47 @@ class SubnetEnvError(ValueError):
 
 @dataclass(frozen=True)
 class SubnetEnv:
-    network: IPv4Network
-    subnet: IPv4Interface  # the .1 address with the subnet's prefix length
+    ipv4_network: IPv4Network | None  # None (with ipv4_subnet): IPv6-only
+    ipv4_subnet: IPv4Interface | None  # the .1 address with the subnet's prefix length
     mtu: int
     ipmasq: bool
     ipv6_network: IPv6Network | None = None
     ipv6_subnet: IPv6Interface | None = None
 
+    @property
+    def network(self) -> IPv4Network:
+        """FLANNEL_NETWORK; SubnetEnvError on an IPv6-only file (see `ipv4_network`)."""
+        if self.ipv4_network is None:
+            raise SubnetEnvError("subnet.env is IPv6-only: it has no FLANNEL_NETWORK")
+        return self.ipv4_network
+
+    @property
+    def subnet(self) -> IPv4Interface:
+        """FLANNEL_SUBNET; SubnetEnvError on an IPv6-only file (see `ipv4_subnet`)."""
+        if self.ipv4_subnet is None:
+            raise SubnetEnvError("subnet.env is IPv6-only: it has no FLANNEL_SUBNET")
+        return self.ipv4_subnet
+
     @classmethod
-    def for_lease(cls, network: IPv4Network, subnet: IPv4Network, mtu: int, ipmasq: bool,
-                  ipv6_network: IPv6Network | None = None,
+    def for_lease(cls, network: IPv4Network | None, subnet: IPv4Network | None, mtu: int,
+                  ipmasq: bool, ipv6_network: IPv6Network | None = None,
                   ipv6_subnet: IPv6Network | None = None) -> SubnetEnv:
-        """Build from the leased subnets: the gateway is the first address after the network."""
-        v6 = None
-        if ipv6_subnet is not None:
+        """Build from the leased subnets: the gateway is the first address after the network.
+        A family is written only with both its network and its subnet."""
+        v4 = v6 = None
+        if network is not None and subnet is not None:
+            v4 = IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
+        if ipv6_network is not None and ipv6_subnet is not None:
             v6 = IPv6Interface(f"{ipv6_subnet.network_address + 1}/{ipv6_subnet.prefixlen}")
-        return cls(network, IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}"),
-                   mtu, ipmasq, ipv6_network, v6)
+        if v4 is None and v6 is None:
+            raise SubnetEnvError("subnet.env needs an IPv4 or an IPv6 network and subnet")
+        return cls(network if v4 else None, v4, mtu, ipmasq, ipv6_network if v6 else None, v6)
 
 
 def render_subnet_env(env: SubnetEnv) -> str:
-    lines = [f"FLANNEL_NETWORK={env.network}", f"FLANNEL_SUBNET={env.subnet}"]
+    lines = []
+    if env.ipv4_network is not None and env.ipv4_subnet is not None:
+        lines += [f"FLANNEL_NETWORK={env.ipv4_network}", f"FLANNEL_SUBNET={env.ipv4_subnet}"]
     if env.ipv6_network is not None and env.ipv6_subnet is not None:
         lines += [f"FLANNEL_IPV6_NETWORK={env.ipv6_network}",
                   f"FLANNEL_IPV6_SUBNET={env.ipv6_subnet}"]
@@ -100,11 +123,17 @@ def parse_subnet_env(text: str) -> SubnetEnv:
                                  "has it acquired a subnet?)")
         return values[key]
 
-    network = _parse(IPv4Network, "FLANNEL_NETWORK", need("FLANNEL_NETWORK"), "10.5.0.0/16")
-    subnet = _parse(IPv4Interface, "FLANNEL_SUBNET", need("FLANNEL_SUBNET"), "10.5.52.1/24")
-    if not subnet.network.subnet_of(network):
-        raise SubnetEnvError(f"subnet.env: FLANNEL_SUBNET {subnet} is not inside "
-                             f"FLANNEL_NETWORK {network}")
+    has4 = "FLANNEL_NETWORK" in values or "FLANNEL_SUBNET" in values
+    has6 = "FLANNEL_IPV6_NETWORK" in values or "FLANNEL_IPV6_SUBNET" in values
+    network = subnet = None
+    if has4 or not has6:  # IPv4 (a file with neither family names the IPv4 variables)
+        network = _parse(IPv4Network, "FLANNEL_NETWORK", need("FLANNEL_NETWORK"),
+                         "10.5.0.0/16")
+        subnet = _parse(IPv4Interface, "FLANNEL_SUBNET", need("FLANNEL_SUBNET"),
+                        "10.5.52.1/24")
+        if not subnet.network.subnet_of(network):
+            raise SubnetEnvError(f"subnet.env: FLANNEL_SUBNET {subnet} is not inside "
+                                 f"FLANNEL_NETWORK {network}")
     raw_mtu = need("FLANNEL_MTU")
     if not raw_mtu.isdigit() or not raw_mtu.isascii() or not 68 <= int(raw_mtu) <= 65535:
         raise SubnetEnvError(f"subnet.env: FLANNEL_MTU {raw_mtu!r} must be an integer "
@@ -116,7 +145,7 @@ def parse_subnet_env(text: str) -> SubnetEnv:
     v6_net = v6_subnet = None
     if ("FLANNEL_IPV6_NETWORK" in values) != ("FLANNEL_IPV6_SUBNET" in values):
         raise SubnetEnvError("subnet.env: FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET must be "
-                             "set together (dual stack) or not at all")
+                             "set together (dual stack or IPv6-only) or not at all")
     if "FLANNEL_IPV6_NETWORK" in values:
         v6_net = _parse(IPv6Network, "FLANNEL_IPV6_NETWORK", values["FLANNEL_IPV6_NETWORK"],
                         "fd00:10:5::/48")

@@ -177,8 +177,10 @@ class Reconciler:
         from core.subnetenv import SubnetEnv, write_subnet_env
 
         assert self.own is not None and self.config is not None and self.backend is not None
-        env = SubnetEnv.for_lease(self.config.network, self.own.subnet, self.backend.mtu,
-                                  self.opts.ip_masq)
+        cfg, own = self.config, self.own
+        env = SubnetEnv.for_lease(cfg.ipv4_network, own.ipv4_subnet, self.backend.mtu,
+                                  self.opts.ip_masq, cfg.ipv6_network if cfg.enable_ipv6
+                                  else None, own.ipv6_subnet)
         write_subnet_env(self.opts.subnet_file, env)
-        log.info("wrote %s (FLANNEL_SUBNET=%s, FLANNEL_MTU=%d)", self.opts.subnet_file,
-                 env.subnet, env.mtu)
+        log.info("wrote %s (FLANNEL_SUBNET=%s, FLANNEL_IPV6_SUBNET=%s, FLANNEL_MTU=%d)",
+                 self.opts.subnet_file, env.ipv4_subnet, env.ipv6_subnet, env.mtu)

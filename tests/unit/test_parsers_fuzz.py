@@ -192,6 +192,20 @@ def test_subnet_env_parser_never_crashes(text: str) -> None:
 
 
 @FUZZ
+@given(st.integers(0, 2**64 - 1), st.integers(1, 62), st.integers(68, 65535), st.booleans(),
+       st.booleans())
+def test_subnet_env_ipv6_only_round_trip(addr: int, plen: int, mtu: int, masq: bool,
+                                         dual: bool) -> None:
+    net6 = IPv6Network((addr << 64, plen), strict=False)
+    sub6 = IPv6Network((int(net6.network_address) + (1 << 64), 64))
+    v4 = (IPv4Network("10.5.0.0/16"), IPv4Network("10.5.52.0/24")) if dual else (None, None)
+    env = SubnetEnv.for_lease(*v4, mtu, masq, net6, sub6)
+    text = render_subnet_env(env)
+    assert ("FLANNEL_NETWORK=" in text) == dual and text.count("\n") == 4 + 2 * dual
+    assert parse_subnet_env(text) == env
+
+
+@FUZZ
 @given(st.integers(8, 28), st.integers(0, 2**32 - 1), st.integers(68, 65535), st.booleans(),
        st.booleans())
 def test_subnet_env_round_trip(plen: int, addr: int, mtu: int, masq: bool, dual: bool) -> None:

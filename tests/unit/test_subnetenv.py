@@ -46,6 +46,38 @@ def test_round_trip() -> None:
     assert DUAL.ipv6_subnet == IPv6Interface("fd00:10:5:52::1/64")
 
 
+V6ONLY = SubnetEnv.for_lease(None, None, 1430, True, IPv6Network("fd00:10:5::/48"),
+                             IPv6Network("fd00:10:5:52::/64"))
+
+
+def test_ipv6_only_writes_only_the_ipv6_lines_and_reads_back() -> None:
+    text = render_subnet_env(V6ONLY)
+    assert text.splitlines() == [
+        "FLANNEL_IPV6_NETWORK=fd00:10:5::/48", "FLANNEL_IPV6_SUBNET=fd00:10:5:52::1/64",
+        "FLANNEL_MTU=1430", "FLANNEL_IPMASQ=true"]
+    env = parse_subnet_env(text)
+    assert env == V6ONLY and env.ipv4_network is None and env.ipv4_subnet is None
+    with pytest.raises(SubnetEnvError, match="IPv6-only"):
+        _ = env.subnet
+    with pytest.raises(SubnetEnvError, match="IPv6-only"):
+        _ = env.network
+
+
+def test_only_enabled_families_are_written() -> None:
+    # a family needs both its network and its subnet; v6 given without a network is not written
+    env = SubnetEnv.for_lease(IPv4Network("10.5.0.0/16"), IPv4Network("10.5.52.0/24"), 1450,
+                              False, None, IPv6Network("fd00:10:5:52::/64"))
+    assert render_subnet_env(env) == VECTOR_C
+    with pytest.raises(SubnetEnvError):
+        SubnetEnv.for_lease(None, None, 1450, False)
+
+
+def test_previous_subnets_of_an_ipv6_only_file(tmp_path: Path) -> None:
+    path = tmp_path / "subnet.env"
+    write_subnet_env(path, V6ONLY)
+    assert read_previous_subnets(path) == (None, IPv6Network("fd00:10:5:52::/64"))
+
+
 def test_tolerant_form() -> None:
     text = ("# written by flanneld\r\n  FLANNEL_NETWORK=10.5.0.0/16  \r\n\r\n"
             'export FLANNEL_SUBNET="10.5.52.1/24"\r\nFLANNEL_MTU=1450 # vxlan\r\n'
@@ -56,6 +88,14 @@ def test_tolerant_form() -> None:
 @pytest.mark.parametrize("text,words", [
     ("FLANNEL_SUBNET=10.5.52.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
      ["FLANNEL_NETWORK", "missing"]),
+    ("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n", ["FLANNEL_NETWORK", "missing"]),
+    ("FLANNEL_IPV6_NETWORK=fd00::/48\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+     ["FLANNEL_IPV6_SUBNET", "together"]),
+    ("FLANNEL_IPV6_NETWORK=fd00::/48\nFLANNEL_IPV6_SUBNET=fd01::1/64\nFLANNEL_MTU=1450\n"
+     "FLANNEL_IPMASQ=false\n", ["FLANNEL_IPV6_SUBNET", "not inside"]),
+    ("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_IPV6_NETWORK=fd00::/48\n"
+     "FLANNEL_IPV6_SUBNET=fd00::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+     ["FLANNEL_SUBNET", "missing"]),
     (VECTOR_C.replace("1450", "big"), ["FLANNEL_MTU", "'big'"]),
     (VECTOR_C.replace("1450", "10"), ["FLANNEL_MTU", "68"]),
     (VECTOR_C.replace("=false", "=nope"), ["FLANNEL_IPMASQ", "'nope'"]),
