@@ -56,9 +56,16 @@ class Endpoint:
     port: int
 
     @property
+    def grpc_host(self) -> str:
+        """The host as it goes before `:port` in a gRPC target: IPv6 literals in brackets.
+        (aetcd builds its target as f"{host}:{port}"; a bare `fd72::10` there became
+        `fd72::10:2379`, which gRPC reads as the address fd72::10:2379, port 443.)"""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def target(self) -> str:
         """gRPC target: host:port, IPv6 literals in brackets."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return f"{self.grpc_host}:{self.port}"
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.target}"
@@ -67,7 +74,9 @@ class Endpoint:
 def parse_endpoints(spec: str | Sequence[str]) -> tuple[Endpoint, ...]:
     """`http://10.0.0.1:2379,https://[fd00::1]:2379` (or a list) to Endpoints.
 
-    A bare `host:port` means http; a missing port means 2379.
+    A bare `host:port` means http; a missing port means 2379. IPv6 literals go in
+    brackets, as in any URL; the Endpoint keeps the bare address and `target` /
+    `grpc_host` put the brackets back for gRPC.
     """
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     found: list[Endpoint] = []
@@ -75,6 +84,10 @@ def parse_endpoints(spec: str | Sequence[str]) -> tuple[Endpoint, ...]:
         if not item:
             continue
         url = item if "://" in item else f"http://{item}"
+        netloc = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        if netloc.count(":") > 1 and not netloc.startswith("["):
+            raise EndpointError(f"etcd endpoint {item!r}: an IPv6 address needs brackets, "
+                                "e.g. http://[fd72::10]:2379")
         try:
             parts = urlsplit(url)
             port = parts.port or DEFAULT_PORT
@@ -91,6 +104,11 @@ def parse_endpoints(spec: str | Sequence[str]) -> tuple[Endpoint, ...]:
         raise EndpointError(f"no etcd endpoint in {spec!r}: give at least one URL like "
                             "http://127.0.0.1:2379")
     return tuple(found)
+
+
+def channel_target(host: str, port: int) -> str:
+    """The gRPC target aetcd's channel gets: `host:port`, an IPv6 literal bracketed once."""
+    return f"{Endpoint('http', host.strip('[]'), port).grpc_host}:{port}"
 
 
 def tls_credentials(cafile: str | None, certfile: str | None,
@@ -142,7 +160,8 @@ class _Client(aetcd.Client):
             return
         try:
             self._is_connecting = True
-            self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
+            self.channel = rpc.secure_channel(channel_target(self._host, self._port),
+                                              self._credentials,
                                               options=list(self._options.items()))
             if self._username is not None and self._password is not None:
                 self.auth_stub = rpc.AuthStub(self.channel)
@@ -204,7 +223,7 @@ class EtcdClient:
     def _current(self) -> tuple[_Client, int]:
         if self._client is None:
             ep = self.endpoint
-            self._client = _Client(ep.host, ep.port, username=self._username,
+            self._client = _Client(ep.grpc_host, ep.port, username=self._username,
                                    password=self._password, timeout=self._timeout,
                                    options=CHANNEL_OPTIONS, credentials=self._credentials)
         return self._client, self._generation
