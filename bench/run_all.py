@@ -79,6 +79,14 @@ def markdown(summary: dict[str, Any], pngs: list[Path]) -> str:
     for name, figs in summary["ratios"].items():
         for what, value in figs.items():
             lines.append(f"| {name} | {what} | {value} |")
+    side = DOCS / "side_by_side.json"
+    if side.exists():
+        sb = json.loads(side.read_text())
+        lines += ["", f"Side by side with commit {sb['before']} (`bench/side_by_side.py`, run at "
+                  f"{sb['when']}: each benchmark of both trees in turn, same settings):", "",
+                  f"| benchmark | figure | {sb['before']} | {sb['after']} |", "|---|---|---|---|"]
+        lines += [f"| {r['benchmark']} | {r['figure']} | {r['before']} | {r['after']} |"
+                  for r in sb["rows"]]
     lines += ["", "What each one measures (the script's docstring has the method):", ""]
     for name in summary["ratios"]:
         doc = (ROOT / "bench" / f"{name}.py").read_text().split('"""')[1].strip().split("\n")[0]
