@@ -17,6 +17,7 @@ in place, so a restart is hitless.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import time
@@ -105,18 +106,21 @@ class Daemon(Reconciler):
         self.config = await self._retry("network config", manager.get_network_config,
                                         config_reason)
         cfg = self.config
-        log.info("network %s, subnets /%d, backend %s", cfg.network, cfg.subnet_len,
-                 cfg.backend_type)
+        log.info("network %s, subnets /%d%s, backend %s", cfg.ipv4_network or "(IPv6-only)",
+                 cfg.subnet_len, f", IPv6 {cfg.ipv6_network} /{cfg.ipv6_subnet_len}"
+                 if cfg.enable_ipv6 else "", cfg.backend_type)
 
         self._not_ready("choosing the external interface")
         try:
             choice = await self._in_netlink(
                 iface.discover, iface=o.iface, iface_regex=o.iface_regex,
-                can_reach=o.iface_can_reach, public_ip=o.public_ip)
+                can_reach=o.iface_can_reach, public_ip=o.public_ip, public_ipv6=o.public_ipv6,
+                ipv4=cfg.enable_ipv4, ipv6=cfg.enable_ipv6)
         except iface.IfaceError as exc:
             raise FatalError(str(exc)) from None
-        log.info("using interface %s (index %d, %s, mtu %d), public IP %s, chosen by %s",
+        log.info("using interface %s (index %d, %s, mtu %d), public IP %s%s, chosen by %s",
                  choice.name, choice.index, choice.address, choice.mtu, choice.public_ip,
+                 f", public IPv6 {choice.public_ipv6}" if choice.public_ipv6 else "",
                  choice.how)
 
         self._not_ready(f"setting up the {cfg.backend_type} backend")
@@ -129,18 +133,24 @@ class Daemon(Reconciler):
             self.backend = backend = await self._in_netlink(create_backend, cfg, ext,
                                                             o.state_dir)
             attrs = await self._in_netlink(backend.lease_attrs)
+            if cfg.enable_ipv6 and attrs.public_ipv6 is None:
+                # TODO(issue 12, data plane): the backend publishes PublicIPv6 and
+                # BackendV6Data itself once it builds flannel-v6.<VNI>
+                attrs = dataclasses.replace(attrs, public_ipv6=choice.public_ipv6)
         except Exception as exc:
             raise FatalError(f"{cfg.backend_type} backend on {choice.name}: {exc}") from exc
         self.metrics.info.labels(version=__version__, backend=cfg.backend_type).set(1)
 
-        from core.subnetenv import read_previous_subnet
+        from core.subnetenv import read_previous_subnets
 
-        previous = read_previous_subnet(o.subnet_file)
+        previous, previous6 = read_previous_subnets(o.subnet_file)
         self._not_ready("acquiring a subnet lease")
         self.own = await self._retry(
-            "lease", lambda: manager.acquire(attrs, previous), lease_reason)
+            "lease", lambda: manager.acquire(attrs, previous, previous_ipv6=previous6),
+            lease_reason)
         assert self.own is not None
-        log.info("leased %s (previous %s)", self.own.subnet, previous or "none")
+        log.info("leased %s (previous %s)", self.own.key,
+                 " and ".join(str(p) for p in (previous, previous6) if p) or "none")
         self.metrics.lease_changes.inc()
         self._spawn(self._hold(attrs), "hold")
 
@@ -223,7 +233,7 @@ class Daemon(Reconciler):
         self._wake.set()
 
     def _own_subnet(self) -> IPv4Network | None:
-        return self.own.subnet if self.own is not None else None
+        return self.own.ipv4_subnet if self.own is not None else None
 
     def _drop_own(self) -> None:
         """Our new subnet may still be in the peer map as someone's old lease."""

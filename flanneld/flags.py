@@ -12,7 +12,7 @@ import re
 import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,6 +85,13 @@ def _ipv4(raw: str) -> IPv4Address:
         raise ValueError("must be an IPv4 address such as 192.168.64.3") from None
 
 
+def _ipv6(raw: str) -> IPv6Address:
+    try:
+        return IPv6Address(raw)
+    except ValueError:
+        raise ValueError("must be an IPv6 address such as fd72::3") from None
+
+
 def _any_ip(raw: str) -> str:
     try:
         return str(ip_address(raw))
@@ -98,11 +105,9 @@ def _iface(raw: str) -> str:
     except ValueError:
         if not 0 < len(raw) <= 15 or re.search(r"[/:\s]", raw):
             raise ValueError("must be an interface name (1-15 chars, no '/', ':' or spaces) "
-                             "or an IPv4 address") from None
+                             "or an IP address") from None
         return raw
-    if addr.version != 4:
-        raise ValueError("IPv6 addresses are not supported: give an interface name or IPv4")
-    return raw
+    return str(addr)
 
 
 def _regex(raw: str) -> str:
@@ -193,7 +198,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("etcd-username", _text, None, "etcd user name", section="etcd", metavar="NAME"),
     Flag("etcd-password", _text, None, "etcd password", section="etcd", metavar="SECRET"),
     # interface choice
-    Flag("iface", _iface, (), "interface (name or IPv4 address) for inter-host traffic; "
+    Flag("iface", _iface, (), "interface (name, IPv4 or IPv6 address) for inter-host traffic; "
          "repeatable, the first that fits wins", section="interface", repeatable=True,
          metavar="IFACE"),
     Flag("iface-regex", _regex, (), "regex matched against interface IPs, then names; "
@@ -203,6 +208,9 @@ FLAGS: tuple[Flag, ...] = (
          "address through (like `ip route get`)", section="interface", metavar="IP"),
     Flag("public-ip", _ipv4, None, "IP other hosts reach this one at (default: the "
          "interface's address); may be a NAT address", section="interface", metavar="IP"),
+    Flag("public-ipv6", _ipv6, None, "IPv6 address other hosts reach this one at when "
+         "EnableIPv6 (default: the interface's global IPv6 address, permanent first, never "
+         "deprecated or temporary)", section="interface", metavar="IP"),
     # traffic rules
     _b("ip-masq", "masquerade traffic leaving the overlay (nftables table `ip pyflannel`)",
        section="traffic"),
@@ -241,7 +249,6 @@ FLAGS: tuple[Flag, ...] = (
     # flannel's, accepted and ignored
     Flag("iptables-resync", _text, None, "ignored: rules are checked every --resync-interval",
          origin=IGNORED),
-    Flag("public-ipv6", _text, None, "ignored: IPv6 is not supported", origin=IGNORED),
     _b("ip-blackhole-route", "ignored", origin=IGNORED),
     Flag("kube-api-url", _text, None, "ignored (Kubernetes mode only)", origin=IGNORED),
     Flag("kubeconfig-file", _text, None, "ignored (Kubernetes mode only)", origin=IGNORED),

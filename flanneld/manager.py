@@ -7,7 +7,7 @@ Kubernetes-API manager would be another.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
 from core.config import NetworkConfig
@@ -24,8 +24,9 @@ class SubnetManager(Protocol):
         """The cluster's network config, waiting until it exists."""
         ...
 
-    async def acquire(self, attrs: LeaseAttrs, previous: IPv4Network | None = None) -> Lease:
-        """Lease a subnet (preferring `previous`), retrying until one is had."""
+    async def acquire(self, attrs: LeaseAttrs, previous: IPv4Network | None = None, *,
+                      previous_ipv6: IPv6Network | None = None) -> Lease:
+        """Lease a subnet (preferring `previous`, `previous_ipv6`), retrying until one is had."""
         ...
 
     async def hold(self, attrs: LeaseAttrs,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class Options:
     iface_regex: tuple[str, ...]
     iface_can_reach: IPv4Address | None
     public_ip: IPv4Address | None
+    public_ipv6: IPv6Address | None
     ip_masq: bool
     iptables_forward_rules: bool
     ip_masq_fully_random_disable: bool

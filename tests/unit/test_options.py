@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -99,7 +99,7 @@ public-ip:
     (["--subnet-lease-ttl=2"], {}, None, ["--subnet-lease-ttl", "'2'", "5.."]),
     (["--resync-interval=soon"], {}, None, ["--resync-interval", "'soon'", "seconds"]),
     (["--public-ip=10.0.0.300"], {}, None, ["--public-ip", "10.0.0.300", "IPv4 address"]),
-    (["--iface=fd00::1"], {}, None, ["--iface", "IPv6"]),
+    (["--iface=fd00::1/64"], {}, None, ["--iface", "IP address"]),
     (["--iface=has/slash"], {}, None, ["--iface", "interface name"]),
     (["--iface-regex=(eth"], {}, None, ["--iface-regex", "(eth", "regular expression"]),
     (["--etcd-endpoints=unix:///x.sock"], {}, None, ["--etcd-endpoints", "not a URL"]),
@@ -132,7 +132,7 @@ def test_errors_name_flag_value_and_rule(argv: list[str], env: dict[str, str],
 def test_ignored_flags_warn_and_unsupported_false_is_fine() -> None:
     o = parse_options(["--iptables-resync", "5", "-v=2", "--ip-blackhole-route",
                        "--kube-subnet-mgr=false", "--public-ipv6=fd00::1"])
-    assert len(o.warnings) == 4
+    assert len(o.warnings) == 3 and o.public_ipv6 == IPv6Address("fd00::1")
     assert any("--iptables-resync" in w and "ignored" in w for w in o.warnings)
     assert any("--v" in w and "--log-level" in w for w in o.warnings)
 
@@ -182,3 +182,12 @@ def test_cli_help_version_and_errors() -> None:
     assert done.returncode == 2 and "not supported: use etcd" in done.stderr
     done = _flanneld("--healthz-port", "http")
     assert done.returncode == 2 and "--healthz-port" in done.stderr and "0..65535" in done.stderr
+
+
+def test_public_ipv6_and_ipv6_iface() -> None:
+    o = parse_options(["--iface=FD72::3", "--iface", "eth0"],
+                      {"FLANNELD_PUBLIC_IPV6": "fd72:0:0::9"})
+    assert o.public_ipv6 == IPv6Address("fd72::9") and o.iface == ("fd72::3", "eth0")
+    assert not o.warnings
+    with pytest.raises(OptionsError, match="IPv6 address"):
+        parse_options(["--public-ipv6=10.0.0.1"])
