@@ -74,7 +74,7 @@ case "$cmd" in
     lint)
         setup
         "$VENV/bin/ruff" check .
-        "$VENV/bin/mypy" flanneld backends cni
+        "$VENV/bin/mypy" core netlink backends cni flanneld
         # netns-lab/ is the package netns_lab: give mypy that name through a link.
         tmp=$(mktemp -d); ln -s "$ROOT/netns-lab" "$tmp/netns_lab"
         (cd "$tmp" && MYPYPATH="$ROOT" "$VENV/bin/mypy" --config-file "$ROOT/pyproject.toml" -p netns_lab)

@@ -133,9 +133,9 @@ def test_front_finds_the_socket_the_plugin_would(conf: dict[str, Any], ascii_onl
                                                  pad: str) -> None:
     if not isinstance(conf.get("subnetFile", ""), str):
         return  # the plugin refuses the config (INVALID_CONFIG) whichever socket is asked
-    text = json.dumps(conf, ensure_ascii=ascii_only)
-    if pad:
-        text = text.replace(", ", "," + pad).replace(": ", pad + ":" + pad)
+    # whitespace between tokens only: a replace() over the text would also pad values
+    text = json.dumps(conf, ensure_ascii=ascii_only,
+                      separators=("," + pad, pad + ":" + pad) if pad else None)
     stdin = text.encode()
     assert socket_path(stdin) == socket_path_for(conf), text
     assert parse_conf(stdin) == json.loads(stdin)
