@@ -85,6 +85,9 @@ class Backend(Protocol):
     # Called with the MACs of the FDB entries we write: the kernel echoes them to the
     # daemon's kernel watch with portid 0, and they are ours, not drift.
     on_fdb_write: Callable[[list[str]], None] | None
+    # Called (on the netlink thread) with our new lease value when the backend changed it
+    # (vxlan: a live peer held our VtepMAC); the daemon re-publishes our lease.
+    on_lease_attrs: Callable[[LeaseAttrs], object] | None
 
     @property
     def netlink_portid(self) -> int:

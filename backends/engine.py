@@ -41,7 +41,7 @@ from backends.state import (
     diff,
     route_matches,
 )
-from core.lease import Lease
+from core.lease import Lease, LeaseAttrs
 from netlink import messages as m
 from netlink.rtnl import Result, RtNetlink
 
@@ -78,6 +78,9 @@ class Engine:
         # Told the MACs of FDB entries just before we write them: the vxlan driver's FDB
         # notifications carry port id 0, so a kernel watcher cannot tell they are ours.
         self.on_fdb_write: Callable[[list[str]], None] | None = None
+        # Told our new lease value when the backend had to change it (vxlan: a peer held
+        # our VtepMAC); the daemon publishes it. Called on the netlink thread.
+        self.on_lease_attrs: Callable[[LeaseAttrs], object] | None = None
 
     # --- hooks --------------------------------------------------------------------------
 

@@ -14,6 +14,12 @@ MAC precedence: a MAC we already published (lease_attrs returned it) is
 restored if someone changes the device's; before that, an existing device's
 MAC wins over the persisted file, because that is the MAC in our lease in
 etcd (peers point at it); the file is then rewritten to match.
+
+The file is bound to this node (backends.vtep_mac): a copy made on another
+node (a cloned image) is not reused. And when a live peer lease carries our
+VtepMAC all the same, the newer of the two nodes draws a new MAC, re-programs
+its device and hands the new lease value to `on_lease_attrs` (the daemon
+publishes it); the older one keeps its MAC, so the cluster converges.
 """
 
 from __future__ import annotations
@@ -21,12 +27,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import socket
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backends import vtep_mac
 from backends.base import ExternalInterface, ReconcileResult
 from backends.desired import Outcome, PeerContext, vxlan_outcome
 from backends.engine import Engine
@@ -47,7 +53,7 @@ if TYPE_CHECKING:
     from core.config import NetworkConfig
 
 log = logging.getLogger("pyflannel.backends.vxlan")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+MACHINE_ID = Path("/etc/machine-id")
 
 
 def random_mac() -> str:
@@ -55,6 +61,15 @@ def random_mac() -> str:
     b = bytearray(os.urandom(6))
     b[0] = (b[0] & 0xFE) | 0x02
     return b.hex(":")
+
+
+def this_node(public_ip: str) -> str:
+    """This node's identity for the persisted MAC (backends.vtep_mac.node_identity)."""
+    try:
+        machine_id: str | None = MACHINE_ID.read_text()
+    except OSError:
+        machine_id = None
+    return vtep_mac.node_identity(machine_id, public_ip, socket.gethostname())
 
 
 def link_state(row: m.LinkRow) -> LinkState:
@@ -114,7 +129,11 @@ class VxlanBackend(Engine):
         self.spec = VxlanDeviceSpec(self.name, vx.vni, str(ext.public), ext.index, vx.port,
                                     vx.learning, vx.gbp, self.mtu)
         self.mac_file = Path(state_dir) / f"vtep-mac.{self.name}"
+        self.identity = this_node(str(ext.public))
         self._published_mac: str | None = None
+        self.mac_conflicts = 0  # times we gave our VtepMAC up to a peer
+        self._own_rev_floor = 0  # our lease is at least this new once we re-published it
+        self._clash_logged: str | None = None
         self._device_done = False  # a full run finished the device once: later fixes are repairs
 
     # --- the Backend API ------------------------------------------------------------------
@@ -123,14 +142,21 @@ class VxlanBackend(Engine):
         with self._lock:
             link = self._ensure_device(ReconcileResult())
             self._published_mac = link.mac
-            return LeaseAttrs(public_ip=self.ext.public, backend_type="vxlan",
-                              backend_data=vxlan_backend_data(self.config.vni, link.mac))
+            return self._attrs(link.mac)
+
+    def _attrs(self, mac: str) -> LeaseAttrs:
+        return LeaseAttrs(public_ip=self.ext.public, backend_type="vxlan",
+                          backend_data=vxlan_backend_data(self.config.vni, mac))
 
     @property
     def mac(self) -> str | None:
         return self._published_mac
 
     # --- engine hooks ---------------------------------------------------------------------
+
+    def _reconcile(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
+        changed = self._check_mac_clash(own, peers)
+        return super()._reconcile(own, peers, full=full or changed)
 
     def _outcome(self, lease: Lease, ctx: PeerContext) -> Outcome:
         return vxlan_outcome(lease, ctx)
@@ -201,9 +227,7 @@ class VxlanBackend(Engine):
             self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(link.index, mtu=self.spec.mtu),
                           f"set {self.name} MTU {self.spec.mtu}")
             self._count(result, "mtu")
-        mac = self._published_mac or link.mac
-        if self._persisted_mac() != mac:
-            self._persist_mac(mac)
+        self._persist_mac(self._published_mac or link.mac)
         if self.dev_index and self.dev_index != link.index:
             self._reindex(self.dev_index, link.index)
         self.dev_index = link.index
@@ -244,23 +268,85 @@ class VxlanBackend(Engine):
         if path.exists() and path.read_text().strip() != "0":
             path.write_text("0")
 
+    # --- a peer holds our VtepMAC -------------------------------------------------------
+
+    def _check_mac_clash(self, own: Lease, peers: list[Lease]) -> bool:
+        """True if we gave our VtepMAC up (the device has a new one; reconcile in full)."""
+        mac = self._published_mac
+        if mac is None:
+            return False
+        clashing = vtep_mac.holders(mac, self.config.vni, own.key, self.ext.public, peers)
+        if not clashing:
+            self._clash_logged = None
+            return False
+        own_rev = max(own.mod_revision, self._own_rev_floor)
+        winner = vtep_mac.must_yield(own_rev, self.ext.public, clashing)
+        names = ", ".join(f"{p.key} (PublicIP {p.attrs.public_ip})" for p in clashing)
+        if winner is None or self.on_lease_attrs is None:
+            if self._clash_logged != names:
+                self._clash_logged = names
+                log.warning("our VtepMAC %s is also published by %s; %s", mac, names,
+                            "they are newer and change theirs" if winner is None else
+                            "not changing it: nobody would publish the new one")
+            return False
+        new = None
+        while new is None:
+            new = vtep_mac.fresh_mac(random_mac(), (p.attrs.vtep_mac or "" for p in peers))
+        log.warning("VtepMAC CONFLICT: our VtepMAC %s is also published by %s (a node cloned "
+                    "with its state directory?); that lease is older, so ours changes to %s: "
+                    "re-programming %s and re-publishing our lease %s", mac, names, new,
+                    self.name, own.key)
+        self._published_mac = new
+        self.mac_conflicts += 1
+        self._own_rev_floor = max([own_rev, *(p.mod_revision for p in peers)]) + 1
+        self._clash_logged = None
+        if self.dev_index:
+            try:
+                self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(self.dev_index, mac=new),
+                              f"set {self.name} MAC {new}")
+            except (NetlinkError, OSError) as exc:  # the full run's _ensure_device retries
+                log.warning("setting %s MAC %s: %s", self.name, new, exc)
+        self._write_mac_file(new)
+        # The MAC change flushes the device's neighbours: what we applied is gone.
+        self._applied = self._desired = None
+        self.on_lease_attrs(self._attrs(new))
+        return True
+
     # --- the persisted MAC --------------------------------------------------------------
 
     def _persisted_mac(self) -> str | None:
+        """The file's MAC if it is ours to use (bound to this node, or the old format)."""
         try:
-            text = self.mac_file.read_text().strip().lower()
+            text = self.mac_file.read_text()
         except FileNotFoundError:
             return None
-        if not _MAC.fullmatch(text) or int(text[:2], 16) & 1:
-            log.warning("ignoring %s: %r is not a unicast MAC", self.mac_file, text)
-            return None
-        return text
+        f = vtep_mac.read_mac_file(text, self.identity)
+        if f.status == "invalid":
+            log.warning("ignoring %s: %s", self.mac_file, f.detail)
+        elif f.status == "foreign":
+            log.warning("not reusing the VtepMAC in %s: it was written by another node (%s; "
+                        "we are %s), a state directory cloned or copied; drawing a new one",
+                        self.mac_file, f.detail, self.identity)
+        elif f.status == "legacy":
+            log.info("adopting %s (old format, not bound to a node); rewriting it bound to "
+                     "this node", self.mac_file)
+        return f.mac
 
     def _persist_mac(self, mac: str) -> None:
+        """Write the file unless it already holds `mac` bound to this node."""
+        want = vtep_mac.render_mac_file(mac, self.identity)
+        try:
+            if self.mac_file.read_text() == want:
+                return
+        except FileNotFoundError:
+            pass
+        self._write_mac_file(mac)
+
+    def _write_mac_file(self, mac: str) -> None:
         self.mac_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.mac_file.with_name(self.mac_file.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(mac + "\n")
+            f.write(vtep_mac.render_mac_file(mac, self.identity))
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.mac_file)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Network
 from typing import Any
 
-from core.lease import Lease, is_peer
+from core.lease import Lease, LeaseAttrs, is_peer
 from flanneld import __version__, iface
 from flanneld.backoff import Backoff
 from flanneld.events import LeaseEvent, apply_event
@@ -163,6 +163,9 @@ class Daemon(Reconciler):
         # resync tick dump the kernel, and events arriving meanwhile waited for it.
         self._kwatch.ignore_own(backend.netlink_portid, lambda: backend.dev_index)
         backend.on_fdb_write = self._kwatch.expect_fdb
+        # A live peer held our VtepMAC and the backend changed ours: publish it (thread-safe).
+        loop = asyncio.get_running_loop()
+        backend.on_lease_attrs = lambda new: loop.call_soon_threadsafe(self._republish, attrs, new)
         self._kwatch.routing.take()
         self._kwatch.nftables.take()
         while not await self._reconcile(full=True):
@@ -216,6 +219,11 @@ class Daemon(Reconciler):
                 delay = backoff.next()
                 log.exception("keeping our lease failed; restarting in %.0fs", delay)
                 await asyncio.sleep(delay)
+
+    def _republish(self, attrs: LeaseAttrs, new: LeaseAttrs) -> None:
+        self.metrics.vtep_mac_conflicts.inc()  # the one reason a backend changes its data
+        assert self.manager is not None
+        self.manager.republish(dataclasses.replace(attrs, backend_data=new.backend_data))
 
     async def _on_lease_change(self, lease: Lease | None) -> None:
         if lease is None:

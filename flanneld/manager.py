@@ -34,6 +34,10 @@ class SubnetManager(Protocol):
         """Keep our lease forever; `on_change` hears of every re-acquisition."""
         ...
 
+    def republish(self, attrs: LeaseAttrs) -> None:
+        """Our lease value changed: write it to our key (while still ours) and keep it."""
+        ...
+
     def watch(self, own_subnet: Callable[[], IPv4Network | None]
               ) -> AsyncIterator[LeaseEvent]:
         """Peer lease events: a snapshot, then added/changed/removed; ours is never one."""

@@ -101,6 +101,9 @@ class Metrics:
                                     ["kind"], registry=r)
         self.lease_changes = Counter(f"{NS}_lease_acquisitions",
                                      "Times our own lease was acquired or replaced", registry=r)
+        self.vtep_mac_conflicts = Counter(
+            f"{NS}_vtep_mac_conflicts", "Times a live peer lease held our VtepMAC and we "
+            "changed ours (a node cloned with its state directory?)", registry=r)
         self.ready = Gauge(f"{NS}_ready", "1 when /readyz answers 200", registry=r)
         self.last_reconcile = Gauge(f"{NS}_last_successful_reconcile_timestamp_seconds",
                                     "Unix time of the last successful reconcile", registry=r)

@@ -248,9 +248,9 @@ class EtcdSubnetManager(PeerWatch):
     async def hold(self, attrs: LeaseAttrs,
                    on_change: Callable[[Lease], Awaitable[None] | None]) -> None:
         """Keep our lease forever: keepalive, ownership checks, re-acquire when lost."""
-        self._attrs = attrs
+        self._attrs = self._republished or attrs  # a restarted hold keeps what was republished
         if self.lease is None:
-            await _maybe_await(on_change(await self.acquire(attrs)))
+            await _maybe_await(on_change(await self.acquire(self._attrs)))
         while True:
             reason = await self._keep(attrs)
             old = self.lease
@@ -260,7 +260,7 @@ class EtcdSubnetManager(PeerWatch):
             self._lease_ok = False
             self.status.reacquisitions += 1
             self.status.last_error = f"lost lease {old.key}: {reason}"
-            new = await self.acquire(attrs, previous=old.ipv4_subnet,
+            new = await self.acquire(self._attrs or attrs, previous=old.ipv4_subnet,
                                      previous_ipv6=old.ipv6_subnet)
             if (new.ipv4_subnet, new.ipv6_subnet) != (old.ipv4_subnet, old.ipv6_subnet):
                 log.error("our subnet CHANGED from %s to %s: pods still using addresses of "
@@ -269,6 +269,12 @@ class EtcdSubnetManager(PeerWatch):
                 log.warning("got our subnet %s back", _both(new))
             await _maybe_await(on_change(new))
             self._lease_changed.set()  # once more, now that on_change has seen it
+
+    def republish(self, attrs: LeaseAttrs) -> None:
+        """Our lease value changed (vxlan: a new VtepMAC): hold() rewrites our key with it
+        now, only while the key is still ours, and keeps it from then on."""
+        self._attrs = self._republished = attrs
+        self._own_changed.set()
 
     async def _keep(self, attrs: LeaseAttrs) -> str:
         """Renew until the lease is lost; returns why."""
@@ -279,7 +285,7 @@ class EtcdSubnetManager(PeerWatch):
             assert lease is not None
             wait = self.renew_interval
             try:
-                reason = await self._renew_once(lease, attrs)
+                reason = await self._renew_once(lease, self._attrs or attrs)
                 if reason is not None:
                     return reason
                 self._lease_ok = True

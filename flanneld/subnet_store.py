@@ -76,6 +76,7 @@ class SubnetStore:
         self.status = ManagerStatus(endpoint=str(self.etcd.endpoint))
         self._rng = rng or random.Random()
         self._attrs: LeaseAttrs | None = None
+        self._republished: LeaseAttrs | None = None  # our value as changed since start-up
         self._etcd_lease: int | None = None  # our one etcd lease, granted on first need
         self._etcd_lease_seen = 0.0  # monotonic time it was last known alive
         self._own_changed = asyncio.Event()  # the watch saw our key change: check it now

@@ -226,6 +226,32 @@ def test_changed_attrs_are_written_only_while_the_key_is_ours(etcd_server: EtcdM
     asyncio.run(main())
 
 
+def test_republished_attrs_are_written_at_once_and_kept(etcd_server: EtcdMember,
+                                                          prefix: str) -> None:
+    """A VtepMAC changed after a clash: hold() writes it now (not at the next renewal) and a
+    restarted hold() keeps it instead of the value it was first called with."""
+    async def main() -> None:
+        m = EtcdSubnetManager([etcd_server.client_url], prefix, ttl=60, renew_interval=30)
+        lease = await m.acquire(attrs(1))
+        task = asyncio.create_task(m.hold(attrs(1), lambda lease: None))
+        key = f"{prefix}/subnets/{lease.key}"
+        try:
+            await asyncio.sleep(0.2)
+            t0 = time.monotonic()
+            m.republish(attrs(1, mac_byte=3))
+            await until(lambda: decode_attrs(etcd_keys(etcd_server, prefix)[key])
+                        == attrs(1, mac_byte=3), 5, "the republished VtepMAC in etcd")
+            assert time.monotonic() - t0 < 5 and m.status.reacquisitions == 0
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            task = asyncio.create_task(m.hold(attrs(1), lambda lease: None))
+            await asyncio.sleep(0.5)
+            assert decode_attrs(etcd_keys(etcd_server, prefix)[key]) == attrs(1, mac_byte=3)
+        finally:
+            await stop(m, task)
+    asyncio.run(main())
+
+
 def test_config_is_awaited_and_bad_config_named(etcd_server: EtcdMember,
                                                 etcd_prefix: str) -> None:
     async def main() -> None:

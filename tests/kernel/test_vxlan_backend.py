@@ -24,6 +24,8 @@ from backend_lab import (
 from netns_lab.netns import Sandbox, ip, run
 
 from backends import create_backend
+from backends.vtep_mac import render_mac_file
+from backends.vxlan import this_node
 from core.lease import Lease, LeaseAttrs, vxlan_backend_data
 
 pytestmark = pytest.mark.netns
@@ -306,7 +308,7 @@ def test_mac_survives_losing_the_device(make: Callable[..., tuple[Lab, Cluster]]
     a = lab.hosts["a"]
     mac = mac_of(cluster, "a")
     path = lab.state_dir("a") / "vtep-mac.flannel.1"
-    assert path.read_text() == mac + "\n"
+    assert path.read_text() == render_mac_file(mac, this_node(str(a.ip)))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     cluster.backends["a"].close()
     ip("link", "del", "flannel.1", netns=a.ns)  # a reboot, as far as the device goes
@@ -323,7 +325,7 @@ def test_mac_survives_losing_the_device(make: Callable[..., tuple[Lab, Cluster]]
     be = create_backend(cluster.config, a.ext, lab.state_dir("a"), netns=a.ns)
     cluster.backends["a"] = be
     assert be.lease_attrs().vtep_mac == "0e:aa:bb:cc:dd:ee"
-    assert path.read_text() == "0e:aa:bb:cc:dd:ee\n"
+    assert path.read_text().splitlines()[0] == "0e:aa:bb:cc:dd:ee"
     # Once published, a changed MAC is put back.
     ip("link", "set", "flannel.1", "address", "0e:00:00:00:00:01", netns=a.ns)
     result = be.reconcile(cluster.leases["a"], [cluster.leases["a"]])
@@ -369,3 +371,58 @@ def test_direct_routing_mixed(make: Callable[..., tuple[Lab, Cluster]]) -> None:
     result = cluster.reconcile("a")
     assert not result.errors, result.errors
     assert kernel_state(a.ns) == expected_peer_state(cluster, ["b", "c"])
+
+
+def test_a_mac_file_from_another_node_is_not_reused(
+        make: Callable[..., tuple[Lab, Cluster]]) -> None:
+    lab, cluster = make({"a": THREE["a"]})
+    a = lab.hosts["a"]
+    cluster.backends["a"].close()
+    ip("link", "del", "flannel.1", netns=a.ns)
+    path = lab.state_dir("a") / "vtep-mac.flannel.1"
+    path.write_text(render_mac_file("0e:aa:bb:cc:dd:ee", this_node("192.168.64.99")))
+    be = create_backend(cluster.config, a.ext, lab.state_dir("a"), netns=a.ns)
+    cluster.backends["a"] = be
+    mac = be.lease_attrs().vtep_mac
+    assert mac and mac != "0e:aa:bb:cc:dd:ee"
+    assert path.read_text() == render_mac_file(mac, this_node(str(a.ip)))
+
+
+def test_cloned_mac_files_converge_to_distinct_macs(sandbox: Sandbox) -> None:
+    """Three nodes from one image: the same old-format MAC file on each. The newer leases
+    (here, without revisions: the higher PublicIPs) draw new MACs; pods ping everywhere."""
+    lab = build(sandbox, THREE)
+    cluster: Cluster | None = None
+    try:
+        for name in THREE:
+            (lab.state_dir(name) / "vtep-mac.flannel.1").write_text("0e:c1:0e:c1:0e:c1\n")
+        cluster = start_cluster(lab, network_config("vxlan"))
+        assert {mac_of(cluster, n) for n in THREE} == {"0e:c1:0e:c1:0e:c1"}
+        published: dict[str, list[str]] = {n: [] for n in THREE}
+        for name, be in cluster.backends.items():
+            def publish(attrs: LeaseAttrs, name: str = name) -> None:
+                published[name].append(str(attrs.vtep_mac))
+                assert cluster is not None
+                cluster.leases[name] = lab.hosts[name].lease(attrs)
+            be.on_lease_attrs = publish
+        for _ in range(2):  # a round to change, a round for the others to follow
+            for name in THREE:
+                result = cluster.reconcile(name, full=False)
+                assert not result.errors, result.errors
+        assert published["a"] == [] and len(published["b"]) == len(published["c"]) == 1
+        macs = {n: mac_of(cluster, n) for n in THREE}
+        assert macs["a"] == "0e:c1:0e:c1:0e:c1" and len(set(macs.values())) == 3
+        for name in THREE:
+            host = lab.hosts[name]
+            assert ipj(host.ns, "link", "show", "flannel.1")[0]["address"] == macs[name]
+            path = lab.state_dir(name) / "vtep-mac.flannel.1"
+            assert path.read_text() == render_mac_file(macs[name], this_node(str(host.ip)))
+        assert [cluster.backends[n].mac_conflicts for n in THREE] == [0, 1, 1]
+        for src in THREE:
+            for dst in THREE:
+                if src != dst:
+                    lab.ping(src, lab.hosts[dst].pod_ip)
+    finally:
+        if cluster is not None:
+            cluster.close()
+        lab.close()
