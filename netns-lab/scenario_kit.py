@@ -1,4 +1,4 @@
-"""The machinery of the chaos scenarios (`netns_lab.scenarios` holds the scenarios).
+"""The machinery of the chaos scenarios (`netns_lab.scenarios` is the index of them).
 
 A scenario is one fault under a continuous pod-to-pod ping. Each names the
 topology it needs; `run_scenario` brings that lab up, runs the scenario's
@@ -15,6 +15,10 @@ the recovery on conditions, and fills in its figures:
 
 `netns-lab scenario NAME` replays one, `netns-lab scenario --all --report FILE`
 runs them all and writes the table of docs/reliability.md.
+
+Imports run one way: the scenario modules (`scenarios_*`) import this kit and
+register into `SCENARIOS` with `@scenario`; `netns_lab.scenarios` imports them
+all and looks scenarios up by name; this module imports none of them.
 """
 
 from __future__ import annotations
@@ -126,26 +130,10 @@ class _Timed(Progress):
         super()._end(mark, step, start)
 
 
-def get(name: str) -> Scenario:
-    _load()
-    if name not in SCENARIOS:
-        raise LabError(f"no scenario {name!r}; scenarios: {', '.join(SCENARIOS)}")
-    return SCENARIOS[name]
-
-
-def names() -> list[str]:
-    _load()
-    return list(SCENARIOS)
-
-
-def _load() -> None:
-    import netns_lab.scenarios  # noqa: F401  (registers the scenarios)
-
-
-def run_scenario(name: str, lab_name: str, stream: TextIO = sys.stderr, *, quiet: bool = False,
-                 keep: bool = False) -> dict[str, Any]:
+def run_scenario(sc: Scenario, lab_name: str, stream: TextIO = sys.stderr, *,
+                 quiet: bool = False, keep: bool = False) -> dict[str, Any]:
     """Bring the scenario's lab up, run it, take the lab down; its figures and checks."""
-    sc = get(name)
+    name = sc.name
     topo = topology.parse(sc.topology, f"scenario {name}")
 
     def say(text: str) -> None:

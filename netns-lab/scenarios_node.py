@@ -1,6 +1,6 @@
 """The chaos scenarios on one node: the reference run, flanneld restarts, a lease or a
-whole host gone, and kernel drift; plus the helpers the other families share
-(`netns_lab.scenarios` lists every family).
+whole host gone, kernel drift, nodes cloned with their state; plus the helpers the other
+families share (`netns_lab.scenarios` lists every family).
 """
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ from __future__ import annotations
 import signal
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from netns_lab import chaos, observe
+from netns_lab import chaos, observe, ping
 from netns_lab.lab import Lab
 from netns_lab.measure import (
     Clock,
@@ -247,3 +248,77 @@ def _whole(lab: Lab, host: str) -> bool:
     return (bool(dev) and dev[0].get("mtu") == 1450
             and dev[0].get("address") == own.attrs.vtep_mac
             and all(s == "vxlan" for s in peer_states(lab, host, leases).values()))
+
+
+# -- nodes cloned with their state ------------------------------------------------------------
+
+CLONED_MAC = "0e:c1:0e:c1:0e:c1"
+
+
+def _mac_file(lab: Lab, host: str) -> Path:
+    """The host's persisted VtepMAC, from outside: its state dir (/var/lib/pyflannel inside
+    the host) is the lab's directory of the host."""
+    return lab.host_dir(host) / "vtep-mac.flannel.1"
+
+
+def _vtep_macs(lab: Lab) -> dict[str, tuple[str, str]]:
+    """Per host: (VtepMAC in its lease in etcd, MAC of its vxlan device)."""
+    out = {}
+    for h, lease in leases_by_host(lab).items():
+        dev = observe.kernel_view(lab.ns(h)).vxlan_links()
+        out[h] = (str(lease.attrs.vtep_mac), str(dev[0].get("address")) if dev else "")
+    return out
+
+
+def _distinct(lab: Lab) -> bool:
+    macs = _vtep_macs(lab)
+    return (len(macs) == len(lab.topology.host_names)
+            and all(lease == dev for lease, dev in macs.values())
+            and len({lease for lease, _ in macs.values()}) == len(macs))
+
+
+@scenario("cloned-state", "three nodes come up from one image: every state dir holds the "
+          f"same vtep-mac file (VtepMAC {CLONED_MAC}, the old unbound format), no device yet",
+          "the clash is detected and counted (flanneld_vtep_mac_conflicts_total); the newer "
+          "nodes draw new MACs: three distinct VtepMACs in etcd and on the devices, every pod "
+          "pair pings", lab_topology())
+def cloned_state(r: Run) -> dict[str, Any]:
+    lab, f = r.lab, r.figures
+    hosts = lab.topology.host_names
+    subnets = host_subnets(lab)
+    with r.pinging(*ALL3):
+        clock = Clock()
+        observe.parallel(lambda h: chaos.flanneld_kill(lab, h), hosts)
+        for h in hosts:  # a fresh boot of each clone: no device, the image's file
+            for dev in observe.kernel_view(lab.ns(h)).vxlan_links():
+                ip("link", "del", str(dev["ifname"]), netns=lab.ns(h))
+            _mac_file(lab, h).write_text(CLONED_MAC + "\n")
+        observe.parallel(lambda h: chaos.flanneld_start(lab, h), hosts)  # waits for /readyz
+        f["ready_s"] = clock.since("start")
+        wait_for(lambda: _distinct(lab), 30, interval=0.1,
+                 what="three distinct VtepMACs, in etcd and on the devices")
+        wait_converged(lab)
+        f["recovery_s"] = clock.since("start")
+    macs = _vtep_macs(lab)
+    conflicts = {h: metric(lab, h, "flanneld_vtep_mac_conflicts_total") for h in hosts}
+    results = ping.ping_all(lab, timeout=1.0, attempts=3)
+    failed = [f"{x.src}->{x.dst}" for x in results if not x.ok]
+    files = {h: _mac_file(lab, h).read_text().splitlines() for h in hosts}
+    moved = {h for h, s in host_subnets(lab).items() if subnets.get(h) != s}
+    f["vtep_macs"] = {h: lease for h, (lease, _) in macs.items()}
+    f["conflicts_counted"] = conflicts
+    f["data_lost"] = len(moved)
+    r.check("three distinct VtepMACs in etcd", len(set(f["vtep_macs"].values())) == len(hosts),
+            f["vtep_macs"])
+    r.check("every device has the VtepMAC of its lease",
+            all(lease == dev for lease, dev in macs.values()), macs)
+    r.check("the oldest holder kept the cloned MAC",
+            list(f["vtep_macs"].values()).count(CLONED_MAC) == 1)
+    r.check("the clash is counted", sum(conflicts.values()) >= len(hosts) - 1, conflicts)
+    r.check("every pod pair pings", bool(results) and not failed,
+            f"{len(results) - len(failed)}/{len(results)}" + (f": {failed}" if failed else ""))
+    r.check("every vtep-mac file is rewritten, bound to its node",
+            all(len(v) == 2 and v[0] == f["vtep_macs"][h] and v[1].startswith("node ")
+                for h, v in files.items()), files)
+    r.check("every host kept its subnet", not moved, ", ".join(sorted(moved)))
+    return f

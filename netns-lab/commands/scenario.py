@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from netns_lab import scenario_kit
+from netns_lab import scenarios
 from netns_lab.lab import LabError
 from netns_lab.scenario_report import render_report, render_result, save_results
 
@@ -36,20 +36,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        for name in scenario_kit.names():
-            sc = scenario_kit.get(name)
+        for name in scenarios.names():
+            sc = scenarios.get(name)
             print(f"{name:20} {sc.summary}\n{'':20} goal: {sc.goal}")
         return 0
-    names = scenario_kit.names() if args.all else args.scenarios
+    names = scenarios.names() if args.all else args.scenarios
     if not names:
         raise LabError("name a scenario (`netns-lab scenario --list`), or --all")
     if args.keep and len(names) > 1:
         raise LabError("--keep keeps one scenario's lab: name just one scenario")
     for name in names:
-        scenario_kit.get(name)  # unknown names fail before any lab is built
+        scenarios.get(name)  # unknown names fail before any lab is built
     results = []
     for name in names:
-        result = scenario_kit.run_scenario(name, args.name, sys.stderr, quiet=args.quiet,
+        result = scenarios.run_scenario(name, args.name, sys.stderr, quiet=args.quiet,
                                            keep=args.keep)
         results.append(result)
         if not args.json:

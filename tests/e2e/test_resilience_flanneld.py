@@ -1,5 +1,6 @@
 """flanneld faults under a 100/s pod ping: kill -9 (one host, all hosts), a lease deleted by
-hand, a host gone for good (its short-TTL lease expires), kernel drift."""
+hand, a host gone for good (its short-TTL lease expires), kernel drift, nodes cloned with
+their state (one vtep-mac file on every host)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,11 @@ def test_kernel_drift_is_repaired_and_counted() -> None:
     r = run_scenario("kernel-drift")
     assert set(r["drifts"]) == {"route", "neigh", "fdb", "device", "mtu"}
     assert all(d["repairs_counted"] >= 1 for d in r["drifts"].values())
+
+
+def test_nodes_cloned_with_their_state_converge_to_distinct_vtep_macs() -> None:
+    r = run_scenario("cloned-state")
+    macs = r["vtep_macs"]
+    assert len(macs) == 3 and len(set(macs.values())) == 3
+    assert sum(r["conflicts_counted"].values()) > 0
+    assert r["data_lost"] == 0

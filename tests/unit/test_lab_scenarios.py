@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from netns_lab import scenario_kit
+from netns_lab import scenarios
 from netns_lab.measure import entries_changed, parse_ping, ping_figures
 from netns_lab.scenario_report import BEGIN, END, merge, render_report, render_result
 from netns_lab.topology import parse
@@ -62,12 +62,12 @@ def test_entries_changed_counts_each_difference() -> None:
 
 
 def test_every_scenario_has_a_valid_topology_and_a_goal() -> None:
-    names = scenario_kit.names()
+    names = scenarios.names()
     assert {"etcd-outage", "etcd-failover", "etcd-compaction", "flanneld-kill9",
-            "flanneld-kill9-all", "lease-deleted", "host-removed", "kernel-drift", "join-20",
-            "network-full"} <= set(names)
+            "flanneld-kill9-all", "lease-deleted", "host-removed", "kernel-drift", "cloned-state",
+            "join-20", "network-full"} <= set(names)
     for name in names:
-        sc = scenario_kit.get(name)
+        sc = scenarios.get(name)
         topo = parse(sc.topology, name)
         assert sc.goal and sc.summary
         assert any(h.pods for h in topo.hosts)
