@@ -67,6 +67,12 @@ def create_namespaces(lab: Lab) -> int:
     return len(names)
 
 
+def create_node_mounts(lab: Lab) -> None:
+    """Each host's own mount namespace: its /run/flannel, /var/lib/cni, ... (lab.NODE_DIRS)."""
+    observe.parallel(lambda h: lab.sandbox.add_mount_ns(lab.ns(h), lab.node_binds(h)),
+                     lab.topology.host_names)
+
+
 def build_underlay(lab: Lab) -> None:
     plan = lab.plan
 
@@ -130,12 +136,13 @@ def write_network_config(lab: Lab) -> None:
 
 
 def flanneld_argv(lab: Lab, host: str) -> list[str]:
-    hd = lab.host_dir(host)
+    """flanneld as on a real node: its files at the defaults (/run/flannel/subnet.env,
+    /var/lib/pyflannel), which are the host's own (it runs in its mount namespace)."""
     spec = lab.topology.host(host)
     return [*_venv_tool("flanneld", "flanneld.main"),
             "--etcd-endpoints", ",".join(lab.plan.etcd_endpoints),
             "--etcd-prefix", lab.topology.etcd_prefix, *flanneld_etcd_security(lab),
-            "--iface", "eth0", "--subnet-file", str(hd / "subnet.env"), "--state-dir", str(hd),
+            "--iface", "eth0",
             "--healthz-port", str(observe.HEALTHZ_PORT), "--healthz-ip", "127.0.0.1",
             "--resync-interval", "2", "--log-level", "info",
             *(["--ip-masq"] if spec.ip_masq else []), *spec.flanneld_args]
@@ -166,7 +173,9 @@ def flanneld_proc(host: str) -> str:
 
 
 def start_flanneld(lab: Lab, host: str) -> None:
-    lab.host_dir(host).mkdir(parents=True, exist_ok=True)
+    if lab.sandbox.mount_ns_pid(lab.ns(host)) is None:  # (raises if it is gone)
+        raise RuntimeError(f"{host} has no mount namespace: flanneld would use the box's "
+                           "/run/flannel")
     lab.sandbox.spawn(flanneld_proc(host), flanneld_argv(lab, host), netns=lab.ns(host),
                       env=flanneld_env(lab))
 
@@ -211,7 +220,8 @@ def runtime_for(lab: Lab, host: str) -> Runtime:
     conflist = hd / "cni" / CONFLIST_NAME
     if not conflist.exists():
         write_conflist(hd)
-    return Runtime(lab.ns(host), conflist, [lab.cni_bin, CNI_SYSTEM_DIR])
+    return Runtime(lab.ns(host), conflist, [lab.cni_bin, CNI_SYSTEM_DIR],
+                   enter=lab.sandbox.enter(lab.ns(host)))
 
 
 def add_pod(lab: Lab, host: str, pod: str) -> Pod:
@@ -252,6 +262,8 @@ def up(lab: Lab, progress: Progress) -> None:
     installer.start()
     with progress.step("namespaces") as s:
         s.detail = f"{create_namespaces(lab)} ({lab.plan.prefix}-*)"
+        create_node_mounts(lab)
+        s.detail += f" + {len(t.hosts)} mount (one per host)"
     with progress.step("underlay") as s:
         build_underlay(lab)
         s.detail = (f"{len(t.segments)} segment(s), {len(t.routers)} router(s), "

@@ -4,6 +4,20 @@ State lives in `<STATE_ROOT>/pfl-<name>/` (the lab's Sandbox state dir):
 `lab.json` (topology, assigned addresses, pods, partitions), one directory per
 host (subnet.env, flanneld state, CNI config and IPAM data), pidfiles and logs.
 Commands that change the state hold `lab.lock` while they read-modify-write.
+
+A lab host is a node: it has its own mount namespace in which flannel's default
+paths are its own directories (NODE_DIRS), so flanneld, the CNI plugin and
+flannelctl run there with their defaults, and the same files are read from
+outside under the host's directory:
+
+    inside the host          outside: <state dir>/<host>/...
+    /run/flannel             .            subnet.env, cni.sock, flanneld's runtime file
+    /var/lib/pyflannel       .            vtep-mac.*
+    /etc/cni/net.d           cni/         10-flannel.conflist
+    /var/lib/cni             var-lib-cni/
+    /var/lib/cni/networks    ipam/        host-local's address store
+    /var/lib/cni/flannel     cni-flannel/ the flannel plugin's dataDir
+    /run/wireguard           run-wireguard/
 """
 
 from __future__ import annotations
@@ -26,6 +40,16 @@ from netns_lab.topology import Topology, parse
 
 STATE_FILE = "lab.json"
 DEFAULT_NAME = "lab"
+# A host's default path -> (its directory under the host dir, mode); parents come first.
+NODE_DIRS: tuple[tuple[str, str, int], ...] = (
+    ("/run/flannel", ".", 0o755),
+    ("/var/lib/pyflannel", ".", 0o755),
+    ("/etc/cni/net.d", "cni", 0o755),
+    ("/var/lib/cni", "var-lib-cni", 0o755),
+    ("/var/lib/cni/networks", "ipam", 0o755),
+    ("/var/lib/cni/flannel", "cni-flannel", 0o700),
+    ("/run/wireguard", "run-wireguard", 0o700),
+)
 
 
 class LabError(RuntimeError):
@@ -68,6 +92,34 @@ class Lab:
 
     def host_dir(self, host: str) -> Path:
         return self.state_dir / host
+
+    def node_path(self, host: str, path: str) -> Path:
+        """Where a file that `host` sees at `path` (under one of NODE_DIRS) is, from outside."""
+        for inside, rel, _ in sorted(NODE_DIRS, key=lambda d: -len(d[0])):
+            if path == inside or path.startswith(inside + "/"):
+                return self.host_dir(host) / rel / path[len(inside):].lstrip("/")
+        raise ValueError(f"{path} is not one of a lab host's own directories "
+                         f"({', '.join(d for d, _, _ in NODE_DIRS)})")
+
+    def node_binds(self, host: str) -> list[tuple[Path, str]]:
+        """The host's directories (made here), each with the default path it is mounted on."""
+        binds: list[tuple[Path, str]] = []
+        for inside, rel, mode in NODE_DIRS:
+            src = self.host_dir(host) / rel
+            src.mkdir(parents=True, exist_ok=True)
+            if rel != ".":
+                src.chmod(mode)
+            for outer_src, outer in binds:  # a bind inside an earlier one: its mountpoint
+                if inside.startswith(outer + "/"):
+                    (outer_src / inside[len(outer) + 1:]).mkdir(parents=True, exist_ok=True)
+            binds.append((src.resolve(), inside))
+        return binds
+
+    def enter(self, target: str, *, wd: str | None = None) -> list[str]:
+        """argv prefix that runs a command on a host (its network and mount namespaces),
+        or in the namespace of a pod, router, segment or etcd member."""
+        _, ns = self.resolve(target)
+        return self.sandbox.enter(ns, wd=wd)
 
     @property
     def cni_bin(self) -> Path:

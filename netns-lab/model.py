@@ -16,7 +16,8 @@ LAB_NAME_RE = re.compile(r"[a-z][a-z0-9]{0,19}")
 DEFAULT_ETCD_PREFIX = "/coreos.com/network"
 DEFAULT_NETWORK: dict[str, Any] = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
 DEFAULT_SEGMENT_BASE = IPv4Network("192.168.100.0/24")
-# flanneld flags the lab sets itself for every host; a topology cannot override them.
+# flanneld flags the lab sets for every host, or whose defaults it relies on (--subnet-file,
+# --state-dir: a host's own /run/flannel and /var/lib/pyflannel); a topology cannot set them.
 MANAGED_FLAGS = ("--etcd-endpoints", "--iface", "--subnet-file", "--state-dir",
                  "--healthz-port", "--healthz-ip", "--etcd-prefix")
 MAX_HOSTS = 64

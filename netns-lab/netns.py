@@ -6,15 +6,23 @@ owning PID (`pft<pid>x<rand>`), so a later run can sweep namespaces whose owner
 is dead; a reaper child removes them at once if the owner is SIGKILLed.
 Nothing here touches the root namespace's links, routes or firewall: links are
 created directly inside the namespaces that own them.
+
+A network namespace may also get its own mount namespace (`add_mount_ns`, a
+lab host: see netns_lab.nodens). It is held by a tracked process that lives in
+the network namespace, so it goes away with the rest at `cleanup`; no mount is
+ever made in the caller's mount namespace. `enter` gives the argv prefix that
+runs a command in both namespaces, and `spawn` uses it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -181,6 +189,65 @@ class Sandbox:
         ip("link", "set", if_a, "up", netns=ns_a)
         ip("link", "set", if_b, "up", netns=ns_b)
 
+    # mount namespaces ------------------------------------------------------
+
+    def mount_ns_proc(self, netns: str) -> str:
+        return f"mntns-{netns}"
+
+    def add_mount_ns(self, netns: str, binds: Sequence[tuple[Path, str]],
+                     timeout: float = 30) -> int:
+        """Give `netns` its own mount namespace with `binds` (source dir, default path)
+        mounted in it; the pid of the process that holds it."""
+        name = self.mount_ns_proc(netns)
+        spec = json.dumps({"binds": [[str(src), dst] for src, dst in binds], "label": netns})
+        log = self.state_dir / f"{name}.log"
+        with open(log, "ab") as err:
+            proc = subprocess.Popen(
+                ["nsenter", f"--net={NETNS_DIR / netns}", "--", _python(), "-m",
+                 "netns_lab.nodens", spec], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=err, start_new_session=True)
+        self.pidfile(name).write_text(f"{proc.pid}\n")  # first: a crash now still cleans up
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else b""
+        proc.stdout.close()
+        if line.strip() != b"ready":
+            _kill_pid(proc.pid, signal.SIGKILL, 5)
+            self.pidfile(name).unlink(missing_ok=True)
+            tail = "".join(list(iter_lines(log))[-5:]).strip() or "no output"
+            raise RuntimeError(f"mount namespace for {netns} not set up: {tail}")
+        return proc.pid
+
+    def mount_ns_pid(self, netns: str) -> int | None:
+        """The holder of `netns`'s mount namespace; None if it never had one.
+
+        Raises when it had one that is gone: a command meant for that host's own
+        /run/flannel must not run against the box's."""
+        try:
+            pid = int(self.pidfile(self.mount_ns_proc(netns)).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            same_net = (os.stat(f"/proc/{pid}/ns/net").st_ino
+                        == os.stat(NETNS_DIR / netns).st_ino)
+            own_mnt = (os.stat(f"/proc/{pid}/ns/mnt").st_ino
+                       != os.stat("/proc/self/ns/mnt").st_ino)
+        except OSError:
+            same_net = own_mnt = False
+        if not (pid_alive(pid) and same_net and own_mnt):
+            raise RuntimeError(f"the mount namespace of {netns} is gone (its holder, pid {pid}, "
+                               "exited): take the lab down and up again")
+        return pid
+
+    def enter(self, netns: str, *, wd: str | None = None) -> list[str]:
+        """argv prefix running a command in `netns`, and in its mount namespace if it has
+        one (with the working directory `wd`, else /); else as `ip netns exec` does."""
+        pid = self.mount_ns_pid(netns)
+        if pid is None:
+            return ["ip", "netns", "exec", netns]
+        return ["nsenter", f"--net={NETNS_DIR / netns}", f"--mount=/proc/{pid}/ns/mnt",
+                *([f"--wd={wd}"] if wd else []), "--"]
+
     # processes -------------------------------------------------------------
 
     def pidfile(self, name: str) -> Path:
@@ -189,10 +256,11 @@ class Sandbox:
     def spawn(self, name: str, argv: Sequence[str], *, netns: str | None = None,
               env: dict[str, str] | None = None,
               log: Path | None = None) -> subprocess.Popen[bytes]:
-        """Start a tracked process, optionally inside one of our namespaces."""
+        """Start a tracked process, optionally inside one of our namespaces (network, and
+        mount if it has one)."""
         full = list(argv)
         if netns is not None:
-            full = ["ip", "netns", "exec", netns, *full]
+            full = [*self.enter(netns), *full]
         log = log or self.state_dir / f"{name}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT,

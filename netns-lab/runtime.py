@@ -1,7 +1,7 @@
 """A container runtime's side of CNI, as the lab needs it: a pod is a namespace plus CNI ADD.
 
 The plugin is exec'd exactly as containerd or CRI-O would: from the host's
-network namespace, with CNI_* in the environment and the network config on
+network and mount namespaces, with CNI_* in the environment and the network config on
 stdin, one plugin of the host's conflist at a time (chained with prevResult).
 Nothing here configures a pod's network itself.
 """
@@ -71,12 +71,15 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 class Runtime:
-    """CNI invocations for one host: its namespace, conflist and CNI_PATH."""
+    """CNI invocations for one host: its namespace, conflist and CNI_PATH; `enter` is the
+    argv prefix that runs a plugin on the host (default: `ip netns exec <host_ns>`)."""
 
-    def __init__(self, host_ns: str, conflist: Path, cni_path: Sequence[Path]) -> None:
+    def __init__(self, host_ns: str, conflist: Path, cni_path: Sequence[Path], *,
+                 enter: Sequence[str] | None = None) -> None:
         self.host_ns = host_ns
         self.conflist_path = conflist
         self.cni_path = list(cni_path)
+        self.enter = list(enter) if enter is not None else ["ip", "netns", "exec", host_ns]
 
     def conflist(self) -> dict[str, Any]:
         return json.loads(self.conflist_path.read_text())
@@ -92,7 +95,7 @@ class Runtime:
         if cni_args:
             env["CNI_ARGS"] = cni_args
         try:
-            proc = subprocess.run(["ip", "netns", "exec", self.host_ns, str(exe)],
+            proc = subprocess.run([*self.enter, str(exe)],
                                   input=json.dumps(conf), capture_output=True, text=True,
                                   env=env, timeout=60)
         except subprocess.TimeoutExpired:

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     lab = Lab.load(args.name)
-    kind, ns = lab.resolve(args.host)
+    kind, _ = lab.resolve(args.host)
     if kind not in ("host", "router", "etcd"):
         raise LabError(f"capture runs on a host, router or etcd member, not a {kind}")
     port = lab.topology.network.get("Backend", {}).get("Port")
@@ -34,4 +34,5 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(port, int) and port:
         argv += ["--port", str(port)]
     argv += ["--all"] * args.all + ["--json"] * args.json
-    os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
+    enter = lab.enter(args.host)  # a host: its network and mount namespaces
+    os.execvp(enter[0], [*enter, *argv])

@@ -1,5 +1,10 @@
 """Run a command inside a lab namespace: a host, a pod (host/pod), a router, a segment or etcd.
 
+On a host the command runs as on a node: in the host's network and mount
+namespaces (its own /run/flannel, /var/lib/cni, /etc/cni/net.d, ...), with
+pyflannel's commands (flannelctl, flanneld, netns-lab) first on PATH. So
+`netns-lab exec h1 -- flannelctl status` needs no flags.
+
 Example: netns-lab exec h1 -- ip route; netns-lab exec h2/p1 -- ping 10.244.1.2
 """
 
@@ -7,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 
 from netns_lab.lab import Lab, LabError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,13 +28,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     lab = Lab.load(args.name)
-    _, ns = lab.resolve(args.target)
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
         cmd = [os.environ.get("SHELL", "/bin/sh")]
     try:
-        os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+        wd = os.getcwd()
+    except OSError:
+        wd = "/"
+    argv = [*lab.enter(args.target, wd=wd), *cmd]
+    env = {**os.environ, "PATH": node_path(os.environ.get("PATH", ""))}
+    exe = shutil.which(argv[0], path=env["PATH"])
+    if exe is None:
+        raise LabError(f"{argv[0]} not found (PATH {env['PATH']})")
+    try:
+        os.execve(exe, argv, env)
     except OSError as exc:
-        raise LabError(f"cannot run ip netns exec: {exc}") from None
+        raise LabError(f"cannot run {argv[0]}: {exc}") from None
+
+
+def node_path(path: str) -> str:
+    """PATH with this installation's bin directory (flannelctl, flanneld, netns-lab) first."""
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+    rest = [p for p in (path or DEFAULT_PATH).split(":") if p and p != bin_dir]
+    return ":".join([bin_dir, *rest])
