@@ -101,9 +101,14 @@ def derive_delegate(fc: FlannelConf, env: SubnetEnv) -> dict[str, Any]:
 
 
 def delegate_ipam(ipam: dict[str, Any] | None, env: SubnetEnv) -> dict[str, Any]:
+    """flannel's getDelegateIPAM: one range set per family present, IPv4 first; the routes
+    are the ipam routes, then FLANNEL_NETWORK, then FLANNEL_IPV6_NETWORK. An IPv6-only
+    subnet.env gives one (IPv6) range set and one network route."""
     out = dict(ipam or {})
     out.setdefault("type", "host-local")
-    ranges = [[{"subnet": str(env.subnet.network)}]]
+    ranges = []
+    if env.ipv4_subnet is not None:
+        ranges.append([{"subnet": str(env.ipv4_subnet.network)}])
     if env.ipv6_subnet is not None:
         ranges.append([{"subnet": str(env.ipv6_subnet.network)}])
     out["ranges"] = ranges
@@ -113,7 +118,8 @@ def delegate_ipam(ipam: dict[str, Any] | None, env: SubnetEnv) -> dict[str, Any]
                        f"'ipam.routes' must be a list of objects, got {shown(routes)}")
     # Go re-marshals types.Route: only dst and gw survive, in that order.
     normal = [{k: r[k] for k in ("dst", "gw") if r.get(k)} for r in routes]
-    normal.append({"dst": str(env.network)})
+    if env.ipv4_network is not None:
+        normal.append({"dst": str(env.ipv4_network)})
     if env.ipv6_network is not None:
         normal.append({"dst": str(env.ipv6_network)})
     out["routes"] = normal

@@ -152,10 +152,11 @@ def del_script(chain: str, ips: Iterable[str], with_elements: bool = True) -> st
     """Idempotent removal: each object is added first, so deleting it cannot fail as missing."""
     lines: list[str] = []
     ips = list(ips)
+    present = {ipaddress.ip_address(ip).version for ip in ips} or {4}
     for version in (4, 6):
         mine = [ip for ip in ips if ipaddress.ip_address(ip).version == version]
         fam = f"{_FAMILY[version]} {TABLE}"
-        if not mine and version == 6:
+        if version not in present:  # an IPv6-only pod has nothing in `ip`, and v.v.
             continue
         lines += [f"add table {fam}", f"add map {fam} masq {{ type {_ADDR_TYPE[version]} : "
                   "verdict ; }", f"add chain {fam} {chain}"]
@@ -181,12 +182,24 @@ def teardown(chain: str, ips: Iterable[str]) -> None:
         nft().run(del_script(chain, ips, with_elements=False))
 
 
-def chains_present(chain: str) -> bool:
-    try:
-        listing = nft().run(f"list chain ip {TABLE} {chain}\n")
-    except NftError:
-        return False
-    return "masquerade" in listing
+def chains_present(chain: str, ips: Iterable[str] = ()) -> bool:
+    """CHECK: the attachment's chain holds its masquerade rule in every family it has an
+    address of (`ip` and/or `ip6`), and each address jumps to it."""
+    ips = list(ips)
+    for version in sorted({ipaddress.ip_address(ip).version for ip in ips} or {4}):
+        fam = f"{_FAMILY[version]} {TABLE}"
+        try:
+            rules = nft().run(f"list chain {fam} {chain}\n")
+            elements = nft().run(f"list map {fam} masq\n")
+        except NftError:
+            return False
+        if "masquerade" not in rules:
+            return False
+        for ip in ips:
+            if ipaddress.ip_address(ip).version == version and \
+                    f"{ip} : jump {chain}" not in elements:
+                return False
+    return True
 
 
 def listing(version: int) -> dict[str, Any]:

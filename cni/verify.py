@@ -37,9 +37,9 @@ def check(req: Request, ctx: Context) -> None:
         link.check(ctx.host(), netns_fd, rec.bridge, rec.host_veth, req.ifname, prev)
     finally:
         os.close(netns_fd)
-    if rec.chain and not masq.chains_present(rec.chain):
+    if rec.chain and not masq.chains_present(rec.chain, rec.addresses()):
         raise CniError(INTERNAL, f"ipMasq chain {rec.chain} is missing from table "
-                       f"{masq.TABLE}")
+                       f"{masq.TABLE}", f"addresses {', '.join(rec.addresses())}")
 
 
 def status(req: Request, ctx: Context) -> None:

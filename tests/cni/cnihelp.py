@@ -56,6 +56,8 @@ class Node:
     subnet: str = "10.5.52.1/24"
     network: str = "10.5.0.0/16"
     ipmasq: bool = True          # FLANNEL_IPMASQ: true means flanneld masquerades, we don't
+    ipv6_network: str = ""       # FLANNEL_IPV6_NETWORK/SUBNET when set (network="" with
+    ipv6_subnet: str = ""        # subnet="" and these: an IPv6-only node)
     mtu: int = 1450
     host: str = ""
     server: subprocess.Popen[bytes] | None = None
@@ -85,9 +87,33 @@ class Node:
     def write_subnet_env(self, **over: Any) -> None:
         for key, value in over.items():
             setattr(self, key, value)
+        text = ""
+        if self.network:
+            text += f"FLANNEL_NETWORK={self.network}\nFLANNEL_SUBNET={self.subnet}\n"
+        if self.ipv6_network:
+            text += (f"FLANNEL_IPV6_NETWORK={self.ipv6_network}\n"
+                     f"FLANNEL_IPV6_SUBNET={self.ipv6_subnet}\n")
         self.subnet_file.write_text(
-            f"FLANNEL_NETWORK={self.network}\nFLANNEL_SUBNET={self.subnet}\n"
-            f"FLANNEL_MTU={self.mtu}\nFLANNEL_IPMASQ={'true' if self.ipmasq else 'false'}\n")
+            f"{text}FLANNEL_MTU={self.mtu}\n"
+            f"FLANNEL_IPMASQ={'true' if self.ipmasq else 'false'}\n")
+
+    def dual_stack(self, **over: Any) -> None:
+        """subnet.env of a dual-stack node (flannel's layout), with `over` applied."""
+        self.write_subnet_env(**{"ipv6_network": "fd00:10:5::/48",
+                                 "ipv6_subnet": "fd00:10:5:52::1/64", **over})
+
+    def ipv6_only(self, **over: Any) -> None:
+        """subnet.env of an IPv6-only node: no FLANNEL_NETWORK/FLANNEL_SUBNET at all."""
+        self.dual_stack(network="", subnet="", **over)
+
+    def pod_exec(self, netns: str, *argv: str, check: bool = False
+                 ) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "netns", "exec", netns.rsplit("/", 1)[-1], *argv], check=check)
+
+    def ping(self, netns: str, target: str) -> None:
+        """One ping (IPv4 or IPv6: iputils picks the family from the address) must answer."""
+        out = self.pod_exec(netns, "ping", "-c", "1", "-W", "2", target)
+        assert out.returncode == 0, f"ping {target} from {netns}: {out.stdout}{out.stderr}"
 
     def conf(self, version: str = "0.3.1", name: str = "cbr0", **extra: Any) -> dict[str, Any]:
         """The kube-flannel conflist's flannel entry, as the runtime derives it."""

@@ -1,10 +1,13 @@
-"""flannel drop-in behaviour: dual stack, non-bridge delegates exec'd from CNI_PATH like
+"""flannel drop-in behaviour: dual stack (also beside the reference bridge + host-local
+with two range sets), non-bridge delegates exec'd from CNI_PATH like
 flannel does, and a node moved from flannel + host-local (their state, our plugin).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from typing import Any
 
 import pytest
 from cnihelp import Node
@@ -44,6 +47,56 @@ def test_dual_stack(served: Node) -> None:
     node.delete(conf, "ds", netns, prev=res).ok()
     assert node.reservations() == {}
     assert "jump" not in node.nft()
+
+
+def _shape(res: dict[str, Any]) -> dict[str, Any]:
+    """A result with what differs per pod (MACs, veth name, netns, the host part) masked."""
+    out = json.loads(json.dumps(res))
+    for i, iface in enumerate(out["interfaces"]):
+        iface["mac"] = "<mac>"
+        if i == 1:
+            iface["name"] = "<veth>"
+        if "sandbox" in iface:
+            iface["sandbox"] = "<netns>"
+    for ip in out["ips"]:
+        ip["address"] = str(ipaddress.ip_interface(ip["address"]).network)
+    return out
+
+
+def test_dual_stack_same_as_reference_bridge_and_host_local(served: Node) -> None:
+    """flannel on a dual-stack node: its delegate (two range sets) run by the reference
+    bridge + host-local, and our plugin beside it on the same bridge and store: the same
+    result JSON, the same pod routes; the two pods talk over IPv6; our DEL of flannel's
+    pod (its scratch file) releases both of its addresses."""
+    node = served
+    node.dual_stack()
+    conf = node.conf("1.0.0")
+    delegate = derive_delegate(load_conf(conf), read_subnet_env(node.subnet_file))
+    assert delegate["ipam"]["ranges"] == [[{"subnet": "10.5.52.0/24"}],
+                                          [{"subnet": "fd00:10:5:52::/64"}]]
+    node.data_dir.mkdir(mode=0o700)
+    (node.data_dir / "ref").write_bytes(scratch_bytes(delegate))
+    ref_ns, our_ns = node.pod(), node.pod()
+    ref = node.call(node.env("ADD", "ref", ref_ns), delegate, exe="/usr/lib/cni/bridge").ok()
+    ours = node.add(conf, "ours", our_ns).ok().json
+    assert _shape(ours) == _shape(ref.json)
+    assert [ip["address"] for ip in ref.json["ips"]] == ["10.5.52.2/24", "fd00:10:5:52::2/64"]
+    assert [ip["address"] for ip in ours["ips"]] == ["10.5.52.3/24", "fd00:10:5:52::3/64"]
+
+    def pod_routes(netns: str) -> list[tuple[str, str | None]]:
+        return sorted((r["dst"], r.get("gateway")) for family in ("-4", "-6")
+                      for r in node.ipj(family, "route", "show", netns=netns))
+    assert pod_routes(our_ns) == pod_routes(ref_ns)
+    for ns in (ref_ns, our_ns):
+        assert node.pod_exec(ns, "sysctl", "-n", "net.ipv6.conf.eth0.accept_dad", check=True
+                             ).stdout.strip() == "0"
+    node.ping(our_ns, "fd00:10:5:52::2")
+    node.ping(ref_ns, "fd00:10:5:52::3")
+    node.delete(conf, "ref", ref_ns).ok()
+    assert node.reservations() == {"10.5.52.3": "ours\r\neth0",
+                                   "fd00:10:5:52::3": "ours\r\neth0"}
+    node.delete(conf, "ours", our_ns, prev=ours).ok()
+    assert node.reservations() == {}
 
 
 def test_non_bridge_delegate_is_execd_like_flannel(served: Node) -> None:

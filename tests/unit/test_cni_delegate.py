@@ -98,3 +98,44 @@ def test_requested_ips_union_and_mac_precedence() -> None:
         with pytest.raises(CniError) as info:
             requested_ips(args, {}) if "IP" in args else requested_mac(args, {})
         assert words in info.value.msg and info.value.code == 4
+
+
+# -- dual stack and IPv6-only (issue 12) -----------------------------------------------------
+
+ENV_DUAL = SubnetEnv(IPv4Network("10.1.0.0/16"), IPv4Interface("10.1.17.1/24"), 1472, True,
+                     IPv6Network("fc00::/48"), IPv6Interface("fc00::1/64"))
+ENV_V6 = SubnetEnv(None, None, 1450, False, IPv6Network("fd00:10:5::/48"),
+                   IPv6Interface("fd00:10:5:52::1/64"))
+
+
+def test_dual_stack_is_flannels_own_test_vector() -> None:
+    """flannel-io/cni-plugin flannel_linux_test.go, dual stack: two range sets, v4 first,
+    the routes of both networks (v4 first); byte for byte as flannel saves it."""
+    d = derive({"name": "cni-flannel"}, ENV_DUAL)
+    assert scratch_bytes(d) == (
+        b'{"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.1.17.0/24"}],[{"subnet":"fc00::/64"}]],'
+        b'"routes":[{"dst":"10.1.0.0/16"},{"dst":"fc00::/48"}],"type":"host-local"},'
+        b'"isGateway":true,"mtu":1472,"name":"cni-flannel","type":"bridge"}')
+
+
+def test_ipv6_only_subnet_env_gives_one_v6_range_set() -> None:
+    d = derive(KUBE, ENV_V6)
+    assert d["ipam"]["ranges"] == [[{"subnet": "fd00:10:5:52::/64"}]]
+    assert d["ipam"]["routes"] == [{"dst": "fd00:10:5::/48"}]
+    assert d["ipMasq"] is True and d["mtu"] == 1450 and d["isGateway"] is True
+    # user routes still come first, and nothing IPv4 sneaks in
+    d = derive(dict(KUBE, ipam={"routes": [{"dst": "2001:db8::/32"}]}), ENV_V6)
+    assert d["ipam"]["routes"] == [{"dst": "2001:db8::/32"}, {"dst": "fd00:10:5::/48"}]
+
+
+def test_delegate_range_sets_parse_for_both_families() -> None:
+    """What the bridge then allocates from: set 0 is IPv4, set 1 IPv6 (host-local's
+    last_reserved_ip.0/.1); on an IPv6-only node set 0 is the IPv6 one."""
+    from cni.context import bridge_setup
+
+    _bc, _ipam, sets = bridge_setup(derive(KUBE, ENV_DUAL))
+    assert [(str(s[0].subnet), str(s[0].gateway)) for s in sets] == [
+        ("10.1.17.0/24", "10.1.17.1"), ("fc00::/64", "fc00::1")]
+    _bc, _ipam, sets = bridge_setup(derive(KUBE, ENV_V6))
+    assert [(str(s[0].subnet), str(s[0].start), str(s[0].gateway)) for s in sets] == [
+        ("fd00:10:5:52::/64", "fd00:10:5:52::1", "fd00:10:5:52::1")]
