@@ -155,8 +155,20 @@ class VxlanBackend(Engine):
     # --- engine hooks ---------------------------------------------------------------------
 
     def _reconcile(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
-        changed = self._check_mac_clash(own, peers)
-        return super()._reconcile(own, peers, full=full or changed)
+        result = super()._reconcile(own, peers, full=full)
+        # A peer with our MAC is in the desired FDB table: an O(1) look before the O(N) one,
+        # which keeps a lease event's cost flat in the number of peers.
+        d, mac = self._desired, self._published_mac
+        if d is None or mac is None or mac.lower() not in d.tables.fdb:
+            self._clash_logged = None
+            return result
+        if not self._check_mac_clash(own, peers):
+            return result
+        again = super()._reconcile(own, peers, full=True)  # the device has a new MAC
+        for bucket in ("added", "removed", "repaired"):
+            for kind, n in getattr(result, bucket).items():
+                again.count(bucket, kind, n)
+        return again
 
     def _outcome(self, lease: Lease, ctx: PeerContext) -> Outcome:
         return vxlan_outcome(lease, ctx)
