@@ -128,7 +128,7 @@ def main() -> int:
     if not is_root():
         return 1
     before = machine()
-    box = Sandbox.for_tests()
+    box = Sandbox.scratch()
     try:
         etcd_ns = box.add_netns("etcd", forwarding=False)
         host = box.add_netns("h")

@@ -167,7 +167,7 @@ def main() -> int:
         "python_asyncio_aetcd_prometheus": reference_rss(
             "import asyncio, aetcd, prometheus_client"),
     }
-    box = Sandbox.for_tests()
+    box = Sandbox.scratch()
     try:
         etcd_ns = box.add_netns("etcd", forwarding=False)
         hosts = {"h0": "10.200.0.1", "h1000": "10.200.0.2"}

@@ -219,7 +219,7 @@ def main() -> None:
     args = ap.parse_args()
     peers = [peer(i) for i in range(args.peers)]
     load_before = os.getloadavg()[0]
-    box = Sandbox.for_tests()
+    box = Sandbox.scratch()
     try:
         bench = Bench(box)
         times = timed_rounds(bench, peers, args.rounds, {

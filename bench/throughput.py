@@ -142,7 +142,7 @@ def main() -> int:
     if not is_root():
         return 1
     before = machine()
-    box = Sandbox.for_tests()
+    box = Sandbox.scratch()
     labs = {"vxlan": f"tp{os.getpid() % 10000}v", "hostgw": f"tp{os.getpid() % 10000}h"}
     samples: dict[str, list[float]] = {}
     try:

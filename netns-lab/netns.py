@@ -158,8 +158,9 @@ class Sandbox:
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def for_tests(cls) -> Sandbox:
-        """A prefix tied to this PID, with a reaper; stale ones from dead runs are swept."""
+    def scratch(cls) -> Sandbox:
+        """A throwaway sandbox (tests, benchmarks): its prefix carries this PID, a reaper
+        removes it if we die, and ones left by dead runs are swept first."""
         sweep_stale_test_sandboxes()
         box = cls(f"pft{os.getpid()}x{secrets.token_hex(2)}")
         box.start_reaper()

@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     """One sandbox per test process (xdist worker); namespaces inside are per test."""
-    box = Sandbox.for_tests()
+    box = Sandbox.scratch()
     try:
         yield box
     finally:
