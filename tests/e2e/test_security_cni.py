@@ -153,7 +153,7 @@ def test_fuzzed_invocations_in_process(scene: Scene) -> None:
     def fuzz(inv: tuple[dict[str, str], bytes]) -> None:
         check_one(*inv, scene.root, ctx)
 
-    ctx = plugin.Context(in_server=True)  # one warm context, as flanneld's CNI server keeps
+    ctx = plugin.Context()  # one warm context, as flanneld's CNI server keeps
     try:
         in_netns(scene.ns, fuzz)
     finally:
