@@ -14,13 +14,17 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 # gRPC (under the etcd client) logs every failed TLS handshake, once a second, at INFO;
 # our own log already says what failed and why. An operator's setting wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from flanneld import __version__
+from flanneld import __version__, runtime_file
 from flanneld.options import Options, OptionsError, format_help, load_options
+
+if TYPE_CHECKING:
+    from flanneld.daemon import Daemon
 
 log = logging.getLogger("flanneld")
 STOP_TIMEOUT = 10.0
@@ -34,6 +38,30 @@ def _setup_logging(level: str) -> None:
     if level != "debug":
         for noisy in ("aetcd", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _RuntimeFile:
+    """flanneld.json next to subnet.env, how flannelctl finds our settings (runtime_file)."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts, self.pid, self.started = opts, os.getpid(), runtime_file.now_utc()
+        self.path = runtime_file.path_for(opts.subnet_file)
+
+    def write(self, daemon: Daemon | None = None) -> None:
+        own, config = (daemon.own, daemon.config) if daemon is not None else (None, None)
+        public_ip = own.attrs.public_ip if own is not None else None
+        info = runtime_file.from_options(
+            self.opts, pid=self.pid, flanneld_version=__version__, started_at=self.started,
+            public_ip=str(public_ip) if public_ip else None,
+            backend=config.backend_type if config is not None else None)
+        try:
+            runtime_file.write(self.path, info)
+        except OSError as exc:
+            log.warning("cannot write %s (flannelctl reads our settings there): %s",
+                        self.path, exc)
+
+    def remove(self) -> None:
+        runtime_file.remove(self.path, self.pid)
 
 
 async def _run(opts: Options) -> int:
@@ -54,6 +82,8 @@ async def _run(opts: Options) -> int:
         loop.add_signal_handler(s, on_signal, s)
 
     daemon = Daemon(opts)
+    runtime = _RuntimeFile(opts)
+    runtime.write()
     starting = asyncio.create_task(daemon.start(), name="start")
     stopping = asyncio.create_task(stop.wait(), name="stop")
     code = 0
@@ -61,6 +91,7 @@ async def _run(opts: Options) -> int:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
             starting.result()  # raises a start-up failure
+            runtime.write(daemon)  # now with the backend and our public IP
             await stop.wait()
         else:
             starting.cancel()
@@ -77,6 +108,7 @@ async def _run(opts: Options) -> int:
             await asyncio.wait_for(daemon.stop(), STOP_TIMEOUT)
         except TimeoutError:
             log.warning("shutdown took over %.0fs; exiting anyway", STOP_TIMEOUT)
+        runtime.remove()
     if code == 0:
         log.info("exiting cleanly")
     return code

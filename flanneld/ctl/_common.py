@@ -2,8 +2,9 @@
 
 The node options are flanneld's own flag definitions (`flanneld.options.FLAGS`),
 read the way flanneld reads them: command line > FLANNELD_* environment >
---config YAML > default. So on a node configured for flanneld (an env file, a
-unit's Environment=, a YAML) flannelctl needs no flags at all.
+--config YAML > default, with one more source before the default: the runtime
+file that a running flanneld writes (`flanneld.runtime_file`). So on a node
+flannelctl needs no flags at all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 from core.lease import Lease, LeaseError, decode_lease, join_key
 from flanneld import options as opts
+from flanneld import runtime_file
 
 T = TypeVar("T")
 ETCD_FLAGS = ("etcd-endpoints", "etcd-prefix", "etcd-cafile", "etcd-certfile", "etcd-keyfile",
@@ -47,13 +49,48 @@ def add_options(parser: argparse.ArgumentParser, names: Sequence[str] = ETCD_FLA
 
 
 def options(args: argparse.Namespace, env: dict[str, str] | None = None) -> opts.Options:
-    """flanneld's Options from the given flags, the environment and --config."""
+    """flanneld's Options: flag > FLANNELD_* env > --config YAML > runtime file > default.
+
+    The runtime file is the one a running flanneld wrote next to its subnet file
+    (`/run/flannel/flanneld.json` by default); it is skipped when --config is given."""
+    env = dict(os.environ) if env is None else dict(env)
     argv = [f"--{f.name}={getattr(args, 'opt_' + f.attr)}" for f in opts.FLAGS
             if getattr(args, "opt_" + f.attr, None) is not None]
     try:
-        return opts.load_options(argv, dict(os.environ) if env is None else env)
+        first = opts.load_options(argv, env)
+        if opts.config_path(argv, env) is None:
+            info = _runtime_info(runtime_file.path_for(first.subnet_file))
+            if info is not None:
+                return opts.load_options(argv, runtime_env(env, argv, info))
+        return first
     except opts.OptionsError as exc:
         raise SystemExit(f"flannelctl: {exc}") from None
+
+
+def runtime_env(env: dict[str, str], argv: Sequence[str],
+                info: runtime_file.RuntimeInfo) -> dict[str, str]:
+    """`env` plus FLANNELD_* values from the runtime file, for settings no flag or env gives."""
+    given = {a[2:].split("=", 1)[0] for a in argv}
+    by_name = {f.name: f for f in opts.FLAGS}
+    out = dict(env)
+    for name, value in runtime_file.flag_values(info).items():
+        flag = by_name.get(name)
+        if flag is not None and name not in given and flag.env not in env:
+            out[flag.env] = value
+    return out
+
+
+def _runtime_info(path: Any) -> runtime_file.RuntimeInfo | None:
+    try:
+        return runtime_file.read(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, runtime_file.RuntimeFileError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        hint = " (it is root-only: run as root)" if isinstance(exc, PermissionError) else ""
+        print(f"flannelctl: ignoring {path}: {why}{hint}; using flags, env and defaults",
+              file=sys.stderr)
+        return None
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:

@@ -5,7 +5,7 @@ its verdict against this node's kernel: programmed, partial, stale, missing,
 skipped or unreachable (`flannelctl doctor` says how to fix what is not).
 With etcd down it still shows what subnet.env and the kernel hold.
 
-  flannelctl status            # on a node configured for flanneld (FLANNELD_* env)
+  flannelctl status            # on a node: settings from the running flanneld
   flannelctl status --json
 """
 

@@ -255,7 +255,13 @@ def test_sigterm_leaves_the_data_plane(cluster: Cluster) -> None:
     env_before = h3.subnet_file.read_text()
     key = _lease_key(cluster, h3)
     lease_before = json.loads(cluster.etcd.etcdctl("get", key, "-w", "json"))["kvs"][0]
+    runtime = h3.subnet_file.parent / "flanneld.json"  # flannelctl reads our settings there
+    written = json.loads(runtime.read_text())
+    assert h3.proc is not None and written["pid"] == h3.proc.pid
+    assert written["etcd_prefix"] == cluster.prefix and written["backend"] == kind(cluster)
+    assert oct(runtime.stat().st_mode & 0o777) == "0o600"
     assert cluster.stop(h3, signal.SIGTERM) == 0
+    assert not runtime.exists(), "a clean stop removes the runtime file"
     assert h3.subnet_file.read_text() == env_before
     assert all_programmed(cluster, h3, kind(cluster))  # h3's own entries for its peers
     assert all_programmed(cluster, h1, kind(cluster))  # and the peers' for h3
