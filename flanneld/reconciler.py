@@ -154,8 +154,13 @@ class Reconciler:
 
     def _wanted_rules(self) -> masq.RuleParams:
         assert self.own is not None and self.config is not None
+        cfg, own = self.config, self.own
+        v4 = cfg.enable_ipv4 and own.ipv4_subnet is not None
+        v6 = cfg.enable_ipv6 and own.ipv6_subnet is not None
         return masq.RuleParams(
-            network=self.config.network, subnet=self.own.subnet,
+            network=cfg.ipv4_network if v4 else None, subnet=own.ipv4_subnet if v4 else None,
+            ipv6_network=cfg.ipv6_network if v6 else None,
+            ipv6_subnet=own.ipv6_subnet if v6 else None,
             masquerade=self.opts.ip_masq, forward=self.opts.iptables_forward_rules,
             fully_random=not self.opts.ip_masq_fully_random_disable)
 
@@ -170,7 +175,8 @@ class Reconciler:
             return
         self._rules = want
         if wrote and not initial and not changed_params:
-            log.warning("nftables table ip %s was missing or altered: re-applied", masq.TABLE)
+            log.warning("nftables %s was missing or altered: re-applied",
+                        " and ".join(f"table {t}" for t in wrote))
             self.metrics.repairs.labels(kind="nft").inc()
 
     def _write_subnet_env(self) -> None:
