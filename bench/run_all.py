@@ -28,6 +28,7 @@ from plot import plot_all  # noqa: E402
 DOCS = ROOT / "docs" / "bench"
 # name -> (script arguments, quick arguments)
 SUITE: dict[str, tuple[list[str], list[str]]] = {
+    "codec": ([], ["--peers", "300", "--rounds", "3"]),
     "programming": ([], ["--rounds", "3", "--events", "50"]),
     "cni_latency": (["--masq"], ["--n", "20", "--rounds", "2"]),
     "daemon_latency": (["--events", "200"], ["--events", "30"]),
@@ -39,6 +40,11 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
 def ratios(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The headline ratio of each benchmark: (value, reference, what)."""
     out: dict[str, dict[str, Any]] = {}
+    if k := data.get("codec"):
+        out["codec"] = {f"encode {k['messages']} requests, pyroute2 / ours":
+                        k["ratio_pyroute2_vs_ours"],
+                        "us per message, ours / pyroute2":
+                        f"{k['us_per_message']['ours']} / {k['us_per_message']['pyroute2']}"}
     if p := data.get("programming"):
         e = p["events_with_peers_present"]["add_ms"]
         out["programming"] = {
