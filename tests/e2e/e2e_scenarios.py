@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from labrun import LabRun
 from netns_lab.scenario_report import render_result
-from netns_lab.testing import LabRun
 
 # Each test's figures land here as <scenario>.json (CI can keep them as artifacts).
 RESULTS = Path(os.environ.get("PYFLANNEL_SCENARIO_RESULTS", "/tmp/pyflannel-scenarios"))

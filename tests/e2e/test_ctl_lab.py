@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labrun import LabRun, lab_up
 from netns_lab.netns import wait_for
-from netns_lab.testing import LabRun, lab_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.xdist_group("ctl-lab")]
 FLANNELCTL = str(Path(sys.executable).with_name("flannelctl"))

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from labrun import LabRun, lab_up
 from netns_lab.lab import Lab
 from netns_lab.netns import list_netns, wait_for
-from netns_lab.testing import LabRun, lab_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from labrun import LabRun, cli_argv
 from netns_lab.build import leftovers
 from netns_lab.lab import Lab
 from netns_lab.netns import (
@@ -18,7 +19,6 @@ from netns_lab.netns import (
     wait_for,
 )
 from netns_lab.plan import lab_prefix
-from netns_lab.testing import LabRun, cli_argv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netns_lab.testing import LabRun
+from labrun import LabRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
@@ -110,7 +110,7 @@ def test_example_end_to_end(lab_run: LabRun, example: str) -> None:
 
 
 def test_cli_help_lists_every_command() -> None:
-    from netns_lab.testing import cli_argv
+    from labrun import cli_argv
     out = subprocess.run([*cli_argv(), "--help"], capture_output=True, text=True).stdout
     for cmd in ("up", "down", "status", "ping", "exec", "pod", "capture", "flanneld", "etcd",
                 "link", "partition", "examples", "list"):

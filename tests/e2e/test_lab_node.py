@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labrun import LabRun, cli_argv, lab_up
 from netns_lab import observe
-from netns_lab.testing import LabRun, cli_argv, lab_up
 
 from core.lease import Lease
 

@@ -23,12 +23,12 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
+from labrun import LabRun, lab_up
 from netns_lab import build, chaos, observe
 from netns_lab.etcd import EtcdMember, etcdctl_binary
 from netns_lab.lab import Lab
 from netns_lab.measure import http_get, metric, peer_entries, readyz
 from netns_lab.netns import in_netns, run, wait_for
-from netns_lab.testing import LabRun, lab_up
 from netns_lab.tls import make_pki
 
 from cni.front import encode_request
@@ -251,7 +251,7 @@ def test_state_files_keep_tight_modes_under_umask_000(lab: LabRun) -> None:
 
 
 def cli(lab: LabRun) -> list[str]:
-    from netns_lab.testing import cli_argv
+    from labrun import cli_argv
     return [*cli_argv(), "--name", lab.name]
 
 
