@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyflannel.backends")
 
 # Kinds used in ReconcileResult counters (and so in metric labels).
-KINDS = ("device", "address", "mtu", "neigh", "fdb", "route")
+KINDS = ("device", "address", "mtu", "neigh", "fdb", "route", "route6")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ExternalInterface:
     address: IPv4Address
     mtu: int
     public_ip: IPv4Address | None = None  # `--public-ip`; None means `address`
+    public_ipv6: IPv6Address | None = None  # IPv6 enabled: `--public-ipv6` or its address
 
     def __post_init__(self) -> None:
         if self.public_ip is None:

@@ -10,12 +10,14 @@ programmed as soon as it becomes reachable.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backends.base import ExternalInterface
+from backends.base import ExternalInterface, ReconcileResult
 from backends.desired import Outcome, PeerContext, hostgw_outcome
-from backends.engine import Engine
+from backends.engine import Engine, log
+from backends.plane6 import Route6Plane
 from core.lease import Lease, LeaseAttrs
 
 if TYPE_CHECKING:
@@ -34,9 +36,32 @@ class HostGwBackend(Engine):
                 "behind NAT: drop --public-ip or use the vxlan backend")
         super().__init__(config.network, ext, netns)
         self.mtu = ext.mtu
+        self.plane6: Route6Plane | None = None
+        if config.enable_ipv6 and config.ipv6_network is not None:
+            if ext.public_ipv6 is None:
+                raise ValueError(f"host-gw: IPv6 is enabled but {ext.name} has no public "
+                                 "IPv6 address: give it one, or pass --public-ipv6")
+            self.plane6 = Route6Plane(self.nl, config.ipv6_network, ext.index, ext.name)
 
     def lease_attrs(self) -> LeaseAttrs:
-        return LeaseAttrs(public_ip=self.ext.public, backend_type="host-gw")
+        # flannel's dual-stack host-gw lease: PublicIPv6, and no BackendData in either family
+        return LeaseAttrs(public_ip=self.ext.public, backend_type="host-gw",
+                          public_ipv6=self.ext.public_ipv6 if self.plane6 else None)
+
+    def reconcile(self, own: Lease, peers: Iterable[Lease], *,
+                  full: bool = True) -> ReconcileResult:
+        peers = list(peers)
+        result = super().reconcile(own, peers, full=full)
+        if self.plane6 is None or own.ipv6_subnet is None:
+            return result
+        with self._lock:
+            try:
+                self.plane6.reconcile(own, peers, result, full=result.full)
+            except OSError as exc:
+                self.plane6.forget()
+                log.warning("host-gw IPv6 reconcile failed: %s", exc)
+                result.errors.append(f"host-gw IPv6: {exc}")
+        return result
 
     def _outcome(self, lease: Lease, ctx: PeerContext) -> Outcome:
         return hostgw_outcome(lease, ctx)

@@ -128,14 +128,14 @@ class Daemon(Reconciler):
         from backends.base import ExternalInterface
 
         ext = ExternalInterface(choice.name, choice.index, choice.address, choice.mtu,
-                                choice.public_ip)
+                                choice.public_ip, choice.public_ipv6)
         try:
             self.backend = backend = await self._in_netlink(create_backend, cfg, ext,
                                                             o.state_dir)
             attrs = await self._in_netlink(backend.lease_attrs)
             if cfg.enable_ipv6 and attrs.public_ipv6 is None:
-                # TODO(issue 12, data plane): the backend publishes PublicIPv6 and
-                # BackendV6Data itself once it builds flannel-v6.<VNI>
+                # TODO(issue 12, data plane): vxlan publishes PublicIPv6 and
+                # BackendV6Data itself once it builds flannel-v6.<VNI> (host-gw does)
                 attrs = dataclasses.replace(attrs, public_ipv6=choice.public_ipv6)
         except Exception as exc:
             raise FatalError(f"{cfg.backend_type} backend on {choice.name}: {exc}") from exc
