@@ -93,14 +93,9 @@ def owns6(network6: IPv6Network, dst: IPv6Network, oif: int, has_gateway: bool,
 
 def route6_body(cidr: str, spec: RouteSpec, delete: bool) -> bytes:
     net = IPv6Network(cidr)
-    scope = m.RT_SCOPE_NOWHERE if delete else m.RT_SCOPE_UNIVERSE
-    body = m.RTMSG.pack(m.AF_INET6, net.prefixlen, 0, 0, m.RT_TABLE_MAIN,
-                        spec.proto if delete else RTPROT_BOOT, scope, m.RTN_UNICAST, 0)
-    body += m.rta(m.RTA_DST, net.network_address.packed)
-    body += m.rta(m.RTA_GATEWAY, IPv6Address(spec.gateway).packed)
-    if spec.oif:
-        body += m.rta_u32(m.RTA_OIF, spec.oif)
-    return body
+    return m.route6_body(str(net.network_address), net.prefixlen, spec.gateway, spec.oif,
+                         onlink=spec.onlink, proto=spec.proto if delete else RTPROT_BOOT,
+                         delete=delete)
 
 
 class Route6Plane:

@@ -36,6 +36,7 @@ from backends import vtep_mac
 from backends.base import ExternalInterface, ReconcileResult
 from backends.desired import Outcome, PeerContext, vxlan_outcome
 from backends.engine import Engine
+from backends.macstore import MacStore
 from backends.state import (
     LinkState,
     Tables,
@@ -128,8 +129,8 @@ class VxlanBackend(Engine):
         self.mtu = vxlan_mtu(ext.mtu, vx.mtu)
         self.spec = VxlanDeviceSpec(self.name, vx.vni, str(ext.public), ext.index, vx.port,
                                     vx.learning, vx.gbp, self.mtu)
-        self.mac_file = Path(state_dir) / f"vtep-mac.{self.name}"
         self.identity = this_node(str(ext.public))
+        self.macs = MacStore(Path(state_dir) / f"vtep-mac.{self.name}", self.identity)
         self._published_mac: str | None = None
         self.mac_conflicts = 0  # times we gave our VtepMAC up to a peer
         self._own_rev_floor = 0  # our lease is at least this new once we re-published it
@@ -218,7 +219,7 @@ class VxlanBackend(Engine):
                               f"delete incompatible {self.name}")
                 link = None
         if link is None:
-            mac = keep_mac or self._persisted_mac() or random_mac()
+            mac = keep_mac or self.macs.load() or random_mac()
             self.nl.check(m.RTM_NEWLINK, m.NLM_F_CREATE | m.NLM_F_EXCL, m.vxlan_create_body(
                 self.name, vni=self.spec.vni, local=self.spec.local, link=self.spec.link,
                 port=self.spec.port, learning=self.spec.learning, gbp=self.spec.gbp,
@@ -239,7 +240,7 @@ class VxlanBackend(Engine):
             self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(link.index, mtu=self.spec.mtu),
                           f"set {self.name} MTU {self.spec.mtu}")
             self._count(result, "mtu")
-        self._persist_mac(self._published_mac or link.mac)
+        self.macs.keep(self._published_mac or link.mac)
         if self.dev_index and self.dev_index != link.index:
             self._reindex(self.dev_index, link.index)
         self.dev_index = link.index
@@ -318,47 +319,8 @@ class VxlanBackend(Engine):
                               f"set {self.name} MAC {new}")
             except (NetlinkError, OSError) as exc:  # the full run's _ensure_device retries
                 log.warning("setting %s MAC %s: %s", self.name, new, exc)
-        self._write_mac_file(new)
+        self.macs.write(new)
         # The MAC change flushes the device's neighbours: what we applied is gone.
         self._applied = self._desired = None
         self.on_lease_attrs(self._attrs(new))
         return True
-
-    # --- the persisted MAC --------------------------------------------------------------
-
-    def _persisted_mac(self) -> str | None:
-        """The file's MAC if it is ours to use (bound to this node, or the old format)."""
-        try:
-            text = self.mac_file.read_text()
-        except FileNotFoundError:
-            return None
-        f = vtep_mac.read_mac_file(text, self.identity)
-        if f.status == "invalid":
-            log.warning("ignoring %s: %s", self.mac_file, f.detail)
-        elif f.status == "foreign":
-            log.warning("not reusing the VtepMAC in %s: it was written by another node (%s; "
-                        "we are %s), a state directory cloned or copied; drawing a new one",
-                        self.mac_file, f.detail, self.identity)
-        elif f.status == "legacy":
-            log.info("adopting %s (old format, not bound to a node); rewriting it bound to "
-                     "this node", self.mac_file)
-        return f.mac
-
-    def _persist_mac(self, mac: str) -> None:
-        """Write the file unless it already holds `mac` bound to this node."""
-        want = vtep_mac.render_mac_file(mac, self.identity)
-        try:
-            if self.mac_file.read_text() == want:
-                return
-        except FileNotFoundError:
-            pass
-        self._write_mac_file(mac)
-
-    def _write_mac_file(self, mac: str) -> None:
-        self.mac_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.mac_file.with_name(self.mac_file.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(vtep_mac.render_mac_file(mac, self.identity))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.mac_file)

@@ -240,20 +240,21 @@ def decode_lease(key: str, value: bytes | str, *, lease_id: int = 0,
                  expiration=expiration, mod_revision=mod_revision)
 
 
-def check_vxlan_attrs(attrs: LeaseAttrs) -> tuple[int, str]:
-    """The (VNI, VtepMAC) of a vxlan lease, or LeaseError if it cannot be programmed."""
-    mac = attrs.vtep_mac
-    if mac is None or not _MAC_RE.fullmatch(mac.lower()):
-        raw = _field(attrs.backend_data, "VtepMAC")
-        raise LeaseError(f"vxlan lease: VtepMAC {shown(raw)} is not a MAC address")
+def check_vxlan_attrs(attrs: LeaseAttrs, v6: bool = False) -> tuple[int, str]:
+    """The (VNI, VtepMAC) of a vxlan lease (`v6`: of its BackendV6Data), or LeaseError if
+    it cannot be programmed."""
+    data = attrs.backend_v6_data if v6 else attrs.backend_data
+    what = "vxlan lease" + (" BackendV6Data" if v6 else "")
+    mac = _field(data, "VtepMAC")
+    if not isinstance(mac, str) or not _MAC_RE.fullmatch(mac.lower()):
+        raise LeaseError(f"{what}: VtepMAC {shown(mac)} is not a MAC address")
     if int(mac[:2], 16) & 1:
-        raise LeaseError(f"vxlan lease: VtepMAC {mac} is multicast, not a unicast MAC")
+        raise LeaseError(f"{what}: VtepMAC {mac} is multicast, not a unicast MAC")
     if mac.lower() == "00:00:00:00:00:00":
-        raise LeaseError("vxlan lease: VtepMAC is all zeros")
-    vni = attrs.vni
-    if vni is None or not 0 <= vni < 1 << 24:
-        raise LeaseError(
-            f"vxlan lease: VNI {_field(attrs.backend_data, 'VNI')!r} is not 0..16777215")
+        raise LeaseError(f"{what}: VtepMAC is all zeros")
+    vni = _field(data, "VNI")
+    if not isinstance(vni, int) or isinstance(vni, bool) or not 0 <= vni < 1 << 24:
+        raise LeaseError(f"{what}: VNI {vni!r} is not 0..16777215")
     return vni, mac.lower()
 
 

@@ -7,7 +7,7 @@ requests ready for `RtNetlink.batch`/`apply`.
 
 from __future__ import annotations
 
-from _socket import inet_aton  # not `socket`: it imports enum and selectors
+from _socket import inet_aton, inet_pton  # not `socket`: it imports enum and selectors
 
 from netlink.base import (
     Buf,
@@ -23,6 +23,7 @@ from netlink.base import (
 )
 from netlink.uapi import (
     AF_INET,
+    AF_INET6,
     AF_UNSPEC,
     BE16,
     IFF_PROMISC,
@@ -56,6 +57,7 @@ from netlink.uapi import (
     VX_LEARNING,
     VX_LINK,
     VX_LOCAL,
+    VX_LOCAL6,
     VX_PORT,
     VX_PROXY,
     VX_RSC,
@@ -100,8 +102,11 @@ def link_set_body(index: int, *, up: bool | None = None, mtu: int | None = None,
 
 def vxlan_create_body(name: str, *, vni: int, local: str, link: int, port: int, learning: bool,
                       gbp: bool, mtu: int, mac: str) -> bytes:
-    """The RTM_NEWLINK flannel's netlink library sends for its vxlan device (compat §3.1)."""
-    data = (rta_u32(VX_ID, vni) + rta_u32(VX_LINK, link) + rta(VX_LOCAL, inet_aton(local))
+    """The RTM_NEWLINK flannel's netlink library sends for its vxlan device (compat §3.1);
+    an IPv6 `local` (flannel-v6.<VNI>) goes in LOCAL6."""
+    local_attr = (rta(VX_LOCAL6, inet_pton(AF_INET6, local)) if ":" in local
+                  else rta(VX_LOCAL, inet_aton(local)))
+    data = (rta_u32(VX_ID, vni) + rta_u32(VX_LINK, link) + local_attr
             + rta_u8(VX_TTL, 0) + rta_u8(VX_TOS, 0) + rta_u8(VX_LEARNING, int(learning))
             + rta_u8(VX_PROXY, 0) + rta_u8(VX_RSC, 0) + rta_u8(VX_L2MISS, 0)
             + rta_u8(VX_L3MISS, 0) + rta_u8(VX_UDP_ZERO_CSUM6_TX, 0)

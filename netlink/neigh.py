@@ -7,9 +7,9 @@ of them, so the kernel's usual attribute order is read in one unpack.
 from __future__ import annotations
 
 import struct
-from _socket import inet_aton  # not `socket`: it imports enum and selectors
+from _socket import AF_INET6, inet_aton, inet_ntop, inet_pton  # not `socket`: it imports enum
 
-from netlink.base import Buf, Memo, Row, mac_bytes, mac_str, rta_u32
+from netlink.base import Buf, Memo, Row, mac_bytes, mac_str, rta, rta_u32
 from netlink.route import IP_TEXT
 from netlink.uapi import (
     AF_BRIDGE,
@@ -49,6 +49,20 @@ def fdb_body(ifindex: int, mac: str, dst: str | None) -> bytes:
                             10, NDA_LLADDR, mac_bytes(mac))
     return _ND_IP_MAC.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0,
                            8, NDA_DST, inet_aton(dst), 10, NDA_LLADDR, mac_bytes(mac))
+
+
+def neigh6_body(ifindex: int, ip: str, mac: str | None) -> bytes:
+    """`ip -6 neigh replace IP lladdr MAC dev X nud permanent` (mac None: for a delete)."""
+    body = (NDMSG.pack(AF_INET6, 0, 0, ifindex, NUD_PERMANENT, 0, RTN_UNICAST)
+            + rta(NDA_DST, inet_pton(AF_INET6, ip)))
+    return body + rta(NDA_LLADDR, mac_bytes(mac)) if mac is not None else body
+
+
+def fdb6_body(ifindex: int, mac: str, dst: str | None) -> bytes:
+    """`bridge fdb replace MAC dev X dst DST6 self permanent` (dst None: the whole entry)."""
+    body = NDMSG.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0)
+    body += rta(NDA_LLADDR, mac_bytes(mac))
+    return body + rta(NDA_DST, inet_pton(AF_INET6, dst)) if dst is not None else body
 
 
 def neigh_dump_body(family: int, ifindex: int) -> bytes:
@@ -106,6 +120,8 @@ def _parse_neigh_any(buf: Buf, off: int, end: int) -> NeighRow:
             break
         if kind == NDA_DST and length == 8:
             dst = IP_TEXT[bytes(buf[p + 4:p + 8])]
+        elif kind == NDA_DST and length == 20:
+            dst = inet_ntop(AF_INET6, bytes(buf[p + 4:p + 20]))
         elif kind == NDA_LLADDR:
             mac = _MAC_TEXT[bytes(buf[p + 4:p + length])]
         elif NDA_PORT <= kind <= NDA_IFINDEX:  # NDA_PORT, NDA_VNI, NDA_IFINDEX: never ours

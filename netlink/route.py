@@ -8,7 +8,7 @@ resync: a one-unpack fast path for routes shaped like ours); `msg_new_route` and
 from __future__ import annotations
 
 import struct
-from _socket import inet_aton, inet_ntoa  # not `socket`: it imports enum and selectors
+from _socket import AF_INET6, inet_aton, inet_ntoa, inet_pton  # not `socket`: enum, selectors
 
 from netlink.base import Buf, Memo, Row, iter_attrs, rta, rta_u32
 from netlink.uapi import (
@@ -53,6 +53,17 @@ def route_body(dst_ip: str, dst_len: int, gateway: str, oif: int, *, onlink: boo
     if priority:
         body += U32_ATTR.pack(8, RTA_PRIORITY, priority)
     return body
+
+
+def route6_body(dst_ip: str, dst_len: int, gateway: str, oif: int, *, onlink: bool,
+                proto: int = RTPROT_BOOT, delete: bool = False) -> bytes:
+    """`ip -6 route replace DST via GW [dev OIF] [onlink]` in the main table (or its delete)."""
+    scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE
+    body = RTMSG.pack(AF_INET6, dst_len, 0, 0, RT_TABLE_MAIN, proto, scope, RTN_UNICAST,
+                      RTNH_F_ONLINK if onlink else 0)
+    body += rta(RTA_DST, inet_pton(AF_INET6, dst_ip)) + rta(RTA_GATEWAY,
+                                                             inet_pton(AF_INET6, gateway))
+    return body + rta_u32(RTA_OIF, oif) if oif else body
 
 
 def route_dump_body(table: int = RT_TABLE_MAIN, family: int = AF_INET) -> bytes:

@@ -51,6 +51,7 @@ IFF_UP, IFF_PROMISC, IF_OPER_UP = 0x1, 0x100, 6
 VX_ID, VX_LINK, VX_LOCAL, VX_TTL, VX_TOS, VX_LEARNING = 1, 3, 4, 5, 6, 7
 VX_PROXY, VX_RSC, VX_L2MISS, VX_L3MISS, VX_PORT = 11, 12, 13, 14, 15
 VX_UDP_ZERO_CSUM6_TX, VX_UDP_ZERO_CSUM6_RX, VX_GBP = 19, 20, 23
+VX_LOCAL6 = 17
 
 # --- addresses (<linux/if_addr.h>) ------------------------------------------------------------
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
