@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import socket
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +43,8 @@ from backends.state import (
     incompatibility,
     vxlan_mtu,
 )
+from backends.vxlan6 import Vxlan6Plane
+from backends.vxlan_link import link_state, random_mac
 from core.config import VxlanConfig
 from core.lease import Lease, LeaseAttrs, vxlan_backend_data
 from netlink import messages as m
@@ -57,13 +57,6 @@ log = logging.getLogger("pyflannel.backends.vxlan")
 MACHINE_ID = Path("/etc/machine-id")
 
 
-def random_mac() -> str:
-    """A random locally administered unicast MAC, as flannel's pkg/mac does."""
-    b = bytearray(os.urandom(6))
-    b[0] = (b[0] & 0xFE) | 0x02
-    return b.hex(":")
-
-
 def this_node(public_ip: str) -> str:
     """This node's identity for the persisted MAC (backends.vtep_mac.node_identity)."""
     try:
@@ -71,24 +64,6 @@ def this_node(public_ip: str) -> str:
     except OSError:
         machine_id = None
     return vtep_mac.node_identity(machine_id, public_ip, socket.gethostname())
-
-
-def link_state(row: m.LinkRow) -> LinkState:
-    info = row.info
-
-    def u(attr: int, fmt: str) -> int | None:
-        raw = info.get(attr)
-        return struct.unpack(fmt, raw)[0] if raw is not None and len(raw) >= struct.calcsize(
-            fmt) else None
-
-    local = info.get(m.VX_LOCAL)
-    learning = u(m.VX_LEARNING, "=B")
-    return LinkState(
-        index=row.ifindex, name=row.name, kind=row.kind, mtu=row.mtu, mac=row.mac,
-        up=bool(row.flags & m.IFF_UP), vni=u(m.VX_ID, "=I"),
-        local=socket.inet_ntoa(local) if local and len(local) == 4 else None,
-        link=u(m.VX_LINK, "=I"), port=u(m.VX_PORT, ">H"),
-        learning=None if learning is None else bool(learning), gbp=m.VX_GBP in info)
 
 
 def dump_neighbours(nl: RtNetlink, dev: int, tables: Tables) -> list[tuple[str, None]]:
@@ -136,6 +111,12 @@ class VxlanBackend(Engine):
         self._own_rev_floor = 0  # our lease is at least this new once we re-published it
         self._clash_logged: str | None = None
         self._device_done = False  # a full run finished the device once: later fixes are repairs
+        self.v6: Vxlan6Plane | None = None  # dual stack: flannel-v6.<VNI>
+        if config.enable_ipv6 and config.ipv6_network is not None:
+            self.v6 = Vxlan6Plane(self.nl, netns, vx, config.ipv6_network, ext, state_dir,
+                                  self.identity)
+            self.mtu = min(self.mtu, self.v6.mtu)  # FLANNEL_MTU: one pod MTU for both paths
+        self._v6_data: dict[str, object] | None = None
 
     # --- the Backend API ------------------------------------------------------------------
 
@@ -143,11 +124,16 @@ class VxlanBackend(Engine):
         with self._lock:
             link = self._ensure_device(ReconcileResult())
             self._published_mac = link.mac
+            if self.v6 is not None:
+                self._v6_data = self.v6.backend_v6_data()
             return self._attrs(link.mac)
 
     def _attrs(self, mac: str) -> LeaseAttrs:
+        v6 = self.v6 is not None and self._v6_data is not None
         return LeaseAttrs(public_ip=self.ext.public, backend_type="vxlan",
-                          backend_data=vxlan_backend_data(self.config.vni, mac))
+                          backend_data=vxlan_backend_data(self.config.vni, mac),
+                          public_ipv6=self.ext.public_ipv6 if v6 else None,
+                          backend_v6_data=self._v6_data if v6 else None)
 
     @property
     def mac(self) -> str | None:
@@ -156,6 +142,17 @@ class VxlanBackend(Engine):
     # --- engine hooks ---------------------------------------------------------------------
 
     def _reconcile(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
+        result = self._reconcile4(own, peers, full=full)
+        if self.v6 is not None and own.ipv6_subnet is not None:
+            try:
+                self.v6.reconcile(own, peers, result, full=result.full)
+            except (NetlinkError, OSError) as exc:
+                self.v6.forget()
+                log.warning("vxlan IPv6 reconcile failed: %s", exc)
+                result.errors.append(f"device {self.v6.name}: {exc}")
+        return result
+
+    def _reconcile4(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
         result = super()._reconcile(own, peers, full=full)
         # A peer with our MAC is in the desired FDB table: an O(1) look before the O(N) one,
         # which keeps a lease event's cost flat in the number of peers.

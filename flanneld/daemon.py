@@ -133,10 +133,6 @@ class Daemon(Reconciler):
             self.backend = backend = await self._in_netlink(create_backend, cfg, ext,
                                                             o.state_dir)
             attrs = await self._in_netlink(backend.lease_attrs)
-            if cfg.enable_ipv6 and attrs.public_ipv6 is None:
-                # TODO(issue 12, data plane): vxlan publishes PublicIPv6 and
-                # BackendV6Data itself once it builds flannel-v6.<VNI> (host-gw does)
-                attrs = dataclasses.replace(attrs, public_ipv6=choice.public_ipv6)
         except Exception as exc:
             raise FatalError(f"{cfg.backend_type} backend on {choice.name}: {exc}") from exc
         self.metrics.info.labels(version=__version__, backend=cfg.backend_type).set(1)

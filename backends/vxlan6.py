@@ -1,0 +1,291 @@
+"""vxlan over IPv6: flannel's `flannel-v6.<VNI>` device and its per-peer entries, reconciled.
+
+A dual-stack vxlan node has a second device (flannel's v6 layout, compat §2):
+`flannel-v6.<VNI>` with its own MAC, local = our PublicIPv6, dev = the external
+interface, flannel's port and learning, `accept_ra` 0, and our IPv6 subnet's network
+address as a /128. Per peer with an IPv6 subnet and BackendV6Data:
+
+    ip -6 neigh replace <peer v6 subnet address> lladdr <V6 VtepMAC> dev flannel-v6.N nud permanent
+    bridge fdb replace <V6 VtepMAC> dev flannel-v6.N dst <peer PublicIPv6> self permanent
+    ip -6 route replace <peer v6 subnet> via <peer v6 subnet address> dev flannel-v6.N onlink
+
+The desired state is pure (`desired6`); `Vxlan6Plane` dumps, diffs with `state.diff`
+and applies, as the IPv4 engine does. An entry removed or altered by hand is put back
+on the next full run and counted (kinds neigh6, fdb6, route6); a lost device is
+re-created with its persisted MAC.
+
+The MTU: an IPv6 outer header is 20 bytes longer than an IPv4 one, so VXLAN over IPv6
+costs 70 bytes, not 50. flannel uses 50 for both (a full-size v6 pod packet with DF
+then cannot cross). The v6 device gets external MTU - 70, and FLANNEL_MTU is the
+smaller of the two devices' MTUs, so one pod MTU fits every path.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from backends.base import ExternalInterface, ReconcileResult
+from backends.macstore import MacStore
+from backends.state import (
+    LinkState,
+    Plan,
+    RouteSpec,
+    Tables,
+    VxlanDeviceSpec,
+    apply_plan,
+    diff,
+    incompatibility,
+    route_matches,
+)
+from backends.vxlan_link import link_state, random_mac
+from core.config import VxlanConfig
+from core.lease import Lease, LeaseError, check_vxlan_attrs, is_peer, vxlan_backend_data
+from netlink import messages as m
+from netlink.rtnl import NetlinkError, RtNetlink, call_in_netns
+
+log = logging.getLogger("pyflannel.backends.vxlan")
+VXLAN6_OVERHEAD = 70  # outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14
+_GONE = (errno.ENOENT, errno.ESRCH)
+_REPLACE = m.NLM_F_CREATE | m.NLM_F_REPLACE
+
+
+def vxlan6_mtu(ext_mtu: int, config_mtu: int | None) -> int:
+    return (config_mtu or ext_mtu) - VXLAN6_OVERHEAD
+
+
+@dataclass
+class Desired6:
+    tables: Tables = field(default_factory=Tables)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def desired6(own: Lease, peers: Iterable[Lease], network6: IPv6Network, vni: int,
+             dev_index: int) -> Desired6:
+    """Each usable dual-stack vxlan peer's neighbour, FDB entry and onlink route."""
+    out = Desired6()
+    t = out.tables
+    for p in peers:
+        if p.key == own.key or not is_peer(p.ipv4_subnet, own.ipv4_subnet):
+            continue
+        if p.attrs.backend_type != "vxlan":
+            continue  # the IPv4 side reports it
+        sub6, ip6 = p.ipv6_subnet, p.attrs.public_ipv6
+        if sub6 is None or ip6 is None or p.attrs.backend_v6_data is None:
+            what = ("IPv6 subnet" if sub6 is None else "PublicIPv6" if ip6 is None
+                    else "BackendV6Data")
+            out.skipped[p.key] = f"has no {what} (a node not yet dual-stack?): IPv4 only"
+            continue
+        if not sub6.subnet_of(network6):
+            out.skipped[p.key] = f"IPv6 subnet {sub6} is outside the IPv6Network {network6}"
+            continue
+        try:
+            peer_vni, mac = check_vxlan_attrs(p.attrs, v6=True)
+        except LeaseError as exc:
+            out.skipped[p.key] = str(exc)
+            continue
+        if peer_vni != vni:
+            out.skipped[p.key] = f"IPv6 VNI {peer_vni} differs from ours ({vni})"
+            continue
+        gw, cidr = sub6.network_address.compressed, str(sub6)
+        if mac in t.fdb or cidr in t.routes or ip6 == own.attrs.public_ipv6:
+            out.skipped[p.key] = "its IPv6 VtepMAC, subnet or PublicIPv6 is already taken"
+            continue
+        t.neighs[gw] = mac
+        t.fdb[mac] = (ip6.compressed,)
+        t.routes[cidr] = (RouteSpec(gw, dev_index, onlink=True),)
+    return out
+
+
+def _encode(dev: int, kind: str, op: Any) -> tuple[int, int, bytes]:
+    if kind == "neigh6":
+        return m.RTM_NEWNEIGH, _REPLACE, m.neigh6_body(dev, op[0], op[1])
+    if kind == "fdb6":
+        return m.RTM_NEWNEIGH, _REPLACE, m.fdb6_body(dev, op[0], op[1])
+    if kind == "neigh6-":
+        return m.RTM_DELNEIGH, 0, m.neigh6_body(dev, op, None)
+    if kind == "fdb6-":
+        return m.RTM_DELNEIGH, 0, m.fdb6_body(dev, op[0], op[1])
+    cidr, spec = op
+    net = IPv6Network(cidr)
+    body = m.route6_body(str(net.network_address), net.prefixlen, spec.gateway, spec.oif,
+                         onlink=spec.onlink, proto=spec.proto if kind == "route6-" else 3,
+                         delete=kind == "route6-")
+    return (m.RTM_DELROUTE, 0, body) if kind == "route6-" else (m.RTM_NEWROUTE, _REPLACE, body)
+
+
+class Vxlan6Plane:
+    """flannel-v6.<VNI> and the IPv6 peers' entries on it."""
+
+    def __init__(self, nl: RtNetlink, netns: str | None, vx: VxlanConfig,
+                 network6: IPv6Network, ext: ExternalInterface, state_dir: Path,
+                 identity: str) -> None:
+        if ext.public_ipv6 is None:
+            raise ValueError(f"vxlan: IPv6 is enabled but {ext.name} has no public IPv6 "
+                             "address: give it one, or pass --public-ipv6")
+        self.nl, self.netns, self.network6, self.vni = nl, netns, network6, vx.vni
+        self.name = f"flannel-v6.{vx.vni}"
+        self.mtu = vxlan6_mtu(ext.mtu, vx.mtu)
+        self.spec = VxlanDeviceSpec(self.name, vx.vni, ext.public_ipv6.compressed, ext.index,
+                                    vx.port, vx.learning, vx.gbp, self.mtu)
+        self.macs = MacStore(Path(state_dir) / f"vtep-mac.{self.name}", identity)
+        self.dev_index = 0
+        self.mac: str | None = None  # the MAC in our lease's BackendV6Data
+        self._applied: Tables | None = None
+        self._skipped: dict[str, str] = {}
+
+    def forget(self) -> None:
+        """After a failure: the next run starts from a dump."""
+        self._applied = None
+
+    def backend_v6_data(self) -> dict[str, Any]:
+        link = self.ensure_device(ReconcileResult())
+        self.mac = link.mac
+        return vxlan_backend_data(self.vni, link.mac)
+
+    # --- the device -----------------------------------------------------------------------
+
+    def _get(self) -> LinkState | None:
+        row = self.nl.get(m.RTM_GETLINK, m.link_get_body(self.name), m.parse_link,
+                          m.RTM_NEWLINK)
+        return None if row is None else link_state(row)
+
+    def ensure_device(self, result: ReconcileResult) -> LinkState:
+        link = self._get()
+        if link is not None and (why := incompatibility(self.spec, link)):
+            log.warning("replacing %s: it is not compatible (%s)", self.name, why)
+            self.nl.check(m.RTM_DELLINK, 0, m.link_get_body(index=link.index),
+                          f"delete incompatible {self.name}")
+            self.mac = self.mac or link.mac
+            link = None
+        if link is None:
+            mac = self.mac or self.macs.load() or random_mac()
+            self.nl.check(m.RTM_NEWLINK, m.NLM_F_CREATE | m.NLM_F_EXCL, m.vxlan_create_body(
+                self.name, vni=self.vni, local=self.spec.local, link=self.spec.link,
+                port=self.spec.port, learning=self.spec.learning, gbp=self.spec.gbp,
+                mtu=self.mtu, mac=mac), f"create {self.name}")
+            log.info("created %s (VNI %d, local %s, MAC %s, MTU %d)", self.name, self.vni,
+                     self.spec.local, mac, self.mtu)
+            result.count("repaired" if self.dev_index else "added", "device")
+            link = self._get()
+            if link is None:
+                raise NetlinkError(19, f"{self.name} vanished right after it was created")
+            self._applied = None  # a new device holds none of our entries
+        if self.mac and link.mac != self.mac:
+            self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(link.index, mac=self.mac),
+                          f"restore {self.name} MAC")
+            result.count("repaired", "device")
+        if link.mtu != self.mtu:
+            self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(link.index, mtu=self.mtu),
+                          f"set {self.name} MTU {self.mtu}")
+            result.count("repaired" if self.dev_index else "added", "mtu")
+        call_in_netns(self.netns, self._no_accept_ra)  # before up: no RA-made addresses
+        if not link.up:
+            self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(link.index, up=True),
+                          f"set {self.name} up")
+        self.macs.keep(self.mac or link.mac)
+        self.dev_index = link.index
+        return link
+
+    def _no_accept_ra(self) -> None:
+        path = Path(f"/proc/sys/net/ipv6/conf/{self.name}/accept_ra")
+        if path.exists() and path.read_text().strip() != "0":
+            path.write_text("0")
+
+    def _ensure_address(self, own: Lease, result: ReconcileResult) -> None:
+        assert own.ipv6_subnet is not None
+        want = own.ipv6_subnet.network_address.packed
+        have = [a for a in self.nl.dump(m.RTM_GETADDR, m.addr_dump_body(self.dev_index,
+                                                                        m.AF_INET6),
+                                        m.parse_addr_entry, m.RTM_NEWADDR)
+                if a.ifindex == self.dev_index and a.family == m.AF_INET6]
+        for a in have:
+            if a.address != want and IPv6Address(a.address) in self.network6:
+                self.nl.check(*m.msg_del_addr(self.dev_index, m.AF_INET6, a.address,
+                                              a.prefixlen), f"remove an old address of {self.name}")
+                result.count("removed", "address")
+        if not any(a.address == want and a.prefixlen == 128 for a in have):
+            kind, _, body = m.msg_new_addr(self.dev_index, m.AF_INET6, want, 128, nodad=True)
+            self.nl.check(kind, m.NLM_F_CREATE | m.NLM_F_REPLACE, body,
+                          f"add {IPv6Address(want)}/128 to {self.name}")
+            result.count("added", "address")
+
+    # --- peers ----------------------------------------------------------------------------
+
+    def dump(self) -> Tables:
+        dev, t = self.dev_index, Tables()
+        for r in self.nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET6, dev), m.parse_neigh,
+                              m.RTM_NEWNEIGH):
+            if r.ifindex == dev and r.family == m.AF_INET6 and r.state & m.NUD_PERMANENT \
+                    and r.dst and r.mac:
+                t.neighs[r.dst] = r.mac
+        for r in self.nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_BRIDGE, dev),
+                              m.parse_neigh, m.RTM_NEWNEIGH):
+            if (r.ifindex == dev and r.state & m.NUD_PERMANENT and r.flags & m.NTF_SELF
+                    and r.mac and r.dst and ":" in r.dst):
+                t.fdb[r.mac] = (*t.fdb.get(r.mac, ()), r.dst)
+        for e in self.nl.dump(m.RTM_GETROUTE, m.route_dump_body(m.RT_TABLE_MAIN, m.AF_INET6),
+                              m.parse_route_entry, m.RTM_NEWROUTE):
+            if e.table != m.RT_TABLE_MAIN or e.oif != dev or not e.gateway:
+                continue
+            dst = IPv6Network((e.dst or bytes(16), e.dst_len))
+            if dst.subnet_of(self.network6):
+                spec = RouteSpec(IPv6Address(e.gateway).compressed, dev, onlink=True)
+                t.routes[str(dst)] = (*t.routes.get(str(dst), ()), spec)
+        return t
+
+    def reconcile(self, own: Lease, peers: list[Lease], result: ReconcileResult, *,
+                  full: bool) -> int:
+        """Bring the device and the peers' entries in line; the peers programmed."""
+        if full or self._applied is None:
+            self.ensure_device(result)
+            self._ensure_address(own, result)
+            base, previous = self.dump(), self._applied
+        else:
+            base = previous = self._applied
+        want = desired6(own, peers, self.network6, self.vni, self.dev_index)
+        plan = diff(want.tables, base)
+        first = [("route6-", op) for op in plan.route_del] + \
+            [("neigh6-", op) for op in plan.neigh_del] + [("fdb6-", op) for op in plan.fdb_del] \
+            + [("neigh6", op) for op in plan.neigh_set] + [("fdb6", op) for op in plan.fdb_set]
+        second = [("route6", op) for op in plan.route_set]
+        done = Plan()
+        for batch in (first, second):
+            reqs = [_encode(self.dev_index, kind, op) for kind, op in batch]
+            for (kind, op), res in zip(batch, self.nl.apply(reqs) if reqs else [], strict=True):
+                if res[0] and not (kind.endswith("-") and res[0] in _GONE):
+                    result.errors.append(f"{kind.rstrip('-')} {op}: {os.strerror(res[0])}"
+                                         + (f" ({res[1]})" if res[1] else ""))
+                    continue
+                _record(done, kind, op)
+                bucket = "removed" if kind.endswith("-") else (
+                    "repaired" if _had(previous, kind, op) else "added")
+                result.count(bucket, kind.rstrip("-"))
+        self._applied = apply_plan(base, done, inplace=True)
+        for key, why in want.skipped.items():
+            if self._skipped.get(key) != why:
+                log.warning("vxlan IPv6: peer %s: %s", key, why)
+        self._skipped = want.skipped
+        return sum(1 for c in want.tables.routes if c in self._applied.routes)
+
+
+def _record(plan: Plan, kind: str, op: Any) -> None:
+    getattr(plan, {"route6-": "route_del", "neigh6-": "neigh_del", "fdb6-": "fdb_del",
+                   "neigh6": "neigh_set", "fdb6": "fdb_set", "route6": "route_set"}[kind]
+            ).append(op)
+
+
+def _had(previous: Tables | None, kind: str, op: Any) -> bool:
+    if previous is None:
+        return False
+    if kind == "neigh6":
+        return previous.neighs.get(op[0]) == op[1]
+    if kind == "fdb6":
+        return previous.fdb.get(op[0]) == (op[1],)
+    return any(route_matches(op[1], h) for h in previous.routes.get(op[0], ()))
