@@ -1,11 +1,17 @@
 """Decode this node's underlay traffic: VXLAN outer addresses, VNI and the inner packet.
 
 Shows what flannel's data plane puts on the wire, one line per packet (or
-JSON with --json): `VXLAN 192.168.100.10 > 192.168.100.11 udp/8472 vni 1 |
-inner 10.244.50.2 > 10.244.23.3 icmp echo-request`, or plain IP for host-gw and
-DirectRouting. etcd's traffic and non-IPv4 frames are hidden unless --all.
-Needs scapy (`pip install 'pyflannel[lab]'`) and root. The decoder is the one
-`netns-lab capture` uses (flanneld/capture.py).
+JSON with --json), for both families:
+
+  VXLAN 192.168.100.10 > 192.168.100.11 udp/8472 vni 1 | inner 10.244.50.2 > 10.244.23.3
+    icmp echo-request
+  VXLAN6 fd7a::10 > fd7a::11 udp/8472 vni 1 | inner fc00:7:0:5::2 > fc00:7:0:9::2
+    icmp6 echo-request
+
+VXLAN6 is VXLAN over an IPv6 underlay (flannel-v6.<VNI>); plain `IP`/`IP6` lines
+are host-gw and DirectRouting. etcd's traffic, ARP, IPv6 neighbour discovery
+and non-IP frames are hidden unless --all. Needs root (a packet socket); the
+decoder is the one `netns-lab capture` uses (flanneld/capture.py).
 
   flannelctl trace --iface eth0 -c 10
   flannelctl trace --netns pfl-lab-h1 --timeout 5 --json
@@ -27,9 +33,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.netns:
-        from netlink.rtnl import call_in_netns
-
-        # The packet socket is opened in a thread switched into the namespace.
-        return call_in_netns(args.netns, lambda: capture.capture(args))
-    return capture.capture(args)
+    # the packet socket is opened inside --netns; reading it needs no namespace switch
+    return capture.capture(args, netns=args.netns)

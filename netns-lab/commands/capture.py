@@ -1,8 +1,11 @@
 """Decode a host's underlay traffic: outer IPs, VXLAN VNI and inner IPs, or plain IP (host-gw).
 
-Runs scapy inside the host's namespace on its eth0 (or --iface) until -c
-packets were shown or --timeout seconds passed. etcd traffic and non-IPv4
-frames are hidden unless --all. Try it while `netns-lab ping` runs.
+Captures inside the host's namespace on its eth0 (or --iface) until -c packets
+were shown or --timeout seconds passed, IPv4 and IPv6 alike: VXLAN over IPv4
+(flannel.<VNI>) or over IPv6 (flannel-v6.<VNI>, shown as VXLAN6), inner IPv4 or
+IPv6. etcd traffic, ARP, IPv6 neighbour discovery and non-IP frames are hidden
+unless --all. The decoder is flannelctl trace's (flanneld/capture.py). Try it
+while `netns-lab ping` runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--count", type=int, default=20, help="stop after N packets (20)")
     p.add_argument("--timeout", type=float, default=30.0, help="stop after S seconds (30)")
     p.add_argument("--iface", default=None, help="interface to capture on (default eth0)")
-    p.add_argument("--all", action="store_true", help="also etcd traffic, ARP and the rest")
+    p.add_argument("--all", action="store_true",
+                   help="also etcd traffic, ARP, IPv6 neighbour discovery and the rest")
     p.add_argument("--json", action="store_true", help="one JSON object per packet")
 
 
