@@ -12,10 +12,16 @@ from other processes hits them alike:
   fallback   the same executable with no server: the in-process path
   ref-masq / ours-masq (--masq): ipMasq on: iptables chains vs our nft table
 
-Prints p50/p95 per variant and the ratios ours/ref, and saves the figures to
-bench/results/cni_latency.json and docs/bench/cni_latency.json (--out elsewhere: only there).
+--dual-stack: every variant dual-stack, the same names. ref*: host-local with two range
+sets (an IPv4 /24 and an IPv6 /64, gateways .1 and ::1; default routes of both
+families); ours: a dual-stack subnet.env (FLANNEL_IPV6_NETWORK, FLANNEL_IPV6_SUBNET),
+from which the plugin derives the same two range sets, as flannel does. Saved as
+cni_latency_dualstack.json; the IPv4 run keeps cni_latency.json.
 
-    sudo .venv/bin/python bench/cni_latency.py [--n 50] [--rounds 3] [--masq]
+Prints p50/p95 per variant and the ratios ours/ref, and saves the figures to
+bench/results/<name>.json and docs/bench/<name>.json (--out elsewhere: only there).
+
+    sudo .venv/bin/python bench/cni_latency.py [--n 50] [--rounds 3] [--masq] [--dual-stack]
 """
 
 from __future__ import annotations
@@ -43,7 +49,11 @@ from flanneld.ctl.install_cni import install  # noqa: E402
 from netlink.netns import setns  # noqa: E402
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_OUT = REPO / "bench" / "results" / "cni_latency.json"
+NAME, NAME_DS = "cni_latency", "cni_latency_dualstack"
+
+
+def default_out(dual_stack: bool) -> Path:
+    return REPO / "bench" / "results" / f"{NAME_DS if dual_stack else NAME}.json"
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Variant:
     name: str
     exe: str
     conf: dict[str, Any]
+    families: int = 1  # addresses an ADD must return (2: dual stack, v4 then v6)
     pods: list[str] = field(default_factory=list)
     results: dict[int, Any] = field(default_factory=dict)
     add_ms: list[float] = field(default_factory=list)
@@ -70,6 +81,10 @@ class Variant:
                                f"{proc.stderr!r}")
         if command == "ADD":
             self.results[i] = json.loads(proc.stdout)
+            got = [ip["address"] for ip in self.results[i].get("ips", [])]
+            if [":" in a for a in got] != [False, True][:self.families]:
+                raise RuntimeError(f"{self.name} ADD #{i}: addresses {got}, want "
+                                   f"{'IPv4 then IPv6' if self.families > 1 else 'one IPv4'}")
         return elapsed
 
 
@@ -86,32 +101,55 @@ def summary(values: list[float]) -> dict[str, float]:
             "n": len(values)}
 
 
-def build_variants(tmp: Path, masq: bool, fallback: bool) -> list[Variant]:
+def v6_of(subnet: str) -> str:
+    """The IPv6 /64 a dual-stack variant pairs with an IPv4 /24: 10.5.52.x -> fd00:5:52::."""
+    _, b, c, _ = subnet.split("/")[0].split(".")
+    return f"fd00:{int(b):x}:{int(c):x}::"
+
+
+def ref_ranges(subnet: str, dual_stack: bool) -> tuple[list[Any], list[dict[str, str]]]:
+    """host-local's range sets and routes for the reference: v4 (and v6) with gateways."""
+    ranges: list[Any] = [[{"subnet": subnet, "gateway": subnet.replace(".0/24", ".1")}]]
+    routes = [{"dst": "0.0.0.0/0"}]
+    if dual_stack:
+        ranges.append([{"subnet": f"{v6_of(subnet)}/64", "gateway": f"{v6_of(subnet)}1"}])
+        routes.append({"dst": "::/0"})
+    return ranges, routes
+
+
+def subnet_env(subnet: str, ip_masq: bool, dual_stack: bool) -> str:
+    """Our variant's subnet.env (flannel's layout); dual stack adds the IPv6 lines."""
+    v6 = (f"FLANNEL_IPV6_NETWORK=fd00::/16\nFLANNEL_IPV6_SUBNET={v6_of(subnet)}1/64\n"
+          if dual_stack else "")
+    return (f"FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_SUBNET={subnet}\n{v6}FLANNEL_MTU=1450\n"
+            f"FLANNEL_IPMASQ={'false' if ip_masq else 'true'}\n")
+
+
+def build_variants(tmp: Path, masq: bool, fallback: bool,
+                   dual_stack: bool = False) -> list[Variant]:
     exe = str(install(tmp / "bin"))
     variants = []
 
     def ref(name: str, subnet: str, bridge: str, ip_masq: bool) -> Variant:
+        ranges, routes = ref_ranges(subnet, dual_stack)
         return Variant(name, "/usr/lib/cni/bridge", {
             "cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": bridge,
             "isGateway": True, "ipMasq": ip_masq, "hairpinMode": True, "mtu": 1450,
             "ipam": {"type": "host-local", "dataDir": str(tmp / "ref-ipam"),
-                     "ranges": [[{"subnet": subnet, "gateway": subnet.replace(".0/24", ".1")}]],
-                     "routes": [{"dst": "0.0.0.0/0"}]}})
+                     "ranges": ranges, "routes": routes}}, len(ranges))
 
     def ours(name: str, run_dir: str, subnet: str, bridge: str, ip_masq: bool,
              socket: str = "") -> Variant:
         d = tmp / run_dir
         d.mkdir(mode=0o700, exist_ok=True)
-        (d / "subnet.env").write_text(
-            f"FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_SUBNET={subnet}\nFLANNEL_MTU=1450\n"
-            f"FLANNEL_IPMASQ={'false' if ip_masq else 'true'}\n")
+        (d / "subnet.env").write_text(subnet_env(subnet, ip_masq, dual_stack))
         conf = {"cniVersion": "1.0.0", "name": name, "type": "flannel",
                 "subnetFile": str(d / "subnet.env"), "dataDir": str(tmp / f"{name}-flannel"),
                 "ipam": {"dataDir": str(tmp / "ours-ipam")},
                 "delegate": {"bridge": bridge, "hairpinMode": True, "isDefaultGateway": True}}
         if socket:
             conf["cniSocket"] = socket
-        return Variant(name, exe, conf)
+        return Variant(name, exe, conf, 2 if dual_stack else 1)
 
     variants.append(ref("ref", "10.99.0.0/24", "cn-br0", False))
     variants.append(ours("ours", "run", "10.5.52.1/24", "cni0", False))
@@ -158,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--masq", action="store_true", help="also compare ipMasq=true")
     ap.add_argument("--no-fallback", action="store_true")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--dual-stack", action="store_true",
+                    help="every variant dual-stack; saved as cni_latency_dualstack.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default bench/results/<name>.json")
     args = ap.parse_args(argv)
+    default = default_out(args.dual_stack)
+    args.out = args.out or default
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -169,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host = box.add_netns("bh")
         tmp = Path(tempfile.mkdtemp(prefix="cni-bench-"))
-        variants = build_variants(tmp, args.masq, not args.no_fallback)
+        variants = build_variants(tmp, args.masq, not args.no_fallback, args.dual_stack)
         sock = tmp / "run" / "cni.sock"
         box.spawn("cni-server", [sys.executable, "-m", "flanneld.cni_server", "--socket",
                                  str(sock)], netns=host,
@@ -190,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     body = {k: v for k, v in report.items() if k != "table"}
     args.out.write_text(json.dumps(body, indent=2) + "\n")
-    if args.out == DEFAULT_OUT:  # a run saved elsewhere is an experiment: leave the docs alone
-        docs = REPO / "docs" / "bench" / "cni_latency.json"
+    if args.out == default:  # a run saved elsewhere is an experiment: leave the docs alone
+        docs = REPO / "docs" / "bench" / default.name
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(json.dumps(body, indent=2) + "\n")
     return 0
@@ -215,7 +258,9 @@ def render(variants: list[Variant], overhead: dict[str, float], args: argparse.N
     if "fallback" in figures:
         lines.append(f"fallback ADD p50 {figures['fallback']['ADD']['p50']} ms (goal < 300)")
     return {
-        "benchmark": "cni_latency", "method": "cni-spec.md §11, interleaved variants",
+        "benchmark": NAME_DS if args.dual_stack else NAME,
+        "method": "cni-spec.md §11, interleaved variants",
+        **({"dual_stack": True} if args.dual_stack else {}),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "n_per_round": args.n,
         "rounds": args.rounds, "kernel": platform.release(), "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in load_before],
