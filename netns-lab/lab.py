@@ -33,8 +33,10 @@ from typing import Any
 
 from netns_lab import netns
 from netns_lab.etcd import EtcdMember
+from netns_lab.model import url_host
 from netns_lab.netns import Sandbox
 from netns_lab.plan import Plan, lab_prefix, make_plan
+from netns_lab.runtime import result_address
 from netns_lab.tls import Pki, passwords
 from netns_lab.topology import Topology, parse
 
@@ -58,10 +60,21 @@ class LabError(RuntimeError):
 
 @dataclass
 class Pod:
+    """A pod and its addresses from its CNI result: `ip` (IPv4) and `ip6`, "" if it has
+    none of that family (an IPv6-only pod has no `ip`)."""
+
     host: str
     name: str
     ip: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    ip6: str = ""
+
+    def address(self, version: int) -> str:
+        return self.ip if version == 4 else self.ip6
+
+    @property
+    def addresses(self) -> list[str]:
+        return [a for a in (self.ip, self.ip6) if a]
 
 
 @dataclass
@@ -129,13 +142,15 @@ class Lab:
         return self.plan.ns(short)
 
     def etcd_members(self) -> list[EtcdMember]:
-        cluster = {m.name: f"http://{self.plan.ip_of(m.name)}:2380" for m in self.topology.etcd}
+        # over IPv4 when the underlay has it, else over IPv6 (etcd listens on that address)
+        cluster = {m.name: f"http://{url_host(self.plan.addr_of(m.name))}:2380"
+                   for m in self.topology.etcd}
         extra: tuple[str, ...] = ()
         if self.topology.etcd_tls:  # clients: https with certificates; peers stay plain
             pki = self.pki
             extra = (f"--cert-file={pki.cert('server')}", f"--key-file={pki.key('server')}",
                      "--client-cert-auth", f"--trusted-ca-file={pki.ca}")
-        return [EtcdMember(self.sandbox, m.name, host=str(self.plan.ip_of(m.name)),
+        return [EtcdMember(self.sandbox, m.name, host=str(self.plan.addr_of(m.name)),
                            netns=self.ns(m.name), cluster=cluster, extra_args=extra)
                 for m in self.topology.etcd]
 
@@ -161,10 +176,11 @@ class Lab:
 
     def resolve(self, target: str) -> tuple[str, str]:
         """(kind, namespace) of a host, pod (`pod`, `host/pod` or `host-pod`), router,
-        segment or etcd member of this lab."""
+        segment, etcd member or world of this lab."""
         t = self.topology
         kinds = {**{s.name: "segment" for s in t.segments}, **{r.name: "router" for r in t.routers},
-                 **{m.name: "etcd" for m in t.etcd}, **{h: "host" for h in t.host_names}}
+                 **{m.name: "etcd" for m in t.etcd}, **{h: "host" for h in t.host_names},
+                 **({t.world.name: "world"} if t.world else {})}
         if target in kinds:
             return kinds[target], self.ns(target)
         for sep in ("/", "-"):
@@ -207,7 +223,8 @@ class Lab:
         topology = parse(data["topology"], str(path))
         lab = cls.new(name, topology, data.get("source", ""))
         for host, pods in data.get("pods", {}).items():
-            lab.pods[host] = {n: Pod(host, n, p.get("ip", ""), p.get("result", {}))
+            lab.pods[host] = {n: Pod(host, n, p.get("ip", ""), p.get("result", {}),
+                                     p.get("ip6") or result_address(p.get("result", {}), 6))
                               for n, p in pods.items()}
         lab.partitions = [(a, b) for a, b in data.get("partitions", [])]
         return lab
@@ -216,7 +233,7 @@ class Lab:
         return {
             "version": 1, "name": self.name, "source": self.source,
             "topology": self.topology.to_dict(), "plan": self.plan.to_dict(),
-            "pods": {h: {n: {"ip": p.ip, "netns": self.plan.pod_ns(h, n),
+            "pods": {h: {n: {"ip": p.ip, "ip6": p.ip6, "netns": self.plan.pod_ns(h, n),
                              "container_id": self.plan.container_id(h, n), "result": p.result}
                          for n, p in pods.items()} for h, pods in self.pods.items()},
             "partitions": [list(p) for p in self.partitions],

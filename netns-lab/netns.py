@@ -172,15 +172,18 @@ class Sandbox:
     def namespaces(self) -> list[str]:
         return [n for n in list_netns() if n.startswith(self.prefix + "-")]
 
-    def add_netns(self, name: str, *, forwarding: bool = True) -> str:
-        """A namespace with lo up; `forwarding` makes it a router (ip_forward, no rp_filter)."""
+    def add_netns(self, name: str, *, forwarding: bool = True, forwarding6: bool = False) -> str:
+        """A namespace with lo up; `forwarding` makes it a router (ip_forward, no rp_filter),
+        `forwarding6` an IPv6 router too."""
         full = self.ns(name)
         if full not in list_netns():
             run(["ip", "netns", "add", full])
         ip("link", "set", "lo", "up", netns=full)
-        if forwarding:
-            run(["ip", "netns", "exec", full, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                 "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"])
+        keys = ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0"] if forwarding else []
+        keys += ["net.ipv6.conf.all.forwarding=1"] if forwarding6 else []
+        if keys:
+            run(["ip", "netns", "exec", full, "sysctl", "-qw", *keys])
         return full
 
     def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int = 1500) -> None:

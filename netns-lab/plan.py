@@ -2,20 +2,24 @@
 
 Everything a lab creates carries its name: namespaces are `pfl-<lab>-<thing>`.
 Inside a segment namespace, bridge `br0` has one port per attached namespace,
-named `to-<owner>`; the attached end is `eth0` (hosts, etcd members) or
-`eth<i>` (a router's i-th leg). Within each segment subnet, routers take the
-first addresses, then etcd members, then hosts (from .10 when there is room),
-unless a topology pins an address. Routes to other segments follow the
-shortest path through routers.
+named `to-<owner>`; the attached end is `eth0` (hosts, etcd members, the world)
+or `eth<i>` (a router's i-th leg). Each family of a segment (its `subnet`, its
+`subnet6`) is numbered the same way: routers take the first addresses, then
+etcd members and the world, then hosts (from .10 when there is room), unless a
+topology pins an address (`ip`, `ip6`). IPv6 offsets are written with the
+same digits (the 10th address is ::10, not ::a), so in a dual-stack segment a
+host at .12 is at ::12. Routes to other segments follow the shortest path
+through routers, in every family the underlay has.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from netns_lab.model import Address, Segment, url_host
 from netns_lab.topology import Topology, TopologyError, validate_lab_name
 
 BRIDGE = "br0"
@@ -23,6 +27,9 @@ HOST_IFACE = "eth0"
 POD_IFACE = "eth0"
 ETCD_CLIENT_PORT = 2379
 HOST_OFFSET = 10
+MAX_OFFSET6 = 9999  # IPv6 offsets ::1 .. ::9999
+
+Network = IPv4Network | IPv6Network
 
 
 def lab_prefix(lab: str) -> str:
@@ -32,26 +39,42 @@ def lab_prefix(lab: str) -> str:
 
 @dataclass(frozen=True)
 class Link:
-    """One veth between a namespace (`owner`) and a segment's bridge."""
+    """One veth between a namespace (`owner`) and a segment's bridge; `ip` is None on an
+    IPv6-only segment, `ip6` None on a segment without a subnet6."""
 
     owner: str
-    kind: str  # "host" | "etcd" | "router"
+    kind: str  # "host" | "etcd" | "router" | "world"
     segment: str
     ifname: str  # in the owner's namespace
     port: str  # in the segment's namespace, enslaved to br0
-    ip: IPv4Address
+    ip: IPv4Address | None
     prefixlen: int
     mtu: int
+    ip6: IPv6Address | None = None
+    prefixlen6: int = 0
+
+    @property
+    def address(self) -> Address:
+        """The address the underlay is used by: IPv4 if the segment has it, else IPv6."""
+        addr = self.ip if self.ip is not None else self.ip6
+        assert addr is not None  # every segment has a family
+        return addr
 
     @property
     def cidr(self) -> str:
-        return f"{self.ip}/{self.prefixlen}"
+        return f"{self.address}/{self.prefixlen if self.ip is not None else self.prefixlen6}"
+
+    @property
+    def cidrs(self) -> list[str]:
+        """Every address of the link with its prefix length, IPv4 first."""
+        return ([f"{self.ip}/{self.prefixlen}"] if self.ip is not None else []) + (
+            [f"{self.ip6}/{self.prefixlen6}"] if self.ip6 is not None else [])
 
 
 @dataclass(frozen=True)
 class Route:
-    dst: IPv4Network
-    via: IPv4Address
+    dst: Network
+    via: Address
 
 
 @dataclass(frozen=True)
@@ -81,26 +104,48 @@ class Plan:
         return [lk for lk in self.links if lk.segment == segment]
 
     def ip_of(self, owner: str) -> IPv4Address:
-        return self.links_of(owner)[0].ip
+        ip = self.links_of(owner)[0].ip
+        if ip is None:
+            raise ValueError(f"{owner} has no IPv4 address: its segment is IPv6-only "
+                             "(use ip6_of or addr_of)")
+        return ip
+
+    def ip6_of(self, owner: str) -> IPv6Address | None:
+        return self.links_of(owner)[0].ip6
+
+    def addr_of(self, owner: str) -> Address:
+        """The owner's underlay address: IPv4 when the underlay has IPv4, else IPv6."""
+        return self.links_of(owner)[0].address
+
+    def addresses_of(self, owner: str) -> list[Address]:
+        lk = self.links_of(owner)[0]
+        return [a for a in (lk.ip, lk.ip6) if a is not None]
 
     @property
     def etcd_endpoints(self) -> list[str]:
+        """Over IPv4 when the underlay has it, else over IPv6 (`http://[fd10:1::2]:2379`)."""
         scheme = "https" if self.topology.etcd_tls else "http"
-        return [f"{scheme}://{self.ip_of(m.name)}:{ETCD_CLIENT_PORT}"
+        return [f"{scheme}://{url_host(self.addr_of(m.name))}:{ETCD_CLIENT_PORT}"
                 for m in self.topology.etcd]
 
     def infra_namespaces(self) -> list[str]:
         """Short names of every namespace but pods, segments first (they hold the bridges)."""
         t = self.topology
         return ([s.name for s in t.segments] + [r.name for r in t.routers]
-                + [m.name for m in t.etcd] + t.host_names)
+                + [m.name for m in t.etcd] + ([t.world.name] if t.world else [])
+                + t.host_names)
 
     def to_dict(self) -> dict[str, Any]:
+        def link(lk: Link) -> dict[str, Any]:
+            cidrs = {str(a.version): c for a, c in zip(
+                [a for a in (lk.ip, lk.ip6) if a is not None], lk.cidrs, strict=True)}
+            return {"owner": lk.owner, "kind": lk.kind, "segment": lk.segment,
+                    "ifname": lk.ifname, "port": lk.port, "mtu": lk.mtu,
+                    **({"address": cidrs["4"]} if "4" in cidrs else {}),
+                    **({"address6": cidrs["6"]} if "6" in cidrs else {})}
         return {
             "lab": self.lab, "prefix": self.prefix,
-            "links": [{"owner": lk.owner, "kind": lk.kind, "segment": lk.segment,
-                       "ifname": lk.ifname, "port": lk.port, "address": lk.cidr, "mtu": lk.mtu}
-                      for lk in self.links],
+            "links": [link(lk) for lk in self.links],
             "routes": {o: [{"dst": str(r.dst), "via": str(r.via)} for r in rs]
                        for o, rs in self.routes.items() if rs},
             "etcd_endpoints": self.etcd_endpoints,
@@ -113,60 +158,117 @@ def make_plan(topology: Topology, lab: str) -> Plan:
     problems: list[str] = []
     links: list[Link] = []
     for seg in topology.segments:
-        links.extend(_plan_segment(topology, seg.name, problems))
+        links.extend(_plan_segment(topology, seg, problems))
     if problems:
         raise TopologyError(problems)
     routes = _plan_routes(topology, links)
     return Plan(lab=lab, prefix=prefix, topology=topology, links=tuple(links), routes=routes)
 
 
-def _plan_segment(t: Topology, seg_name: str, problems: list[str]) -> list[Link]:
-    seg = t.segment(seg_name)
-    usable = list(seg.subnet.hosts())
-    # (owner, kind, ifname, pinned ip), in allocation order
-    members: list[tuple[str, str, str, IPv4Address | None]] = []
+# (owner, kind, ifname, pinned IPv4, pinned IPv6), in allocation order
+Member = tuple[str, str, str, IPv4Address | None, IPv6Address | None]
+
+
+def _members(t: Topology, seg_name: str) -> list[Member]:
+    out: list[Member] = []
     for r in t.routers:
         if seg_name in r.segments:
-            members.append((r.name, "router", f"eth{r.segments.index(seg_name)}", None))
-    members += [(m.name, "etcd", HOST_IFACE, m.ip) for m in t.etcd if m.segment == seg_name]
-    hosts = [h for h in t.hosts if h.segment == seg_name]
-    members += [(h.name, "host", HOST_IFACE, h.ip) for h in hosts]
-    taken: dict[IPv4Address, str] = {}
-    for owner, kind, _, ip in members:
+            out.append((r.name, "router", f"eth{r.segments.index(seg_name)}", None, None))
+    out += [(m.name, "etcd", HOST_IFACE, m.ip, m.ip6) for m in t.etcd if m.segment == seg_name]
+    if t.world and t.world.segment == seg_name:
+        out.append((t.world.name, "world", HOST_IFACE, t.world.ip, t.world.ip6))
+    out += [(h.name, "host", HOST_IFACE, h.ip, h.ip6) for h in t.hosts if h.segment == seg_name]
+    return out
+
+
+def _plan_segment(t: Topology, seg: Segment, problems: list[str]) -> list[Link]:
+    members = _members(t, seg.name)
+    v4 = _plan_family(seg, 4, members, problems)
+    v6 = _plan_family(seg, 6, members, problems)
+    if v4 is None or v6 is None:
+        return []
+    out: list[Link] = []
+    for i, (owner, kind, ifname, _, _) in enumerate(members):
+        ip, ip6 = v4[i], v6[i]
+        assert ip is None or isinstance(ip, IPv4Address)
+        assert ip6 is None or isinstance(ip6, IPv6Address)
+        out.append(Link(owner=owner, kind=kind, segment=seg.name, ifname=ifname,
+                        port=f"to-{owner}", ip=ip,
+                        prefixlen=seg.subnet.prefixlen if seg.subnet else 0, mtu=seg.mtu,
+                        ip6=ip6, prefixlen6=seg.subnet6.prefixlen if seg.subnet6 else 0))
+    return out
+
+
+def offset_of(version: int, index: int) -> int:
+    """The address offset the lab gives the `index`-th address: IPv6 reads like IPv4."""
+    return index if version == 4 else int(str(index), 16)
+
+
+def capacity(net: Network) -> int:
+    """How many addresses of `net` the lab numbers from."""
+    if net.version == 4:
+        return max(0, net.num_addresses - 2)
+    return sum(1 for i in range(1, MAX_OFFSET6 + 1) if offset_of(6, i) < net.num_addresses)
+
+
+def _usable(net: Network, addr: Address) -> bool:
+    if addr.version != net.version or addr not in net or addr == net.network_address:
+        return False
+    return net.version == 6 or addr != net.broadcast_address
+
+
+def _plan_family(seg: Segment, version: int, members: list[Member],
+                 problems: list[str]) -> list[Address | None] | None:
+    """Each member's address in this family of the segment (all None if it has none)."""
+    net = seg.net(version)
+    key, pin_key = ("subnet", "ip") if version == 4 else ("subnet6", "ip6")
+    pins = [(owner, kind, m4 if version == 4 else m6) for owner, kind, _, m4, m6 in members]
+    where = {"host": "hosts.{}", "etcd": "etcd.members.{}", "world": "{}"}
+    if net is None:
+        for owner, kind, ip in pins:
+            if ip is not None:
+                problems.append(f"{where[kind].format(owner)}.{pin_key}: segment {seg.name} has "
+                                f"no {key}; give it one or remove the {pin_key}")
+        return [None] * len(members)
+    taken: dict[Address, str] = {}
+    for owner, kind, ip in pins:
         if ip is None:
             continue
-        field = f"{'hosts' if kind == 'host' else 'etcd.members'}.{owner}.ip"
-        if ip not in seg.subnet or ip not in usable:
-            problems.append(f"{field}: {ip} is not a usable address of segment {seg_name} "
-                            f"({seg.subnet})")
+        field = f"{where[kind].format(owner)}.{pin_key}"
+        if not _usable(net, ip):
+            problems.append(f"{field}: {ip} is not a usable address of segment {seg.name} "
+                            f"({net})")
         elif ip in taken:
             problems.append(f"{field}: {ip} is already used by {taken[ip]}")
         else:
             taken[ip] = owner
-    if len(members) > len(usable):
-        problems.append(f"segments.{seg_name}.subnet: {seg.subnet} has {len(usable)} usable "
-                        f"addresses but {len(members)} are needed; use a larger subnet")
-        return []
-    free = [ip for ip in usable if ip not in taken]
-    n_infra = sum(1 for _, kind, _, ip in members if ip is None and kind != "host")
+    room = capacity(net)
+    if len(members) > room:
+        problems.append(f"segments.{seg.name}.{key}: {net} has {room} usable addresses but "
+                        f"{len(members)} are needed; use a larger subnet")
+        return None
+    # Enough candidates for every member above HOST_OFFSET, whatever is pinned.
+    want = min(room, HOST_OFFSET + len(members) + len(taken))
+    base = net.network_address
+    free = [(i, a) for i in range(1, want + 1) if (a := base + offset_of(version, i)) not in taken]
+    n_infra = sum(1 for _, kind, ip in pins if ip is None and kind != "host")
     infra_pool, rest = free[:n_infra], free[n_infra:]
-    n_hosts = sum(1 for _, kind, _, ip in members if ip is None and kind == "host")
-    # hosts from .10 when the subnet has room, so they are easy to tell from routers
-    base = int(seg.subnet.network_address)
-    high = [x for x in rest if int(x) - base >= HOST_OFFSET]
+    n_hosts = sum(1 for _, kind, ip in pins if ip is None and kind == "host")
+    # hosts from .10 (::10) when the subnet has room, so they are easy to tell from routers
+    high = [x for x in rest if x[0] >= HOST_OFFSET]
     host_pool = high if len(high) >= n_hosts else rest
-    out: list[Link] = []
-    for owner, kind, ifname, ip in members:
+    out: list[Address | None] = []
+    for _, kind, ip in pins:
         if ip is None:
-            ip = (host_pool if kind == "host" else infra_pool).pop(0)
-        out.append(Link(owner=owner, kind=kind, segment=seg_name, ifname=ifname,
-                        port=f"to-{owner}", ip=ip, prefixlen=seg.subnet.prefixlen, mtu=seg.mtu))
+            ip = (host_pool if kind == "host" else infra_pool).pop(0)[1]
+        out.append(ip)
     return out
 
 
 def _plan_routes(t: Topology, links: list[Link]) -> dict[str, tuple[Route, ...]]:
-    """Per owner, a route to every segment it is not on, via the next router."""
-    leg_ip = {(lk.owner, lk.segment): lk.ip for lk in links}
+    """Per owner, a route to every segment it is not on, via the next router, in each
+    family the underlay has (IPv4 routes first)."""
+    leg = {(lk.owner, lk.segment): lk for lk in links}
     # first_hop[s][d] = router to take from segment s towards segment d
     first_hop: dict[str, dict[str, str]] = {}
     dist: dict[str, dict[str, int]] = {}
@@ -177,7 +279,7 @@ def _plan_routes(t: Topology, links: list[Link]) -> dict[str, tuple[Route, ...]]
     for lk in links:
         owners.setdefault(lk.owner, []).append(lk.segment)
     for owner, on in owners.items():
-        out: list[Route] = []
+        hops: list[tuple[Segment, Link]] = []
         for dst in t.segments:
             if dst.name in on:
                 continue
@@ -185,7 +287,11 @@ def _plan_routes(t: Topology, links: list[Link]) -> dict[str, tuple[Route, ...]]
             if not reachable:
                 continue
             src = min(reachable, key=lambda s: (dist[s][dst.name], on.index(s)))
-            out.append(Route(dst.subnet, leg_ip[(first_hop[src][dst.name], src)]))
+            hops.append((dst, leg[(first_hop[src][dst.name], src)]))
+        out = [Route(dst.subnet, router.ip) for dst, router in hops
+               if dst.subnet is not None and router.ip is not None]
+        out += [Route(dst.subnet6, router.ip6) for dst, router in hops
+                if dst.subnet6 is not None and router.ip6 is not None]
         routes[owner] = tuple(out)
     return routes
 

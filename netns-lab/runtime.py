@@ -156,10 +156,20 @@ def cni_args(container_id: str, pod_name: str) -> str:
             f"K8S_POD_INFRA_CONTAINER_ID={container_id}")
 
 
-def result_ipv4(result: dict[str, Any]) -> str:
-    """The pod's IPv4 address (without prefix length) from an ADD result."""
+def result_address(result: dict[str, Any], version: int) -> str:
+    """The pod's first address of IP `version` (without prefix length) in an ADD result;
+    "" if it has none of that family."""
     for entry in result.get("ips", []):
         addr = str(entry.get("address", ""))
-        if addr and ":" not in addr:
+        if addr and (":" in addr) == (version == 6):
             return addr.split("/")[0]
-    raise CniError("result", "ADD", 0, f"no IPv4 address in result: {json.dumps(result)[:300]}")
+    return ""
+
+
+def result_ipv4(result: dict[str, Any]) -> str:
+    """The pod's IPv4 address (without prefix length) from an ADD result."""
+    addr = result_address(result, 4)
+    if not addr:
+        raise CniError("result", "ADD", 0,
+                       f"no IPv4 address in result: {json.dumps(result)[:300]}")
+    return addr

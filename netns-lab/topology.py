@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from netns_lab.model import (
     DEFAULT_ETCD_PREFIX,
+    DEFAULT_KEYS,
     DEFAULT_NETWORK,
-    HOST_KEYS,
     LAB_NAME_RE,
     NAME_RE,
     TOP_KEYS,
@@ -29,6 +29,7 @@ from netns_lab.model import (
     Segment,
     Topology,
     TopologyError,
+    World,
     ci_get,
     validate_lab_name,
 )
@@ -41,12 +42,13 @@ from netns_lab.topology_sections import (
     parse_network,
     parse_routers,
     parse_segments,
+    parse_world,
     unknown_keys,
 )
 
 __all__ = ["DEFAULT_ETCD_PREFIX", "DEFAULT_NETWORK", "LAB_NAME_RE", "NAME_RE", "EtcdMemberSpec",
-           "Host", "Router", "Segment", "Topology", "TopologyError", "ci_get", "example_names",
-           "examples_dir", "load", "parse", "validate_lab_name"]
+           "Host", "Router", "Segment", "Topology", "TopologyError", "World", "ci_get",
+           "example_names", "examples_dir", "load", "parse", "validate_lab_name"]
 
 
 # ---------------------------------------------------------------------------
@@ -100,17 +102,19 @@ def parse(data: Any, source: str = "topology") -> Topology:
         c.add("etcd_prefix", f"{prefix!r} is not an etcd key prefix; use e.g. "
                              f"{DEFAULT_ETCD_PREFIX}")
         prefix = DEFAULT_ETCD_PREFIX
-    segments = parse_segments(c, data.get("segments"))
+    v4, v6 = ci_get(network, "EnableIPv4") is not False, ci_get(network, "EnableIPv6") is True
+    segments = parse_segments(c, data.get("segments"), v4, v6)
     seg_names = [s.name for s in segments]
     routers = parse_routers(c, data.get("routers"), seg_names)
     defaults = as_mapping(c, "defaults", data.get("defaults"))
-    unknown_keys(c, "defaults", defaults, HOST_KEYS[:-1])
+    unknown_keys(c, "defaults", defaults, DEFAULT_KEYS)
     hosts = parse_hosts(c, data.get("hosts"), defaults, seg_names)
     etcd = parse_etcd(c, data.get("etcd"), seg_names)
     tls, auth = etcd_security(c, data.get("etcd"))
+    world = parse_world(c, data.get("world"), seg_names)
     topo = Topology(hosts=tuple(hosts), segments=tuple(segments), routers=tuple(routers),
                     etcd=tuple(etcd), network=network, etcd_prefix=prefix.rstrip("/"),
-                    description=description, etcd_tls=tls, etcd_auth=auth)
+                    description=description, etcd_tls=tls, etcd_auth=auth, world=world)
     if not c.problems:
         _check_whole(c, topo)
     if c.problems:
@@ -124,21 +128,28 @@ def _check_whole(c: Collector, topo: Topology) -> None:
     for kind, names in (("segment", [s.name for s in topo.segments]),
                         ("router", [r.name for r in topo.routers]),
                         ("host", topo.host_names),
-                        ("etcd member", [m.name for m in topo.etcd])):
+                        ("etcd member", [m.name for m in topo.etcd]),
+                        ("world", [topo.world.name] if topo.world else [])):
         for n in names:
             if n in seen:
                 c.add(f"{kind} {n}", f"name already used by a {seen[n]}; every host, "
                                      "segment, router and etcd member needs its own name")
             seen[n] = kind
-    pod_net = topo.pod_network
-    for i, s in enumerate(topo.segments):
-        if s.subnet.overlaps(pod_net):
-            c.add(f"segments.{s.name}.subnet", f"{s.subnet} overlaps the pod network "
-                                               f"{pod_net}; pick a disjoint underlay subnet")
-        for other in topo.segments[i + 1:]:
-            if s.subnet.overlaps(other.subnet):
-                c.add(f"segments.{other.name}.subnet",
-                      f"{other.subnet} overlaps segment {s.name} ({s.subnet})")
+    _check_families(c, topo)
+    for version, key, pod_net in ((4, "subnet", topo.pod_network),
+                                  (6, "subnet6", topo.pod_network6)):
+        for i, s in enumerate(topo.segments):
+            net = s.net(version)
+            if net is None:
+                continue
+            if pod_net is not None and net.overlaps(pod_net):
+                c.add(f"segments.{s.name}.{key}", f"{net} overlaps the pod network "
+                                                  f"{pod_net}; pick a disjoint underlay subnet")
+            for other in topo.segments[i + 1:]:
+                theirs = other.net(version)
+                if theirs is not None and net.overlaps(theirs):
+                    c.add(f"segments.{other.name}.{key}",
+                          f"{theirs} overlaps segment {s.name} ({net})")
     _check_connected(c, topo)
     backend = topo.backend_type.lower()
     direct = bool(ci_get(ci_get(topo.network, "Backend"), "DirectRouting"))
@@ -149,6 +160,31 @@ def _check_whole(c: Collector, topo: Topology) -> None:
                   f"{topo.backend_type} routes pod traffic straight to the peer's underlay "
                   f"address, so every host must share one L2 segment, but hosts are on "
                   f"{', '.join(segs)}; use vxlan (optionally DirectRouting: true) instead")
+
+
+def _check_families(c: Collector, topo: Topology) -> None:
+    """Every segment has the same families, and the ones the overlay needs: flanneld takes
+    its PublicIP (IPv4) and PublicIPv6 from the host's underlay interface."""
+    segs = topo.segments
+    for version, key, example in ((4, "subnet", "192.168.100.0/24"), (6, "subnet6", "fd10:1::/64")):
+        lacking = [s for s in segs if s.net(version) is None]
+        if not lacking:
+            continue
+        first = lacking[0]
+        needed = topo.enable_ipv4 if version == 4 else topo.enable_ipv6
+        if needed:
+            why = ("the network runs IPv4 (EnableIPv4 is not false), so every host needs an "
+                   f"IPv4 underlay address; give the segment a subnet (e.g. {example}), or set "
+                   "EnableIPv4: false in network for an IPv6-only cluster" if version == 4 else
+                   "the network enables IPv6 (EnableIPv6: true), so every host needs a global "
+                   f"IPv6 underlay address; give every segment a subnet6 (e.g. {example})")
+            c.add(f"segments.{first.name}.{key}", f"missing: {why}")
+        elif len(lacking) < len(segs):
+            has = next(s for s in segs if s.net(version) is not None)
+            c.add(f"segments.{first.name}.{key}",
+                  f"missing, but segment {has.name} has one; every segment needs the same "
+                  f"address families: give {first.name} a {key} (e.g. {example}) or remove "
+                  f"{has.name}'s")
 
 
 def _check_connected(c: Collector, topo: Topology) -> None:
@@ -165,7 +201,8 @@ def _check_connected(c: Collector, topo: Topology) -> None:
             if nxt not in reached:
                 reached.add(nxt)
                 todo.append(nxt)
-    used = {h.segment for h in topo.hosts} | {m.segment for m in topo.etcd}
+    used = ({h.segment for h in topo.hosts} | {m.segment for m in topo.etcd}
+            | ({topo.world.segment} if topo.world else set()))
     for s in topo.segments:
         if s.name not in reached and s.name in used:
             c.add(f"segments.{s.name}", f"not reachable from segment {start}; add a router "

@@ -11,11 +11,12 @@ import difflib
 import ipaddress
 import shlex
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from netns_lab.model import (
     DEFAULT_NETWORK,
+    DEFAULT_SEGMENT6,
     DEFAULT_SEGMENT_BASE,
     HOST_KEYS,
     MANAGED_FLAGS,
@@ -26,8 +27,11 @@ from netns_lab.model import (
     Host,
     Router,
     Segment,
+    World,
     ci_get,
 )
+
+MAX_SEGMENT6_PREFIX = 120  # the lab plans addresses ::1 .. ::9999 (hex digits that read decimal)
 
 
 class Collector:
@@ -84,13 +88,32 @@ def parse_network(c: Collector, value: Any) -> dict[str, Any]:
         c.add("network", "empty; give the flannel network config, e.g. "
                          "{Network: 10.244.0.0/16, Backend: {Type: vxlan}}")
         return dict(DEFAULT_NETWORK)
+    v4, v4_ok = _family_flag(c, net, "EnableIPv4", True)
+    v6, v6_ok = _family_flag(c, net, "EnableIPv6", False)
+    if not v4 and not v6:
+        c.add("network.EnableIPv4", "EnableIPv4 and EnableIPv6 are both false; enable at "
+                                    "least one family (EnableIPv4 defaults to true)")
     cidr = ci_get(net, "Network")
-    try:
-        ipaddress.IPv4Network(str(cidr), strict=False)
-        if cidr is None:
-            raise ValueError
-    except ValueError:
-        c.add("network.Network", f"{cidr!r} is not an IPv4 CIDR; use e.g. 10.244.0.0/16")
+    if (v4 and v4_ok) or cidr is not None:
+        try:
+            ipaddress.IPv4Network(str(cidr), strict=False)
+            if cidr is None:
+                raise ValueError
+        except ValueError:
+            hint = " (or EnableIPv4: false for an IPv6-only network)" if cidr is None and v6 else ""
+            c.add("network.Network", f"{cidr!r} is not an IPv4 CIDR; use e.g. 10.244.0.0/16{hint}")
+    cidr6 = ci_get(net, "IPv6Network")
+    if v6 or cidr6 is not None:
+        try:
+            ipaddress.IPv6Network(str(cidr6), strict=False)
+            if cidr6 is None:
+                raise ValueError
+        except ValueError:
+            c.add("network.IPv6Network", f"{cidr6!r} is not an IPv6 CIDR; with EnableIPv6: "
+                                         "true give one, e.g. fc00:10::/48")
+        if not v6 and v6_ok:
+            c.add("network.IPv6Network", "set but EnableIPv6 is not true, so flannel ignores "
+                                         "it; add EnableIPv6: true (or remove IPv6Network)")
     backend = ci_get(net, "Backend")
     if backend is None:
         c.add("network.Backend", "missing; flannel would silently fall back to udp. "
@@ -101,29 +124,69 @@ def parse_network(c: Collector, value: Any) -> dict[str, Any]:
     return net
 
 
-def parse_segments(c: Collector, value: Any) -> list[Segment]:
+def _family_flag(c: Collector, net: dict[str, Any], key: str,
+                 default: bool) -> tuple[bool, bool]:
+    """(the flag, whether it was valid); an invalid one counts as its default."""
+    flag = ci_get(net, key)
+    if flag is None:
+        return default, True
+    if not isinstance(flag, bool):
+        c.add(f"network.{key}", f"{flag!r}: use true or false")
+        return default, False
+    return flag, True
+
+
+def parse_segments(c: Collector, value: Any, v4: bool = True, v6: bool = False) -> list[Segment]:
+    """The segments. With none declared: `lan`, with the families the network runs (`v4`,
+    `v6`). A declared segment without `subnet` gets one, unless it has a `subnet6` (an
+    IPv6-only segment)."""
     if value is None:
-        return [Segment("lan", DEFAULT_SEGMENT_BASE)]
+        return [Segment("lan", DEFAULT_SEGMENT_BASE if v4 or not v6 else None,
+                        subnet6=DEFAULT_SEGMENT6 if v6 else None)]
     raw = as_mapping(c, "segments", value)
     if not raw:
         c.add("segments", "no segments; declare at least one, e.g. lan: {subnet: 192.168.100.0/24}")
     out: list[Segment] = []
-    for i, (name, where, spec) in enumerate(_entries(c, "segments", raw, ("subnet", "mtu"))):
-        subnet = _auto_segment_subnet(i)
+    keys = ("subnet", "subnet6", "mtu")
+    for i, (name, where, spec) in enumerate(_entries(c, "segments", raw, keys)):
+        subnet: IPv4Network | None = _auto_segment_subnet(i)
         if "subnet" in spec:
             try:
                 subnet = IPv4Network(str(spec["subnet"]))
+                if subnet.prefixlen > 29:
+                    c.add(f"{where}.subnet", f"{subnet} is too small; use /29 or larger")
             except ValueError as exc:
                 c.add(f"{where}.subnet", f"{spec['subnet']!r} is not an IPv4 network ({exc}); "
                                          f"{_subnet_hint(spec['subnet'])}")
-            if subnet.prefixlen > 29:
-                c.add(f"{where}.subnet", f"{subnet} is too small; use /29 or larger")
+        elif "subnet6" in spec:
+            subnet = None  # an IPv6-only segment
+        subnet6 = _subnet6(c, f"{where}.subnet6", spec["subnet6"]) if "subnet6" in spec else None
         mtu = spec.get("mtu", 1500)
         if not isinstance(mtu, int) or isinstance(mtu, bool) or not 1280 <= mtu <= 9000:
             c.add(f"{where}.mtu", f"{mtu!r} is not an MTU; use an integer 1280..9000")
             mtu = 1500
-        out.append(Segment(name, subnet, mtu))
+        out.append(Segment(name, subnet, mtu, subnet6))
     return out
+
+
+def _subnet6(c: Collector, where: str, value: Any) -> IPv6Network | None:
+    try:
+        net = IPv6Network(str(value))
+    except ValueError as exc:
+        try:
+            hint = f"did you mean {IPv6Network(str(value), strict=False)}?"
+        except ValueError:
+            hint = "use e.g. fd10:1::/64"
+        c.add(where, f"{value!r} is not an IPv6 network ({exc}); {hint}")
+        return None
+    if net.prefixlen > MAX_SEGMENT6_PREFIX:
+        c.add(where, f"{net} is too small; use /{MAX_SEGMENT6_PREFIX} or larger (a /64 is usual)")
+        return None
+    if net.is_link_local or net.is_multicast or net.is_loopback or net.prefixlen == 0:
+        c.add(where, f"{net} is not a prefix hosts can be numbered from (flanneld wants a "
+                     "global address); use a unique local one, e.g. fd10:1::/64")
+        return None
+    return net
 
 
 def _subnet_hint(value: Any) -> str:
@@ -201,7 +264,19 @@ def _ip(c: Collector, where: str, value: Any) -> IPv4Address | None:
     try:
         return IPv4Address(str(value))
     except ValueError:
-        c.add(where, f"{value!r} is not an IPv4 address")
+        hint = "; pin an IPv6 address with ip6:" if ":" in str(value) else ""
+        c.add(where, f"{value!r} is not an IPv4 address{hint}")
+        return None
+
+
+def _ip6(c: Collector, where: str, value: Any) -> IPv6Address | None:
+    if value is None:
+        return None
+    try:
+        return IPv6Address(str(value))
+    except ValueError:
+        hint = "; pin an IPv4 address with ip:" if "." in str(value) else ""
+        c.add(where, f"{value!r} is not an IPv6 address{hint}")
         return None
 
 
@@ -240,7 +315,8 @@ def parse_hosts(c: Collector, value: Any, defaults: dict[str, Any],
             segment=_segment_ref(c, f"{where}.segment", merged.get("segment"), segs),
             pods=_pods(c, f"{where}.pods", merged["pods"]),
             flanneld_args=_flags(c, f"{where}.flanneld_args", merged.get("flanneld_args", [])),
-            ip=_ip(c, f"{where}.ip", spec.get("ip")), ip_masq=merged["ip_masq"] is not False))
+            ip=_ip(c, f"{where}.ip", spec.get("ip")), ip_masq=merged["ip_masq"] is not False,
+            ip6=_ip6(c, f"{where}.ip6", spec.get("ip6"))))
     return out
 
 
@@ -278,7 +354,24 @@ def parse_etcd(c: Collector, value: Any, segs: list[str]) -> list[EtcdMemberSpec
                               "mapping name: {segment: ..., ip: ...}")
         return []
     out: list[EtcdMemberSpec] = []
-    for name, where, mspec in _entries(c, "etcd.members", members, ("segment", "ip")):
+    for name, where, mspec in _entries(c, "etcd.members", members, ("segment", "ip", "ip6")):
         seg = _segment_ref(c, f"{where}.segment", mspec.get("segment", default_seg), segs)
-        out.append(EtcdMemberSpec(name, seg, _ip(c, f"{where}.ip", mspec.get("ip"))))
+        out.append(EtcdMemberSpec(name, seg, _ip(c, f"{where}.ip", mspec.get("ip")),
+                                  _ip6(c, f"{where}.ip6", mspec.get("ip6"))))
     return out
+
+
+def parse_world(c: Collector, value: Any, segs: list[str]) -> World | None:
+    """`world: true` (on the first segment), `world: SEGMENT` or `world: {segment, ip,
+    ip6}`; absent or false: no world."""
+    if value is None or value is False:
+        return None
+    if value is True or isinstance(value, str):
+        value = {} if value is True else {"segment": value}
+    if not isinstance(value, dict):
+        c.add("world", f"{value!r}: use true, a segment name, or a mapping "
+                       "{segment: ..., ip: ..., ip6: ...}")
+        return None
+    unknown_keys(c, "world", value, ("segment", "ip", "ip6"))
+    seg = _segment_ref(c, "world.segment", value.get("segment", segs[0] if segs else None), segs)
+    return World(seg, _ip(c, "world.ip", value.get("ip")), _ip6(c, "world.ip6", value.get("ip6")))

@@ -47,9 +47,11 @@ def test_default_example_is_three_vxlan_hosts_with_two_pods() -> None:
 
 @pytest.mark.parametrize("name", topo.example_names())
 def test_every_example_parses_and_plans(name: str) -> None:
-    plan = make_plan(topo.load(name), "lab")
+    t = topo.load(name)
+    plan = make_plan(t, "lab")
     assert plan.etcd_endpoints
-    assert len({lk.ip for lk in plan.links}) == len(plan.links)
+    assert len({lk.address for lk in plan.links}) == len(plan.links)
+    assert parse(yaml.safe_load(yaml.safe_dump(t.to_dict(), sort_keys=False))) == t
 
 
 def test_required_examples_exist() -> None:
