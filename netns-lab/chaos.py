@@ -120,7 +120,8 @@ def partition_rules(plan: Plan, partitions: list[tuple[str, str]]) -> dict[str, 
     """nft rules (bridge family, forward hook) per segment that cut each pair apart.
 
     On a shared segment frames between the two ports are dropped whatever they
-    carry; across routers, packets from one to the other's underlay address.
+    carry; across routers, packets from one to the other's underlay addresses (IPv4 and
+    IPv6).
     """
     rules: dict[str, list[str]] = {s.name: [] for s in plan.topology.segments}
     for a, b in partitions:
@@ -131,7 +132,10 @@ def partition_rules(plan: Plan, partitions: list[tuple[str, str]]) -> dict[str, 
                 rules[la.segment].append(f'iifname "{x.port}" oifname "{y.port}" drop {tag}')
         else:
             for x, y in ((la, lb), (lb, la)):
-                rules[x.segment].append(f'iifname "{x.port}" ip daddr {y.ip} drop {tag}')
+                if y.ip is not None:
+                    rules[x.segment].append(f'iifname "{x.port}" ip daddr {y.ip} drop {tag}')
+                if y.ip6 is not None:
+                    rules[x.segment].append(f'iifname "{x.port}" ip6 daddr {y.ip6} drop {tag}')
     return rules
 
 

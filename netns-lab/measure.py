@@ -1,8 +1,8 @@
 """Measuring a lab under faults: a continuous pod ping, flanneld's endpoints, kernel peer state.
 
 Everything here observes; nothing injects faults (that is `netns_lab.chaos`).
-The ping is the real `ping -i 0.01` inside a pod; its summary line gives the
-packets sent and received.
+The ping is the real `ping -i 0.01` inside a pod (`ping -6` to the pod's IPv6
+address with family=6); its summary line gives the packets sent and received.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ PING_INTERVAL = 0.0099
 IN_FLIGHT_MAX = 3
 
 _SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
-_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+)")
+# `from 10.5.1.2: icmp_seq=` or `from fc00:5:0:1::2: icmp_seq=`
+_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from \S+: icmp_seq=(\d+)")
 
 
 # -- the continuous ping --------------------------------------------------------------------
@@ -87,24 +88,27 @@ def parse_ping(output: str, src: str = "", dst: str = "") -> PingStats:
                      round(duration, 3), round(max(gaps, default=0.0), 3))
 
 
-def pod_by_label(lab: Lab, label: str) -> Pod:
+def pod_by_label(lab: Lab, label: str, family: int | None = None) -> Pod:
+    """A pod by `host/pod` that has an address (of IP version `family`, if given)."""
     host, _, name = label.partition("/")
     pod = lab.pods.get(host, {}).get(name)
-    if pod is None or not pod.ip:
-        raise LabError(f"no pod {label!r} with an address in lab {lab.name!r}")
+    if pod is None or not (pod.address(family) if family else pod.addresses):
+        what = f"an IPv{family} address" if family else "an address"
+        raise LabError(f"no pod {label!r} with {what} in lab {lab.name!r}")
     return pod
 
 
 class Pinger:
-    """`ping -i 0.01` from one pod to another, running until `stop()`."""
+    """`ping -i 0.01` from one pod to another (over IPv6 with family=6), until `stop()`."""
 
-    def __init__(self, lab: Lab, src: str, dst: str, interval: float = PING_INTERVAL) -> None:
+    def __init__(self, lab: Lab, src: str, dst: str, interval: float = PING_INTERVAL,
+                 family: int = 4) -> None:
         self.lab, self.src, self.dst = lab, src, dst
-        s, d = pod_by_label(lab, src), pod_by_label(lab, dst)
-        self.name = f"ping-{s.host}{s.name}-{d.host}{d.name}"
+        s, d = pod_by_label(lab, src, family), pod_by_label(lab, dst, family)
+        self.name = f"ping-{s.host}{s.name}-{d.host}{d.name}" + ("-6" if family == 6 else "")
         self.log = lab.state_dir / f"{self.name}.log"
         self.log.unlink(missing_ok=True)
-        argv = ["ping", "-n", "-D", "-i", str(interval), d.ip]
+        argv = ["ping", f"-{family}", "-n", "-D", "-i", str(interval), d.address(family)]
         # Tracked by pidfile, so `netns-lab down` stops it if we die first.
         self.proc = lab.sandbox.spawn(self.name, argv, netns=lab.plan.pod_ns(s.host, s.name),
                                       log=self.log)
@@ -187,18 +191,19 @@ def leases_by_host(lab: Lab) -> dict[str, Lease]:
     leases = observe.read_leases(lab)
     out = {}
     for h in lab.topology.host_names:
-        own = observe.own_lease(leases, lab.plan.ip_of(h))
+        own = observe.host_lease(lab, h, leases)
         if own is not None:
             out[h] = own
     return out
 
 
 def peer_states(lab: Lab, host: str, leases: list[Lease]) -> dict[str, str]:
-    """For each lease not our own: how `host`'s kernel reaches it (observe.peer_state)."""
-    view = observe.kernel_view(lab.ns(host))
-    mine = lab.plan.ip_of(host)
-    return {str(ls.subnet): observe.peer_state(ls, view) for ls in leases
-            if ls.attrs.public_ip != mine}
+    """For each lease not our own: how `host`'s kernel reaches it (observe.peer_state),
+    keyed by its IPv4 subnet; and by its IPv6 subnet in a network that runs IPv6."""
+    v6 = lab.topology.enable_ipv6
+    view = observe.kernel_view(lab.ns(host), v6)
+    out = observe.peers_of(lab, host, leases, view) if lab.topology.enable_ipv4 else {}
+    return {**out, **(observe.peers6_of(lab, host, leases, view) if v6 else {})}
 
 
 def programmed_everywhere(lab: Lab, leases: list[Lease], hosts: list[str] | None = None) -> bool:
@@ -212,28 +217,30 @@ def kernel_peer_set(lab: Lab, host: str) -> set[str]:
     view = observe.kernel_view(lab.ns(host))
     own = observe.read_subnet_env(lab.host_dir(host) / "subnet.env").get("FLANNEL_SUBNET", "")
     own_net = str(IPv4Network(own, strict=False)) if own else ""
-    return set(observe.pod_routes(view, lab.topology.pod_network, own_net))
+    return set(observe.pod_routes(view, lab.topology.pod_network, own_net))  # IPv4 only
 
 
 def peer_entries(lab: Lab, host: str) -> dict[str, Any]:
     """The kernel entries flanneld owns on `host` (routes into the pod network, the vxlan
-    device's neighbours and FDB entries, the device itself), to compare before and after."""
-    view = observe.kernel_view(lab.ns(host))
-    net = lab.topology.pod_network
-    routes = sorted(json.dumps(r, sort_keys=True) for r in view.routes
-                    if _in(r.get("dst"), net))
+    devices' neighbours and FDB entries, the devices themselves; IPv6 ones too in a
+    network that runs IPv6), to compare before and after."""
+    t = lab.topology
+    view = observe.kernel_view(lab.ns(host), t.enable_ipv6)
+    routes = sorted(json.dumps(r, sort_keys=True)
+                    for rs, net in ((view.routes, t.pod_network), (view.routes6, t.pod_network6))
+                    for r in rs if _in(r.get("dst"), net))
     devs = {lk["ifname"]: (lk["ifindex"], lk.get("address"), lk.get("mtu"))
             for lk in view.vxlan_links()}
-    neighs = sorted(f"{n.get('dst')} {n.get('lladdr')} {n.get('dev')}" for n in view.neighs
-                    if n.get("dev") in devs)
+    neighs = sorted(f"{n.get('dst')} {n.get('lladdr')} {n.get('dev')}"
+                    for n in (*view.neighs, *view.neighs6) if n.get("dev") in devs)
     fdb = sorted(f"{f.get('mac')} {f.get('dst')} {f.get('ifname', f.get('dev'))}"
                  for f in view.fdb if f.get("ifname", f.get("dev")) in devs and f.get("dst"))
     return {"routes": routes, "neighs": neighs, "fdb": fdb, "devices": devs}
 
 
-def _in(dst: Any, net: IPv4Network) -> bool:
+def _in(dst: Any, net: IPv4Network | IPv6Network | None) -> bool:
     try:
-        return IPv4Network(str(dst)).subnet_of(net)
+        return net is not None and observe.within(ip_network(str(dst)), net)
     except ValueError:
         return False
 
@@ -251,7 +258,9 @@ def entries_changed(before: dict[str, Any], after: dict[str, Any]) -> int:
 def free_subnet(lab: Lab, taken: list[Lease]) -> IPv4Network:
     """A subnet of the network's default length that no lease holds, from the top down."""
     net = lab.topology.pod_network
-    used = {ls.subnet for ls in taken}
+    if net is None:
+        raise LabError("probe leases are IPv4: this network is IPv6-only")
+    used = {ls.ipv4_subnet for ls in taken if ls.ipv4_subnet is not None}
     for candidate in reversed(list(net.subnets(new_prefix=24))[1:-1]):
         if not any(candidate.overlaps(u) for u in used):
             return candidate
@@ -293,6 +302,8 @@ class ProbeLease:
 def probe_lease(lab: Lab, n: int = 1) -> ProbeLease:
     """A probe peer: a free subnet, an unused address of the first segment, a local MAC."""
     seg = lab.topology.segments[0].subnet
+    if seg is None:
+        raise LabError("probe leases are IPv4: this lab's underlay is IPv6-only")
     return ProbeLease(lab, free_subnet(lab, observe.read_leases(lab)),
                       seg.broadcast_address - 1 - n, f"0e:5c:00:00:00:{n:02x}")
 

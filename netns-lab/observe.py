@@ -1,7 +1,10 @@
 """What a lab looks like right now: leases from etcd, peer state from each host's kernel.
 
 Reading is I/O (etcdctl, `ip -j`, `bridge -j`); deciding whether a peer is
-programmed is a pure function over that plain data (`peer_state`).
+programmed is a pure function over that plain data (`peer_state` for a lease's
+IPv4 subnet, `peer_state6` for its IPv6 one). A lease is a lab host's when its
+PublicIP or its PublicIPv6 is that host's underlay address (an IPv6-only lease's
+PublicIP is 0.0.0.0).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import subprocess
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +33,7 @@ from backends.peerstate import (
     tables_from_ip_json,
 )
 from backends.state import RouteSpec
-from core.lease import Lease, LeaseError, decode_lease, subnets_prefix
+from core.lease import Lease, LeaseError, check_vxlan_attrs, decode_lease, subnets_prefix
 
 HEALTHZ_PORT = 8471
 T = TypeVar("T")
@@ -107,16 +110,23 @@ def etcd_health(lab: Lab) -> dict[str, bool]:
 # -- kernel ---------------------------------------------------------------------
 
 
+V6_DEVICE_PREFIX = "flannel-v6."
+
+
 @dataclass
 class KernelView:
     routes: list[dict[str, Any]] = field(default_factory=list)
     neighs: list[dict[str, Any]] = field(default_factory=list)
     fdb: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
+    routes6: list[dict[str, Any]] = field(default_factory=list)
+    neighs6: list[dict[str, Any]] = field(default_factory=list)
 
-    def vxlan_links(self) -> list[dict[str, Any]]:
+    def vxlan_links(self, v6: bool | None = None) -> list[dict[str, Any]]:
+        """The vxlan devices; v6 True: only flannel-v6.*, False: only the others."""
         return [lk for lk in self.links
-                if lk.get("linkinfo", {}).get("info_kind") == "vxlan"]
+                if lk.get("linkinfo", {}).get("info_kind") == "vxlan"
+                and (v6 is None or str(lk.get("ifname", "")).startswith(V6_DEVICE_PREFIX) == v6)]
 
 
 def _json_stream(text: str) -> list[Any]:
@@ -133,14 +143,20 @@ def _json_stream(text: str) -> list[Any]:
         out.append(doc)
 
 
-def kernel_view(netns: str) -> KernelView:
-    batch = "route show table main\nneigh show\nlink show\n"
-    proc = subprocess.run(["ip", "-j", "-d", "-4", "-n", netns, "-batch", "-"], input=batch,
+def _ip_docs(netns: str, family: str, batch: str) -> list[Any]:
+    proc = subprocess.run(["ip", "-j", "-d", family, "-n", netns, "-batch", "-"], input=batch,
                           capture_output=True, text=True, timeout=10, check=True)
-    docs = _json_stream(proc.stdout)
+    return _json_stream(proc.stdout)
+
+
+def kernel_view(netns: str, v6: bool = False) -> KernelView:
+    """A host's routes, neighbours, links and FDB; with `v6` its IPv6 routes and neighbours."""
+    docs = _ip_docs(netns, "-4", "route show table main\nneigh show\nlink show\n")
+    docs6 = _ip_docs(netns, "-6", "route show table main\nneigh show\n") if v6 else [[], []]
     fdb = run(["bridge", "-j", "-n", netns, "fdb", "show"], check=False).stdout
     return KernelView(routes=docs[0], neighs=docs[1], links=docs[2],
-                      fdb=json.loads(fdb) if fdb.strip() else [])
+                      fdb=json.loads(fdb) if fdb.strip() else [],
+                      routes6=docs6[0], neighs6=docs6[1])
 
 
 def peer_state(lease: Lease, view: KernelView) -> str:
@@ -151,6 +167,8 @@ def peer_state(lease: Lease, view: KernelView) -> str:
     partial: some of the entries, or stale ones. The verdict is flannelctl's
     (`backends.peerstate.check_entries`), over this host's `ip -j` output.
     """
+    if lease.ipv4_subnet is None:
+        return "missing"  # IPv6-only: nothing to program in IPv4
     j = IpJson(view.routes, view.neighs, view.fdb, view.links)
     cidr = str(lease.subnet)
     s0 = str(lease.subnet.network_address)
@@ -159,12 +177,42 @@ def peer_state(lease: Lease, view: KernelView) -> str:
     direct = PeerEntries(None, None, (cidr, RouteSpec(public, 0)))
     if check_entries(direct, routes)[0] == PROGRAMMED:
         return "direct"
-    dev = next((str(lk.get("ifname")) for lk in view.vxlan_links()), None) or next(
+    dev = next((str(lk.get("ifname")) for lk in view.vxlan_links(v6=False)), None) or next(
         (str(r["dev"]) for r in view.routes if str(r.get("dev", "")).startswith("flannel")),
         "flannel.1")
     mac = (lease.attrs.vtep_mac or "").lower()
     vxlan = PeerEntries((s0, mac), (mac, public),
                         (cidr, RouteSpec(s0, index_of(j, dev), onlink=True)))
+    state = check_entries(vxlan, tables_from_ip_json(j, dev))[0]
+    return {PROGRAMMED: "vxlan", MISSING: "missing"}.get(state, "partial")
+
+
+def peer_state6(lease: Lease, view: KernelView) -> str:
+    """How a host reaches a remote lease's IPv6 subnet, with the same verdicts:
+
+    vxlan: route S6 via S6::0 dev flannel-v6.N onlink + neighbour S6::0 -> the V6 VtepMAC
+    + fdb V6 VtepMAC -> PublicIPv6. direct: route S6 via PublicIPv6 (host-gw).
+    The kernel's IPv6 metric (1024) and protocol are not the peer's business: ignored.
+    """
+    sub6, ip6 = lease.ipv6_subnet, lease.attrs.public_ipv6
+    if sub6 is None or ip6 is None:
+        return "missing"
+    routes = [{k: v for k, v in r.items() if k not in ("metric", "protocol")}
+              for r in view.routes6]
+    j = IpJson(routes, view.neighs6, view.fdb, view.links)
+    cidr, gw, public = str(sub6), sub6.network_address.compressed, ip6.compressed
+    direct = PeerEntries(None, None, (cidr, RouteSpec(public, 0)))
+    if check_entries(direct, tables_from_ip_json(j, None))[0] == PROGRAMMED:
+        return "direct"
+    dev = next((str(lk.get("ifname")) for lk in view.vxlan_links(v6=True)), None)
+    if dev is None:
+        return "missing" if cidr not in {r.get("dst") for r in routes} else "partial"
+    try:
+        mac = check_vxlan_attrs(lease.attrs, v6=True)[1].lower()
+    except LeaseError:
+        return "partial"
+    vxlan = PeerEntries((gw, mac), (mac, public),
+                        (cidr, RouteSpec(gw, index_of(j, dev), onlink=True)))
     state = check_entries(vxlan, tables_from_ip_json(j, dev))[0]
     return {PROGRAMMED: "vxlan", MISSING: "missing"}.get(state, "partial")
 
@@ -178,43 +226,85 @@ def read_subnet_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def pod_routes(view: KernelView, network: IPv4Network, own: str) -> list[str]:
-    """Routes into the pod network other than our own subnet (the peers, as programmed)."""
-    out = []
-    for r in view.routes:
+def pod_routes(view: KernelView, network: IPv4Network | IPv6Network | None,
+               own: str) -> list[str]:
+    """Routes into the pod network other than our own subnet (the peers, as programmed);
+    IPv6 routes for an IPv6 network."""
+    out: list[str] = []
+    if network is None:
+        return out
+    for r in view.routes if network.version == 4 else view.routes6:
         try:
-            dst = IPv4Network(str(r.get("dst")))
+            dst = ip_network(str(r.get("dst")))
         except ValueError:
             continue
-        if dst.subnet_of(network) and str(dst) != own:
+        if within(dst, network) and str(dst) != own:
             out.append(str(dst))
     return out
+
+
+def within(net: IPv4Network | IPv6Network, outer: IPv4Network | IPv6Network) -> bool:
+    """`net` lies inside `outer` (False across families)."""
+    if isinstance(net, IPv4Network) and isinstance(outer, IPv4Network):
+        return net.subnet_of(outer)
+    if isinstance(net, IPv6Network) and isinstance(outer, IPv6Network):
+        return net.subnet_of(outer)
+    return False
 
 
 def own_lease(leases: list[Lease], ip: IPv4Address) -> Lease | None:
     return next((ls for ls in leases if ls.attrs.public_ip == ip), None)
 
 
+def lease_owner(lab: Lab, lease: Lease) -> str | None:
+    """The lab host whose underlay address the lease publishes (PublicIP or PublicIPv6)."""
+    for h in lab.topology.host_names:
+        addrs = lab.plan.addresses_of(h)
+        if lease.attrs.public_ip in addrs or lease.attrs.public_ipv6 in addrs:
+            return h
+    return None
+
+
+def host_lease(lab: Lab, host: str, leases: list[Lease]) -> Lease | None:
+    return next((ls for ls in leases if lease_owner(lab, ls) == host), None)
+
+
+def lease_name(lease: Lease) -> str:
+    """A lease named by its IPv4 subnet, or an IPv6-only one by its IPv6 subnet."""
+    return str(lease.peer_key)
+
+
 def peers_of(lab: Lab, host: str, leases: list[Lease], view: KernelView) -> dict[str, str]:
-    """peer state per remote lease (keyed by subnet) as seen from `host`."""
-    mine = lab.plan.ip_of(host)
-    return {str(ls.subnet): peer_state(ls, view) for ls in leases if ls.attrs.public_ip != mine}
+    """IPv4 peer state per remote lease with an IPv4 subnet (keyed by it), from `host`."""
+    return {str(ls.ipv4_subnet): peer_state(ls, view) for ls in leases
+            if ls.ipv4_subnet is not None and lease_owner(lab, ls) != host}
+
+
+def peers6_of(lab: Lab, host: str, leases: list[Lease], view: KernelView) -> dict[str, str]:
+    """IPv6 peer state per remote lease with an IPv6 subnet (keyed by it), from `host`."""
+    return {str(ls.ipv6_subnet): peer_state6(ls, view) for ls in leases
+            if ls.ipv6_subnet is not None and lease_owner(lab, ls) != host}
+
+
+def all_peers_ok(lab: Lab, host: str, leases: list[Lease], view: KernelView) -> bool:
+    """`host` programmed every other lease, in each family the network runs."""
+    t = lab.topology
+    states = list(peers_of(lab, host, leases, view).values()) if t.enable_ipv4 else []
+    states += list(peers6_of(lab, host, leases, view).values()) if t.enable_ipv6 else []
+    return all(s in ("vxlan", "direct") for s in states)
 
 
 def converged(lab: Lab) -> bool:
-    """Every host holds a lease, and every host has programmed every other host's lease."""
+    """Every host holds a lease, and every host has programmed every other host's lease
+    (both families in a dual-stack network)."""
     leases = read_leases(lab)
     hosts = lab.topology.host_names
-    if any(own_lease(leases, lab.plan.ip_of(h)) is None for h in hosts):
+    live = [ls for ls in leases if lease_owner(lab, ls) is not None]
+    if any(host_lease(lab, h, live) is None for h in hosts):
         return False
-    views = parallel(lambda h: kernel_view(lab.ns(h)), hosts)
-    ips = {lab.plan.ip_of(h) for h in hosts}
-    live = [ls for ls in leases if ls.attrs.public_ip in ips]
-    for host, view in zip(hosts, views, strict=True):
-        states = peers_of(lab, host, live, view)
-        if any(s not in ("vxlan", "direct") for s in states.values()):
-            return False
-    return True
+    v6 = lab.topology.enable_ipv6
+    views = parallel(lambda h: kernel_view(lab.ns(h), v6), hosts)
+    return all(all_peers_ok(lab, h, live, v) for h, v in zip(hosts, views, strict=True))
 
 
 # -- flanneld -------------------------------------------------------------------

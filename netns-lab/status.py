@@ -3,7 +3,8 @@
 `collect` reads etcd (leases) and each host's kernel (routes, neighbours, FDB)
 into plain data; `render` turns that into the table. Nothing is taken from the
 state file that the cluster itself can tell: the state file only says which
-hosts and pods the lab made.
+hosts and pods the lab made. A dual-stack or IPv6-only network gets the IPv6
+columns too: the host's PublicIPv6, its IPv6 subnet and its IPv6 peers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from netns_lab.lab import Lab
 from netns_lab.netns import list_netns
 
 from core.lease import Lease
+
+OK_PEER = ("vxlan", "direct")
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -41,64 +44,81 @@ def collect(lab: Lab) -> dict[str, Any]:
             leases = observe.read_leases(lab, timeout=5)
         except Exception as exc:  # etcd down is a state worth showing, not a crash
             etcd_error = str(exc).splitlines()[-1] if str(exc) else repr(exc)
-    host_ips = {lab.plan.ip_of(h) for h in t.host_names}
-    live = [ls for ls in leases if ls.attrs.public_ip in host_ips]
+    live = [ls for ls in leases if observe.lease_owner(lab, ls) is not None]
 
     def host_row(host: str) -> dict[str, Any]:
         ns = lab.ns(host)
-        ip = lab.plan.ip_of(host)
-        lease = observe.own_lease(leases, ip)
+        ip6 = lab.plan.ip6_of(host)
+        lease = observe.host_lease(lab, host, live)
         row: dict[str, Any] = {
-            "host": host, "netns": ns, "public_ip": str(ip),
-            "subnet": str(lease.subnet) if lease else "", "subnet_from": "etcd" if lease else "",
+            "host": host, "netns": ns,
+            "public_ip": str(lab.plan.addr_of(host)), "public_ipv6": str(ip6) if ip6 else "",
+            "subnet": str(lease.ipv4_subnet) if lease and lease.ipv4_subnet else "",
+            "subnet6": str(lease.ipv6_subnet) if lease and lease.ipv6_subnet else "",
+            "subnet_from": "etcd" if lease else "",
             "backend": lease.attrs.backend_type if lease else "",
-            "flanneld": "down", "peers": {}, "expected_peers": 0,
-            "pods": {p.name: p.ip for p in lab.pods.get(host, {}).values()},
+            "flanneld": "down", "peers": {}, "peers6": {}, "expected_peers": 0,
+            "pods": {p.name: p.ip or p.ip6 for p in lab.pods.get(host, {}).values()},
+            "pods6": {p.name: p.ip6 for p in lab.pods.get(host, {}).values() if p.ip6},
         }
         if ns not in existing:
             row["flanneld"] = "no namespace"
             return row
         if lab.sandbox.pid(flanneld_proc(host)) is not None:
             row["flanneld"] = "ready" if observe.flanneld_ready(ns) else "running"
-        view = observe.kernel_view(ns)
+        view = observe.kernel_view(ns, t.enable_ipv6)
         if lease is None and etcd_error:
-            # Without etcd: our subnet as flanneld wrote it, peers as the kernel has them.
+            # Without etcd: our subnets as flanneld wrote them, peers as the kernel has them.
             env = observe.read_subnet_env(lab.host_dir(host) / "subnet.env")
-            if "FLANNEL_SUBNET" in env:
-                row["subnet"] = str(ip_network(env["FLANNEL_SUBNET"], strict=False))
-                row["subnet_from"] = "subnet.env"
+            for key, col in (("FLANNEL_SUBNET", "subnet"), ("FLANNEL_IPV6_SUBNET", "subnet6")):
+                if key in env:
+                    row[col] = str(ip_network(env[key], strict=False))
+                    row["subnet_from"] = "subnet.env"
             row["kernel_routes"] = observe.pod_routes(view, t.pod_network, row["subnet"])
-        row["peers"] = observe.peers_of(lab, host, live, view)
-        row["expected_peers"] = len(row["peers"])
-        vx = view.vxlan_links()
-        if vx:
-            row["vxlan_device"] = {"name": vx[0].get("ifname"),
-                                   "vni": vx[0]["linkinfo"].get("info_data", {}).get("id"),
-                                   "mtu": vx[0].get("mtu")}
+            row["kernel_routes6"] = observe.pod_routes(view, t.pod_network6, row["subnet6"])
+        if t.enable_ipv4:
+            row["peers"] = observe.peers_of(lab, host, live, view)
+        if t.enable_ipv6:
+            row["peers6"] = observe.peers6_of(lab, host, live, view)
+        row["expected_peers"] = max(len(row["peers"]), len(row["peers6"]))
+        for key, v6 in (("vxlan_device", False), ("vxlan6_device", True)):
+            vx = view.vxlan_links(v6=v6)
+            if vx:
+                row[key] = {"name": vx[0].get("ifname"),
+                            "vni": vx[0]["linkinfo"].get("info_data", {}).get("id"),
+                            "mtu": vx[0].get("mtu")}
         return row
 
     hosts = observe.parallel(host_row, t.host_names)
+    world = None
+    if t.world:
+        world = {"name": t.world.name, "segment": t.world.segment,
+                 "addresses": [str(a) for a in lab.plan.addresses_of(t.world.name)]}
     return {
         "lab": lab.name, "description": t.description, "backend": t.backend_type,
-        "network": str(t.pod_network), "etcd_error": etcd_error,
-        "etcd": [{"name": m.name, "ip": str(lab.plan.ip_of(m.name)), "segment": m.segment,
+        "network": str(t.pod_network or ""), "network6": str(t.pod_network6 or ""),
+        "families": list(t.families), "etcd_error": etcd_error,
+        "etcd": [{"name": m.name, "ip": str(lab.plan.addr_of(m.name)), "segment": m.segment,
                   "healthy": health.get(m.name, False)} for m in t.etcd],
         "hosts": hosts,
-        "stale_leases": [str(ls.subnet) for ls in leases if ls not in live],
+        "stale_leases": [observe.lease_name(ls) for ls in leases if ls not in live],
         "partitions": [list(p) for p in lab.partitions],
-        "segments": {s.name: str(s.subnet) for s in t.segments},
+        "segments": {s.name: " ".join(str(n) for n in (s.subnet, s.subnet6) if n)
+                     for s in t.segments},
+        "world": world,
     }
 
 
-def _peers_cell(row: dict[str, Any]) -> str:
-    peers: dict[str, str] = row["peers"]
-    if "kernel_routes" in row:
-        return f"{len(row['kernel_routes'])} routes*"
+def _peers_cell(row: dict[str, Any], key: str = "peers") -> str:
+    peers: dict[str, str] = row[key]
+    routes = "kernel_routes" + ("6" if key == "peers6" else "")
+    if routes in row:
+        return f"{len(row[routes])} routes*"
     if not peers and row["flanneld"] == "no namespace":
         return "-"
-    good = sum(1 for s in peers.values() if s in ("vxlan", "direct"))
-    kinds = sorted({s for s in peers.values() if s in ("vxlan", "direct")})
-    bad = sorted(k for k, s in peers.items() if s not in ("vxlan", "direct"))
+    good = sum(1 for s in peers.values() if s in OK_PEER)
+    kinds = sorted({s for s in peers.values() if s in OK_PEER})
+    bad = sorted(k for k, s in peers.items() if s not in OK_PEER)
     cell = f"{good}/{len(peers)}"
     if kinds:
         cell += f" ({'+'.join(kinds)})"
@@ -107,21 +127,42 @@ def _peers_cell(row: dict[str, Any]) -> str:
     return cell
 
 
+def _subnet_cell(h: dict[str, Any], key: str) -> str:
+    return (h[key] + ("*" if h["subnet_from"] == "subnet.env" else "")) if h[key] else "-"
+
+
+def _pods_cell(h: dict[str, Any]) -> str:
+    cells = []
+    for name, ip in h["pods"].items():
+        ip6 = h.get("pods6", {}).get(name, "")
+        cells.append(f"{name}={ip}" + (f",{ip6}" if ip6 and ip6 != ip else ""))
+    return " ".join(cells) or "-"
+
+
 def render(data: dict[str, Any]) -> str:
-    rows = [[h["host"], h["public_ip"],
-             (h["subnet"] + ("*" if h["subnet_from"] == "subnet.env" else "")) or "-",
-             h["backend"] or "-",
-             _peers_cell(h), h["flanneld"],
-             " ".join(f"{n}={ip}" for n, ip in h["pods"].items()) or "-"]
-            for h in data["hosts"]]
+    families = data.get("families", [4])
+    headers, cols = ["HOST"], []
+    if 4 in families:
+        headers += ["PUBLIC IP", "SUBNET", "PEERS"]
+        cols += [lambda h: h["public_ip"], lambda h: _subnet_cell(h, "subnet"), _peers_cell]
+    if 6 in families:
+        headers += ["PUBLIC IPV6", "SUBNET6", "PEERS6"]
+        cols += [lambda h: h["public_ipv6"] or "-", lambda h: _subnet_cell(h, "subnet6"),
+                 lambda h: _peers_cell(h, "peers6")]
+    headers += ["BACKEND", "FLANNELD", "PODS"]
+    rows = [[h["host"], *(c(h) for c in cols), h["backend"] or "-", h["flanneld"],
+             _pods_cell(h)] for h in data["hosts"]]
     desc = f": {data['description']}" if data["description"] else ""
-    out = [f"lab {data['lab']!r}{desc} (network {data['network']}, backend {data['backend']})",
-           "",
-           table(["HOST", "PUBLIC IP", "SUBNET", "BACKEND", "PEERS", "FLANNELD", "PODS"], rows),
-           ""]
+    nets = " + ".join(n for n in (data["network"], data.get("network6", "")) if n)
+    out = [f"lab {data['lab']!r}{desc} (network {nets}, backend {data['backend']})",
+           "", table(headers, rows), ""]
     etcd = ", ".join(f"{m['name']} {m['ip']} {'healthy' if m['healthy'] else 'DOWN'}"
                      for m in data["etcd"])
     out.append(f"etcd: {etcd}")
+    if data.get("world"):
+        w = data["world"]
+        out.append(f"world: {' '.join(w['addresses'])} (segment {w['segment']}; "
+                   f"`netns-lab exec {w['name']} -- ...`)")
     if data["etcd_error"]:
         out.append(f"etcd unreachable: {data['etcd_error']}")
         if any("kernel_routes" in h for h in data["hosts"]):

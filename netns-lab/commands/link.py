@@ -21,5 +21,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     lab = Lab.load(args.name)
     link = chaos.set_link(lab, args.owner, args.action == "up", args.segment)
-    print(f"{args.owner} on {link.segment} ({link.ip}): link {args.action}")
+    print(f"{args.owner} on {link.segment} ({' '.join(link.cidrs)}): link {args.action}")
     return 0

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         lab = Lab.load(args.name)
         for pod in lab.all_pods():
-            print(f"{pod.host}/{pod.name}\t{pod.ip}\t{lab.plan.pod_ns(pod.host, pod.name)}")
+            print(f"{pod.host}/{pod.name}\t{' '.join(pod.addresses)}\t"
+                  f"{lab.plan.pod_ns(pod.host, pod.name)}")
         return 0
     if not args.host or not args.pod:
         raise LabError(f"pod {args.action} needs HOST and NAME, e.g. `pod {args.action} h1 web`")
@@ -36,10 +37,12 @@ def run(args: argparse.Namespace) -> int:
         pods = lab.pods.setdefault(args.host, {})
         if args.action == "add":
             if args.pod in pods:
-                raise LabError(f"{args.host}/{args.pod} exists already ({pods[args.pod].ip})")
+                raise LabError(f"{args.host}/{args.pod} exists already "
+                               f"({' '.join(pods[args.pod].addresses)})")
             pod = build.add_pod(lab, args.host, args.pod)
             pods[args.pod] = pod
-            print(f"{args.host}/{args.pod} {pod.ip} (netns {lab.plan.pod_ns(args.host, args.pod)})")
+            print(f"{args.host}/{args.pod} {' '.join(pod.addresses)} "
+                  f"(netns {lab.plan.pod_ns(args.host, args.pod)})")
         else:
             if args.pod not in pods:
                 raise LabError(f"{args.host} has no pod {args.pod!r} (pods: "
