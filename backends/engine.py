@@ -56,8 +56,12 @@ class Engine:
 
     backend_type = ""
 
-    def __init__(self, network: IPv4Network, ext: ExternalInterface, netns: str | None) -> None:
-        self.network = network
+    def __init__(self, network: IPv4Network | None, ext: ExternalInterface,
+                 netns: str | None) -> None:
+        # None: IPv6-only (EnableIPv4 false). The IPv4 engine then programs nothing and a
+        # backend's IPv6 plane does all the work.
+        self.ipv4 = network is not None
+        self._network = network
         self.ext = ext
         self.netns = netns
         self.nl = RtNetlink(netns)
@@ -113,7 +117,18 @@ class Engine:
                 log.warning("%s reconcile failed: %s", self.backend_type, exc)
                 return ReconcileResult(full=full, errors=[f"{self.backend_type}: {exc}"])
 
+    @property
+    def network(self) -> IPv4Network:
+        if self._network is None:
+            raise RuntimeError(f"{self.backend_type}: IPv6-only, there is no IPv4 Network")
+        return self._network
+
     def _reconcile(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
+        if not self.ipv4:
+            return ReconcileResult(full=full)
+        # An IPv6-only peer (a node not yet dual-stack) is the IPv6 plane's alone.
+        if any(p.ipv4_subnet is None for p in peers):
+            peers = [p for p in peers if p.ipv4_subnet is not None]
         if not full and self._applied is not None and own.key == self._own_key:
             result = self._run(own, peers, full=False)
             if not result.errors:

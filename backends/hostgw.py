@@ -29,12 +29,12 @@ class HostGwBackend(Engine):
 
     def __init__(self, config: NetworkConfig, ext: ExternalInterface, state_dir: Path,
                  netns: str | None = None) -> None:
-        if ext.public != ext.address:
+        if config.enable_ipv4 and ext.public != ext.address:
             raise ValueError(
                 f"host-gw: the public IP {ext.public} differs from {ext.name}'s address "
                 f"{ext.address}; peers route to the public IP directly, which cannot work "
                 "behind NAT: drop --public-ip or use the vxlan backend")
-        super().__init__(config.network, ext, netns)
+        super().__init__(config.ipv4_network if config.enable_ipv4 else None, ext, netns)
         self.mtu = ext.mtu
         self.plane6: Route6Plane | None = None
         if config.enable_ipv6 and config.ipv6_network is not None:
@@ -61,6 +61,10 @@ class HostGwBackend(Engine):
                 self.plane6.forget()
                 log.warning("host-gw IPv6 reconcile failed: %s", exc)
                 result.errors.append(f"host-gw IPv6: {exc}")
+            else:
+                if not self.ipv4:  # the IPv6 routes are the whole data plane
+                    result.programmed_peers = self.plane6.programmed
+                    result.skipped = self.plane6.skipped
         return result
 
     def _outcome(self, lease: Lease, ctx: PeerContext) -> Outcome:

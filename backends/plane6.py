@@ -61,7 +61,7 @@ def desired6(own: Lease, peers: Iterable[Lease], network6: IPv6Network, ext_inde
     connected = tuple(connected)
     own_ip6 = own.attrs.public_ipv6
     for p in peers:
-        if p.key == own.key or not is_peer(p.ipv4_subnet, own.ipv4_subnet):
+        if p.key == own.key or not is_peer(p.peer_key, own.peer_key):
             continue
         sub6, ip6 = p.ipv6_subnet, p.attrs.public_ipv6
         if sub6 is None or ip6 is None:
@@ -110,6 +110,7 @@ class Route6Plane:
         self._skip_log = OnceLog()
         self._unreach_log = OnceLog()
         self.programmed = 0
+        self.skipped: list[tuple[str, str]] = []
 
     def forget(self) -> None:
         """After a failure: the next run starts from a dump."""
@@ -158,6 +159,7 @@ class Route6Plane:
         self._applied = apply_plan(base, done, inplace=True)
         self.programmed = sum(cidr not in failed for cidr in want.routes)
         skipped, unreachable = sorted(want.skipped.items()), sorted(want.unreachable.items())
+        self.skipped = skipped
         result.unreachable += unreachable
         self._skip_log.update(skipped, "host-gw IPv6: peer")
         self._unreach_log.update(unreachable, "host-gw IPv6: peer unreachable")

@@ -98,13 +98,15 @@ class VxlanBackend(Engine):
         if not isinstance(vx, VxlanConfig):
             raise ValueError(f"vxlan backend: config.backend is {type(vx).__name__}, "
                              "not VxlanConfig")
-        super().__init__(config.network, ext, netns)
+        super().__init__(config.ipv4_network if config.enable_ipv4 else None, ext, netns)
         self.config = vx
         self.name = f"flannel.{vx.vni}"
         self.mtu = vxlan_mtu(ext.mtu, vx.mtu)
         self.spec = VxlanDeviceSpec(self.name, vx.vni, str(ext.public), ext.index, vx.port,
                                     vx.learning, vx.gbp, self.mtu)
-        self.identity = this_node(str(ext.public))
+        # IPv6-only: PublicIP is 0.0.0.0 on every node, so it cannot tell nodes apart
+        self.identity = this_node(str(ext.public if self.ipv4 or ext.public_ipv6 is None
+                                      else ext.public_ipv6))
         self.macs = MacStore(Path(state_dir) / f"vtep-mac.{self.name}", self.identity)
         self._published_mac: str | None = None
         self.mac_conflicts = 0  # times we gave our VtepMAC up to a peer
@@ -115,23 +117,27 @@ class VxlanBackend(Engine):
         if config.enable_ipv6 and config.ipv6_network is not None:
             self.v6 = Vxlan6Plane(self.nl, netns, vx, config.ipv6_network, ext, state_dir,
                                   self.identity)
-            self.mtu = min(self.mtu, self.v6.mtu)  # FLANNEL_MTU: one pod MTU for both paths
+            # FLANNEL_MTU: one pod MTU for both paths
+            self.mtu = min(self.mtu, self.v6.mtu) if self.ipv4 else self.v6.mtu
+        elif not self.ipv4:
+            raise ValueError("vxlan: neither IPv4 nor IPv6 is enabled")
         self._v6_data: dict[str, object] | None = None
 
     # --- the Backend API ------------------------------------------------------------------
 
     def lease_attrs(self) -> LeaseAttrs:
         with self._lock:
-            link = self._ensure_device(ReconcileResult())
-            self._published_mac = link.mac
+            if self.ipv4:  # IPv6-only: no flannel.<VNI> and no BackendData, as in flannel
+                self._published_mac = self._ensure_device(ReconcileResult()).mac
             if self.v6 is not None:
                 self._v6_data = self.v6.backend_v6_data()
-            return self._attrs(link.mac)
+            return self._attrs(self._published_mac)
 
-    def _attrs(self, mac: str) -> LeaseAttrs:
+    def _attrs(self, mac: str | None) -> LeaseAttrs:
         v6 = self.v6 is not None and self._v6_data is not None
         return LeaseAttrs(public_ip=self.ext.public, backend_type="vxlan",
-                          backend_data=vxlan_backend_data(self.config.vni, mac),
+                          backend_data=vxlan_backend_data(self.config.vni, mac)
+                          if mac is not None else None,
                           public_ipv6=self.ext.public_ipv6 if v6 else None,
                           backend_v6_data=self._v6_data if v6 else None)
 
@@ -145,11 +151,15 @@ class VxlanBackend(Engine):
         result = self._reconcile4(own, peers, full=full)
         if self.v6 is not None and own.ipv6_subnet is not None:
             try:
-                self.v6.reconcile(own, peers, result, full=result.full)
+                programmed = self.v6.reconcile(own, peers, result, full=result.full)
             except (NetlinkError, OSError) as exc:
                 self.v6.forget()
                 log.warning("vxlan IPv6 reconcile failed: %s", exc)
                 result.errors.append(f"device {self.v6.name}: {exc}")
+            else:
+                if not self.ipv4:  # the IPv6 plane is the whole data plane
+                    result.programmed_peers = programmed
+                    result.skipped = sorted(self.v6.skipped.items())
         return result
 
     def _reconcile4(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:

@@ -9,6 +9,10 @@ address as a /128. Per peer with an IPv6 subnet and BackendV6Data:
     bridge fdb replace <V6 VtepMAC> dev flannel-v6.N dst <peer PublicIPv6> self permanent
     ip -6 route replace <peer v6 subnet> via <peer v6 subnet address> dev flannel-v6.N onlink
 
+DirectRouting: a peer whose PublicIPv6 is on a directly connected prefix of the
+external interface gets only `<peer v6 subnet> via <peer PublicIPv6>` (flannel's
+v6 direct route, no device given), and no neighbour or FDB entry.
+
 The desired state is pure (`desired6`); `Vxlan6Plane` dumps, diffs with `state.diff`
 and applies, as the IPv4 engine does. An entry removed or altered by hand is put back
 on the next full run and counted (kinds neigh6, fdb6, route6); a lost device is
@@ -33,6 +37,7 @@ from typing import Any
 
 from backends.base import ExternalInterface, ReconcileResult
 from backends.macstore import MacStore
+from backends.plane6 import Connected6, onlink6
 from backends.state import (
     LinkState,
     Plan,
@@ -67,12 +72,15 @@ class Desired6:
 
 
 def desired6(own: Lease, peers: Iterable[Lease], network6: IPv6Network, vni: int,
-             dev_index: int) -> Desired6:
-    """Each usable dual-stack vxlan peer's neighbour, FDB entry and onlink route."""
+             dev_index: int, *, direct_routing: bool = False, ext_index: int = 0,
+             connected: Iterable[Connected6] = ()) -> Desired6:
+    """Each usable IPv6 vxlan peer's neighbour, FDB entry and onlink route (DirectRouting
+    and on a connected prefix of the external interface: one direct route instead)."""
     out = Desired6()
+    connected = tuple(connected)
     t = out.tables
     for p in peers:
-        if p.key == own.key or not is_peer(p.ipv4_subnet, own.ipv4_subnet):
+        if p.key == own.key or not is_peer(p.peer_key, own.peer_key):
             continue
         if p.attrs.backend_type != "vxlan":
             continue  # the IPv4 side reports it
@@ -96,6 +104,9 @@ def desired6(own: Lease, peers: Iterable[Lease], network6: IPv6Network, vni: int
         gw, cidr = sub6.network_address.compressed, str(sub6)
         if mac in t.fdb or cidr in t.routes or ip6 == own.attrs.public_ipv6:
             out.skipped[p.key] = "its IPv6 VtepMAC, subnet or PublicIPv6 is already taken"
+            continue
+        if direct_routing and onlink6(connected, ip6) == ext_index:
+            t.routes[cidr] = (RouteSpec(ip6.compressed, 0),)  # the kernel picks the device
             continue
         t.neighs[gw] = mac
         t.fdb[mac] = (ip6.compressed,)
@@ -136,9 +147,11 @@ class Vxlan6Plane:
                                     vx.port, vx.learning, vx.gbp, self.mtu)
         self.macs = MacStore(Path(state_dir) / f"vtep-mac.{self.name}", identity)
         self.dev_index = 0
+        self.ext_index, self.direct_routing = ext.index, vx.direct_routing
+        self._connected: tuple[Connected6, ...] = ()  # the IPv6 prefixes on each interface
         self.mac: str | None = None  # the MAC in our lease's BackendV6Data
         self._applied: Tables | None = None
-        self._skipped: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}  # lease key -> why it has no IPv6 entries
 
     def forget(self) -> None:
         """After a failure: the next run starts from a dump."""
@@ -230,14 +243,21 @@ class Vxlan6Plane:
             if (r.ifindex == dev and r.state & m.NUD_PERMANENT and r.flags & m.NTF_SELF
                     and r.mac and r.dst and ":" in r.dst):
                 t.fdb[r.mac] = (*t.fdb.get(r.mac, ()), r.dst)
+        connected = []
         for e in self.nl.dump(m.RTM_GETROUTE, m.route_dump_body(m.RT_TABLE_MAIN, m.AF_INET6),
                               m.parse_route_entry, m.RTM_NEWROUTE):
-            if e.table != m.RT_TABLE_MAIN or e.oif != dev or not e.gateway:
+            if e.table != m.RT_TABLE_MAIN or e.rtype != m.RTN_UNICAST:
                 continue
             dst = IPv6Network((e.dst or bytes(16), e.dst_len))
-            if dst.subnet_of(self.network6):
-                spec = RouteSpec(IPv6Address(e.gateway).compressed, dev, onlink=True)
+            if not e.gateway:
+                if e.oif:
+                    connected.append(Connected6(dst, e.oif))
+                continue
+            # ours: in the IPv6Network, via the device (onlink) or, direct, via the ext one
+            if dst.subnet_of(self.network6) and e.oif in (dev, self.ext_index):
+                spec = RouteSpec(IPv6Address(e.gateway).compressed, e.oif, onlink=e.oif == dev)
                 t.routes[str(dst)] = (*t.routes.get(str(dst), ()), spec)
+        self._connected = tuple(connected)
         return t
 
     def reconcile(self, own: Lease, peers: list[Lease], result: ReconcileResult, *,
@@ -249,7 +269,9 @@ class Vxlan6Plane:
             base, previous = self.dump(), self._applied
         else:
             base = previous = self._applied
-        want = desired6(own, peers, self.network6, self.vni, self.dev_index)
+        want = desired6(own, peers, self.network6, self.vni, self.dev_index,
+                        direct_routing=self.direct_routing, ext_index=self.ext_index,
+                        connected=self._connected)
         plan = diff(want.tables, base)
         first = [("route6-", op) for op in plan.route_del] + \
             [("neigh6-", op) for op in plan.neigh_del] + [("fdb6-", op) for op in plan.fdb_del] \
@@ -269,9 +291,9 @@ class Vxlan6Plane:
                 result.count(bucket, kind.rstrip("-"))
         self._applied = apply_plan(base, done, inplace=True)
         for key, why in want.skipped.items():
-            if self._skipped.get(key) != why:
+            if self.skipped.get(key) != why:
                 log.warning("vxlan IPv6: peer %s: %s", key, why)
-        self._skipped = want.skipped
+        self.skipped = want.skipped
         return sum(1 for c in want.tables.routes if c in self._applied.routes)
 
 

@@ -38,6 +38,9 @@ DEFAULT_PREFIX = "/coreos.com/network"
 _KEY_RE = re.compile(r"(?:(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2}))?(?:&([0-9a-f:]+)-(\d{1,3}))?",
                      re.ASCII)
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+# What names a node's lease among its peers: the IPv4 subnet, or for an IPv6-only lease
+# the IPv6 one. The two types never compare equal, so one map can hold both kinds.
+PeerKey = IPv4Network | IPv6Network
 
 
 class LeaseError(ValueError):
@@ -99,6 +102,14 @@ class Lease:
         return self.ipv4_subnet
 
     @property
+    def peer_key(self) -> PeerKey:
+        """The lease's name among peers: its IPv4 subnet, else (IPv6-only) its IPv6 one."""
+        if self.ipv4_subnet is not None:
+            return self.ipv4_subnet
+        assert self.ipv6_subnet is not None  # __post_init__
+        return self.ipv6_subnet
+
+    @property
     def families(self) -> tuple[bool, bool]:
         """(has an IPv4 subnet, has an IPv6 subnet)."""
         return self.ipv4_subnet is not None, self.ipv6_subnet is not None
@@ -115,7 +126,12 @@ class Lease:
         return replace(self, attrs=attrs)
 
 
-def is_peer(subnet: IPv4Network | None, own: IPv4Network | None) -> bool:
+def peer_order(key: PeerKey) -> tuple[int, int, int]:
+    """A total order over peer keys of both families (IPv4 first), for sorted output."""
+    return key.version, int(key.network_address), key.prefixlen
+
+
+def is_peer(subnet: PeerKey | None, own: PeerKey | None) -> bool:
     """Our own subnet is never a peer: the watch, the daemon and the backends all ask here."""
     return subnet != own
 

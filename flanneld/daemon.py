@@ -22,10 +22,9 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Network
 from typing import Any
 
-from core.lease import Lease, LeaseAttrs, is_peer
+from core.lease import Lease, LeaseAttrs, PeerKey, is_peer
 from flanneld import __version__, iface
 from flanneld.backoff import Backoff
 from flanneld.events import LeaseEvent, apply_event
@@ -174,7 +173,7 @@ class Daemon(Reconciler):
         await self._start_cni()
         self._phase = None
         self._update_readiness()
-        log.info("ready: %s programmed, %d peers", self.own.subnet, len(self.peers))
+        log.info("ready: %s programmed, %d peers", self.own.key, len(self.peers))
 
     async def _start_cni(self) -> None:
         if self.opts.cni_socket is None:
@@ -227,17 +226,17 @@ class Daemon(Reconciler):
             return
         old, self.own = self.own, lease
         self.metrics.lease_changes.inc()
-        if old is None or old.subnet != lease.subnet:
-            log.warning("our subnet changed: %s -> %s", old and old.subnet, lease.subnet)
+        if old is None or old.key != lease.key:
+            log.warning("our subnet changed: %s -> %s", old and old.key, lease.key)
             self._own_changed = True
             self._drop_own()
         else:
-            log.info("lease %s re-acquired", lease.subnet)
+            log.info("lease %s re-acquired", lease.key)
         self._full_needed = True
         self._wake.set()
 
-    def _own_subnet(self) -> IPv4Network | None:
-        return self.own.ipv4_subnet if self.own is not None else None
+    def _own_subnet(self) -> PeerKey | None:
+        return self.own.peer_key if self.own is not None else None
 
     def _drop_own(self) -> None:
         """Our new subnet may still be in the peer map as someone's old lease."""

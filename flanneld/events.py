@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network
 from typing import Literal
 
 from core.clip import clipped
-from core.lease import Lease, LeaseError, decode_lease, is_peer
+from core.lease import Lease, LeaseError, PeerKey, decode_lease, is_peer, peer_order
 
 EventKind = Literal["added", "changed", "removed", "snapshot"]
 
@@ -31,7 +30,7 @@ class LeaseEvent:
         if self.kind == "snapshot":
             return f"snapshot of {len(self.snapshot)} peer leases"
         assert self.lease is not None
-        return f"{self.kind} {self.lease.subnet} (PublicIP {self.lease.attrs.public_ip})"
+        return f"{self.kind} {self.lease.key} (PublicIP {self.lease.attrs.public_ip})"
 
 
 def same_lease(a: Lease, b: Lease) -> bool:
@@ -40,7 +39,8 @@ def same_lease(a: Lease, b: Lease) -> bool:
     The etcd lease id, expiry and revision are ignored: a peer renewing its key
     with the same value (flannel does that daily) is not a change.
     """
-    return a.subnet == b.subnet and a.ipv6_subnet == b.ipv6_subnet and a.attrs == b.attrs
+    return (a.ipv4_subnet == b.ipv4_subnet and a.ipv6_subnet == b.ipv6_subnet
+            and a.attrs == b.attrs)
 
 
 def lease_event(old: Lease | None, new: Lease | None) -> LeaseEvent | None:
@@ -52,30 +52,31 @@ def lease_event(old: Lease | None, new: Lease | None) -> LeaseEvent | None:
     return None if same_lease(old, new) else LeaseEvent("changed", new)
 
 
-def diff_leases(old: Mapping[IPv4Network, Lease],
-                new: Mapping[IPv4Network, Lease]) -> list[LeaseEvent]:
+def diff_leases(old: Mapping[PeerKey, Lease],
+                new: Mapping[PeerKey, Lease]) -> list[LeaseEvent]:
     """Events that turn view `old` into view `new`: removals first, then by subnet."""
-    events = [LeaseEvent("removed", old[s]) for s in sorted(old.keys() - new.keys())]
-    for subnet in sorted(new):
+    events = [LeaseEvent("removed", old[s])
+              for s in sorted(old.keys() - new.keys(), key=peer_order)]
+    for subnet in sorted(new, key=peer_order):
         event = lease_event(old.get(subnet), new[subnet])
         if event is not None:
             events.append(event)
     return events
 
 
-def apply_event(view: dict[IPv4Network, Lease], event: LeaseEvent) -> None:
+def apply_event(view: dict[PeerKey, Lease], event: LeaseEvent) -> None:
     """Update a consumer's view with one event (what a backend's peer map does)."""
     if event.kind == "snapshot":
         view.clear()
-        view.update((lease.subnet, lease) for lease in event.snapshot)
+        view.update((lease.peer_key, lease) for lease in event.snapshot)
     elif event.lease is not None:
         if event.kind == "removed":
-            view.pop(event.lease.subnet, None)
+            view.pop(event.lease.peer_key, None)
         else:
-            view[event.lease.subnet] = event.lease
+            view[event.lease.peer_key] = event.lease
 
 
-Validator = Callable[[Lease, IPv4Network | None], None]
+Validator = Callable[[Lease, PeerKey | None], None]
 
 
 class PeerView:
@@ -94,15 +95,15 @@ class PeerView:
         self._validate = validate
         self._warn = warn
         self._leases: dict[str, Lease] = {}  # every decodable key
-        self._by_subnet: dict[IPv4Network, set[str]] = {}
+        self._by_subnet: dict[PeerKey, set[str]] = {}
         self._warned: dict[str, tuple[int, str]] = {}
-        self._own: IPv4Network | None = None
+        self._own: PeerKey | None = None
         self._started = False
-        self.view: dict[IPv4Network, Lease] = {}  # what we have emitted
+        self.view: dict[PeerKey, Lease] = {}  # what we have emitted
         self.rejected = 0  # warnings given, i.e. distinct bad key versions seen
 
     def reset(self, kvs: Iterable[tuple[str, bytes, int, int]],
-              own: IPv4Network | None) -> list[LeaseEvent]:
+              own: PeerKey | None) -> list[LeaseEvent]:
         """A full listing of (key, value, lease id, mod revision): a snapshot the
         first time, afterwards the diff against what was emitted."""
         self._leases.clear()
@@ -121,63 +122,62 @@ class PeerView:
         if not self._started:
             self._started = True
             self.view = new
-            return [LeaseEvent("snapshot", snapshot=tuple(new[s] for s in sorted(new)))]
+            ordered = tuple(new[s] for s in sorted(new, key=peer_order))
+            return [LeaseEvent("snapshot", snapshot=ordered)]
         events = diff_leases(self.view, new)
         self.view = new
         return events
 
     def put(self, key: str, value: bytes, lease_id: int, mod_revision: int,
-            own: IPv4Network | None) -> list[LeaseEvent]:
+            own: PeerKey | None) -> list[LeaseEvent]:
         touched = self._forget(key)
         subnet = self._store(key, value, lease_id, mod_revision)
         if subnet is not None:
             touched.add(subnet)
         return self._refresh(touched, own)
 
-    def delete(self, key: str, own: IPv4Network | None) -> list[LeaseEvent]:
+    def delete(self, key: str, own: PeerKey | None) -> list[LeaseEvent]:
         touched = self._forget(key)
         self._warned.pop(key, None)
         return self._refresh(touched, own)
 
-    def set_own(self, own: IPv4Network | None) -> list[LeaseEvent]:
+    def set_own(self, own: PeerKey | None) -> list[LeaseEvent]:
         """Our own subnet changed (re-acquired): the old one may now be a peer's."""
         return self._refresh(set(), own)
 
     def _store(self, key: str, value: bytes, lease_id: int,
-               mod_revision: int) -> IPv4Network | None:
+               mod_revision: int) -> PeerKey | None:
         try:
             if not key.startswith(self._prefix) or "/" in key[len(self._prefix):]:
                 raise LeaseError(f"lease key {key!r}: not directly under {self._prefix}")
             lease = decode_lease(key, value, lease_id=lease_id, mod_revision=mod_revision)
-            if lease.ipv4_subnet is None:  # TODO(issue 12, data plane): IPv6-only peers
-                raise LeaseError("an IPv6-only lease: this node programs peers by their IPv4 "
-                                 "subnet and does not program IPv6-only peers yet")
         except LeaseError as exc:
             self._reject(key, mod_revision, str(exc))
             return None
         self._leases[key] = lease
-        self._by_subnet.setdefault(lease.subnet, set()).add(key)
-        return lease.subnet
+        self._by_subnet.setdefault(lease.peer_key, set()).add(key)
+        return lease.peer_key
 
-    def _forget(self, key: str) -> set[IPv4Network]:
+    def _forget(self, key: str) -> set[PeerKey]:
         old = self._leases.pop(key, None)
         if old is None:
             return set()
-        keys = self._by_subnet[old.subnet]
+        keys = self._by_subnet[old.peer_key]
         keys.discard(key)
         if not keys:
-            del self._by_subnet[old.subnet]
-        return {old.subnet}
+            del self._by_subnet[old.peer_key]
+        return {old.peer_key}
 
-    def _refresh(self, touched: set[IPv4Network], own: IPv4Network | None) -> list[LeaseEvent]:
+    def _refresh(self, touched: set[PeerKey], own: PeerKey | None) -> list[LeaseEvent]:
         if own != self._own:
             touched |= {s for s in (self._own, own) if s is not None}
             # a lease that overlaps (not equals) our subnet is judged against it too
             touched |= {s for s in self._by_subnet
-                        if any(o is not None and s.overlaps(o) for o in (self._own, own))}
+                        if any(o is not None and o.version == s.version and s.overlaps(o)
+                               for o in (self._own, own))}
             self._own = own
         events = []
-        for subnet in sorted(touched):
+        for subnet in sorted(touched, key=peer_order):
             event = lease_event(self.view.get(subnet), self._peer(subnet))
             if event is None:
                 continue
@@ -189,7 +189,7 @@ class PeerView:
             events.append(event)
         return events
 
-    def _peer(self, subnet: IPv4Network) -> Lease | None:
+    def _peer(self, subnet: PeerKey) -> Lease | None:
         """The valid lease for this subnet (lowest key wins), or None."""
         if not is_peer(subnet, self._own):
             return None

@@ -11,7 +11,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
 from core.config import NetworkConfig
-from core.lease import Lease, LeaseAttrs
+from core.lease import Lease, LeaseAttrs, PeerKey
 from flanneld.events import LeaseEvent
 from flanneld.subnet_store import ManagerStatus
 
@@ -38,7 +38,7 @@ class SubnetManager(Protocol):
         """Our lease value changed: write it to our key (while still ours) and keep it."""
         ...
 
-    def watch(self, own_subnet: Callable[[], IPv4Network | None]
+    def watch(self, own_subnet: Callable[[], PeerKey | None]
               ) -> AsyncIterator[LeaseEvent]:
         """Peer lease events: a snapshot, then added/changed/removed; ours is never one."""
         ...

@@ -20,7 +20,7 @@ from typing import Any
 import aetcd
 
 from core.config import NetworkConfig
-from core.lease import Lease, check_peer_lease
+from core.lease import Lease, PeerKey, check_peer_lease
 from flanneld.backoff import Backoff
 from flanneld.etcd import is_retryable
 from flanneld.events import LeaseEvent, PeerView
@@ -32,7 +32,7 @@ log = logging.getLogger("flanneld.subnet")
 class PeerWatch(SubnetStore):
     """The peer watch half of EtcdSubnetManager."""
 
-    async def watch(self, own_subnet: Callable[[], IPv4Network | None]
+    async def watch(self, own_subnet: Callable[[], PeerKey | None]
                     ) -> AsyncIterator[LeaseEvent]:
         """Peer lease events: a snapshot first, then added/changed/removed, forever."""
         config = self.config or await self.get_network_config()
@@ -87,11 +87,12 @@ class PeerWatch(SubnetStore):
                 await asyncio.sleep(delay)
 
     def _check_peer(self, config: NetworkConfig, lease: Lease,
-                    own: IPv4Network | None) -> None:
+                    own: PeerKey | None) -> None:
         own_ips = [ip for ip in (self._attrs.public_ip, self._attrs.public_ipv6)
                    if ip is not None] if self._attrs else []
         own6 = self.lease.ipv6_subnet if self.lease is not None else None
-        check_peer_lease(lease, config.ipv4_network, own_subnet=own, own_public_ips=own_ips,
+        own4 = own if isinstance(own, IPv4Network) else None
+        check_peer_lease(lease, config.ipv4_network, own_subnet=own4, own_public_ips=own_ips,
                          ipv6_network=config.ipv6_network, own_ipv6_subnet=own6)
 
     async def _events_or_lease_changes(self, watch: Any) -> AsyncIterator[Any]:

@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from ipaddress import IPv4Network
 from typing import Any, TypeVar
 
 from backends.base import Backend
 from core.config import NetworkConfig
-from core.lease import Lease
+from core.lease import Lease, PeerKey
 from flanneld import masq
 from flanneld.kwatch import KernelWatch
 from flanneld.loop_plan import Wake, looks_at_kernel, next_tick, plan
@@ -44,7 +43,7 @@ class Reconciler:
         self.backend: Backend | None = None
         self.config: NetworkConfig | None = None
         self.own: Lease | None = None
-        self.peers: dict[IPv4Network, Lease] = {}
+        self.peers: dict[PeerKey, Lease] = {}
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
         self._wake = asyncio.Event()
         self._pending: list[float] = []  # receive times of events not yet in the kernel

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
-from ipaddress import IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv6Interface, IPv6Network
 from typing import Any
 
 import pytest
@@ -147,3 +147,39 @@ def test_a_v4_only_peer_gets_no_v6_entries(stack: Stack) -> None:
     a = stack.lab.hosts["a"].ns
     assert not [r for r in ipj(a, "-6", "route", "show", "dev", DEV) if "gateway" in r]
     assert [r["dst"] for r in ipj(a, "route", "show", "dev", "flannel.1")] == ["10.5.2.0/24"]
+
+
+def test_an_ipv6_only_peer_gets_v6_entries_only(stack: Stack) -> None:
+    # a node still IPv6-only while the cluster moves to dual stack: no IPv4 part to program
+    b = stack.leases["b"]
+    v6_only = Lease(None, dataclasses.replace(b.attrs, public_ip=IPv4Address("0.0.0.0"),
+                                              backend_data=None),
+                    ipv6_subnet=b.ipv6_subnet)
+    result = stack.reconcile("a", [stack.leases["a"], v6_only])
+    assert not result.errors and result.removed.get("route") == 1
+    a = stack.lab.hosts["a"].ns
+    assert not ipj(a, "route", "show", "dev", "flannel.1", "10.5.2.0/24")
+    assert [r["dst"] for r in ipj(a, "-6", "route", "show", "dev", DEV)
+            if "gateway" in r] == ["fc00:5:0:2::/64"]
+    wait_for(lambda: ping6(stack.lab, "a", pod6("b")), 10, what="a pod -> b pod over IPv6")
+
+
+def test_direct_routing_for_an_on_link_v6_peer(stack: Stack) -> None:
+    a = stack.lab.hosts["a"]
+    stack.backends["a"].close()
+    config = dataclasses.replace(network_config("vxlan", vni=1, direct_routing=True),
+                                 enable_ipv6=True, ipv6_network=NET6, ipv6_subnet_len=64)
+    stack.backends["a"] = be = create_backend(config, a.ext, stack.lab.state_dir("a"),
+                                              netns=a.ns)
+    be.lease_attrs()  # adopts both devices
+    result = stack.reconcile("a")
+    assert not result.errors, result.errors
+    assert result.removed.get("neigh6") == 1 and result.removed.get("fdb6") == 1
+    (route,) = ipj(a.ns, "-6", "route", "show", "fc00:5:0:2::/64")
+    assert (route["gateway"], route["dev"]) == ("fd72:0:0:64::4", "eth0")  # flannel's
+    assert not [n for n in ipj(a.ns, "-6", "neigh", "show", "dev", DEV)
+                if "PERMANENT" in n.get("state", [])]
+    wait_for(lambda: ping6(stack.lab, "a", pod6("b")), 10, what="a pod -> b pod, direct")
+    # a resync finds it all in place: nothing to repair
+    again = stack.reconcile("a")
+    assert not again.changed, again.summary()

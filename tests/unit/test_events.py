@@ -1,8 +1,15 @@
 """The pure diff between two views of the peer leases (attributes included)."""
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from core.lease import Lease, LeaseAttrs, check_peer_lease, encode_attrs, vxlan_backend_data
+from core.lease import (
+    Lease,
+    LeaseAttrs,
+    PeerKey,
+    check_peer_lease,
+    encode_attrs,
+    vxlan_backend_data,
+)
 from flanneld.events import LeaseEvent, PeerView, apply_event, diff_leases, lease_event
 
 
@@ -112,3 +119,58 @@ def test_peer_view_reset_diff_includes_attributes() -> None:
     events = v.reset([kv(1), kv(2, "0e:00:00:00:00:22", rev=7), kv(4)], None)
     assert [(e.kind, str(e.lease.subnet) if e.lease else "") for e in events] == [
         ("removed", "10.5.3.0/24"), ("changed", "10.5.2.0/24"), ("added", "10.5.4.0/24")]
+
+
+NET6 = IPv6Network("fc00:5::/48")
+
+
+def v6only_kv(n: int, rev: int = 1) -> tuple[str, bytes, int, int]:
+    attrs = LeaseAttrs(IPv4Address("0.0.0.0"), "host-gw",
+                       public_ipv6=IPv6Address(f"fd72::{n}"))
+    return (f"{PREFIX}/&fc00:5:0:{n:x}::-64", encode_attrs(attrs), 5, rev)
+
+
+def make_view6(warnings: list[str], network: IPv4Network | None = None) -> PeerView:
+    def validate(lease: Lease, own: PeerKey | None) -> None:
+        check_peer_lease(lease, network, own_subnet=None, ipv6_network=NET6,
+                         own_ipv6_subnet=own if isinstance(own, IPv6Network) else None,
+                         own_public_ips=[IPv6Address("fd72::99")])
+    return PeerView(PREFIX, validate, warnings.append)
+
+
+def test_peer_view_ipv6_only_keys_peers_by_their_v6_subnet() -> None:
+    warnings: list[str] = []
+    v = make_view6(warnings)
+    own = IPv6Network("fc00:5:0:1::/64")
+    [snap] = v.reset([v6only_kv(3), v6only_kv(1), v6only_kv(2)], own)
+    assert [le.peer_key for le in snap.snapshot] == [IPv6Network("fc00:5:0:2::/64"),
+                                                      IPv6Network("fc00:5:0:3::/64")]
+    assert all(le.ipv4_subnet is None for le in snap.snapshot)
+    [ev] = v.delete(v6only_kv(2)[0], own)
+    assert ev.kind == "removed" and ev.lease is not None and ev.lease.peer_key == \
+        IPv6Network("fc00:5:0:2::/64")
+    [ev] = v.set_own(IPv6Network("fc00:5:0:9::/64"))  # re-acquired elsewhere: old one is a peer
+    assert ev.kind == "added" and ev.lease is not None
+    assert warnings == []
+
+
+def test_ipv6_only_leases_meet_nodes_of_each_family() -> None:
+    # a dual-stack node takes one in (its IPv6 half is usable: the IPv4 engine skips it) ...
+    warnings: list[str] = []
+    v = make_view6(warnings, network=NET)
+    [snap] = v.reset([v6only_kv(2), kv(3)], IPv4Network("10.5.1.0/24"))
+    assert [le.key for le in snap.snapshot] == ["10.5.3.0-24", "&fc00:5:0:2::-64"]
+    assert warnings == []
+    # ... an IPv4-only node skips it with one warning
+    v4 = make_view(warnings)
+    [snap] = v4.reset([v6only_kv(2), kv(3)], IPv4Network("10.5.1.0/24"))
+    assert [le.key for le in snap.snapshot] == ["10.5.3.0-24"]
+    assert len(warnings) == 1 and "IPv6-only lease has no IPv4 subnet" in warnings[0]
+
+
+def test_views_of_both_families_diff_and_sort() -> None:
+    four = lease(1)
+    six = Lease(None, LeaseAttrs(IPv4Address("0.0.0.0"), public_ipv6=IPv6Address("fd72::2")),
+                ipv6_subnet=IPv6Network("fc00:5:0:2::/64"))
+    events = diff_leases({}, {six.peer_key: six, four.peer_key: four})
+    assert [e.lease.key for e in events if e.lease] == [four.key, six.key]  # IPv4 first

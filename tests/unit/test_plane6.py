@@ -91,3 +91,18 @@ def test_request_bytes_read_by_pyroute2() -> None:
         assert IPv6Address(msg.get_attr("RTA_DST")) == IPv6Address("fc00:5:0:2::")
         assert IPv6Address(msg.get_attr("RTA_GATEWAY")) == IPv6Address("fd72:0:0:64::2")
         assert msg.get_attr("RTA_OIF") == EXT
+
+
+def v6only(n: int, ip6: str = "fd72:0:0:64::{n}") -> Lease:
+    return Lease(None, LeaseAttrs(IPv4Address("0.0.0.0"), "host-gw",
+                                  public_ipv6=IPv6Address(ip6.format(n=n))),
+                 ipv6_subnet=IPv6Network(f"fc00:5:0:{n}::/64"))
+
+
+def test_ipv6_only_peers_are_told_apart_by_their_v6_subnet() -> None:
+    # every IPv6-only lease has no IPv4 subnet and PublicIP 0.0.0.0: neither may merge them
+    own = v6only(1)
+    d = desired6(own, [own, v6only(2), v6only(3)], NET6, EXT, "eth0", LINK)
+    assert d.routes == {"fc00:5:0:2::/64": (RouteSpec("fd72:0:0:64::2", EXT),),
+                        "fc00:5:0:3::/64": (RouteSpec("fd72:0:0:64::3", EXT),)}
+    assert d.skipped == {} and d.unreachable == {}
