@@ -153,7 +153,7 @@ class Daemon(Reconciler):
         self._spawn(self._watch(), "watch")
         await self._synced.wait()
         self._not_ready(f"programming {len(self.peers)} peers")
-        self._kwatch.start(asyncio.get_running_loop())
+        self._kwatch.start(asyncio.get_running_loop(), ipv6=cfg.enable_ipv6)
         # Our own writes are no drift: without this every lease event made the next
         # resync tick dump the kernel, and events arriving meanwhile waited for it.
         self._kwatch.ignore_own(backend.netlink_portid, lambda: backend.dev_index)

@@ -3,7 +3,7 @@
 A full reconcile dumps every route, neighbour and FDB entry, which costs about
 0.1 s of CPU with 1000 peers. Drift can only come from a change in the kernel,
 and every such change is announced on rtnetlink multicast groups (links,
-IPv4 addresses, IPv4 routes, neighbours and FDB), and for nftables on the
+IPv4 and, with IPv6 on, IPv6 addresses and routes, neighbours and FDB), and for nftables on the
 netfilter group. So the periodic resync only dumps when something was
 announced since the previous dump; the announcements our own writes cause
 just trigger one extra, idle, run.
@@ -33,6 +33,7 @@ from netlink.base import iter_attrs, iter_headers
 from netlink.uapi import (
     AF_BRIDGE,
     AF_INET,
+    AF_INET6,
     NDA_LLADDR,
     NDMSG,
     NETLINK_ADD_MEMBERSHIP,
@@ -45,6 +46,8 @@ from netlink.uapi import (
     RTM_NEWNEIGH,
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_IPV6_ROUTE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
     SOL_NETLINK,
@@ -53,6 +56,8 @@ from netlink.uapi import (
 log = logging.getLogger("flanneld.kwatch")
 
 RTMGRP = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+OURS = (AF_INET, AF_INET6, AF_BRIDGE)  # the neighbour families we program
+RTMGRP6 = RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE  # subscribed when IPv6 is enabled
 EXPECT_FOR = 2.0  # seconds an announced FDB write may take to show up as a notification
 
 
@@ -96,11 +101,12 @@ class KernelWatch:
         for mac in macs:
             self._expected[mac] = until
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Subscribe; False (flags stay set, i.e. always dump) if netlink is unavailable."""
+    def start(self, loop: asyncio.AbstractEventLoop, *, ipv6: bool = False) -> bool:
+        """Subscribe; False (flags stay set, i.e. always dump) if netlink is unavailable.
+        `ipv6`: IPv6 routes and addresses count too (the node programs IPv6)."""
         ok = True
         for proto, flag, groups, member in (
-                (NETLINK_ROUTE, self.routing, RTMGRP, None),
+                (NETLINK_ROUTE, self.routing, RTMGRP | (RTMGRP6 if ipv6 else 0), None),
                 (NETLINK_NETFILTER, self.nftables, 0, NFNLGRP_NFTABLES)):
             try:
                 sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
@@ -160,7 +166,7 @@ def relevant(data: bytes, own_pid: int = 0,
     Everything counts except neighbour/FDB updates of entries that cannot be
     ours: ARP, ND and bridge learning churn all the time on a busy host (and
     the kernel ages NOARP multicast entries), while every entry we program is
-    an IPv4 neighbour or an FDB entry, and permanent; and except our own
+    a neighbour (IPv4 or IPv6) or an FDB entry, and permanent; and except our own
     writes: messages from port `own_pid`, FDB entries `own_fdb(mac)` claims.
     Every message is looked at (an own FDB claim is consumed once). Any
     neighbour change on our device `own_dev` counts: the kernel announces the
@@ -178,8 +184,8 @@ def relevant(data: bytes, own_pid: int = 0,
         if body + NDMSG.size > size:
             return True
         family, _, _, ifindex, state, _, _ = NDMSG.unpack_from(data, body)
-        ours = own_dev and ifindex == own_dev and family in (AF_INET, AF_BRIDGE)
-        if not ours and not (state & NUD_PERMANENT and family in (AF_INET, AF_BRIDGE)):
+        ours = own_dev and ifindex == own_dev and family in OURS
+        if not ours and not (state & NUD_PERMANENT and family in OURS):
             continue
         if family == AF_BRIDGE and own_fdb is not None:
             mac = _lladdr(data, body + NDMSG.size, min(end, size))

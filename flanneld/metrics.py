@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from backends.base import KINDS
+
 NS = "flanneld"
 # Event-to-kernel delay: fine-grained in ms, as one netlink round is ~0.3 ms.
 DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175,
@@ -112,7 +114,7 @@ class Metrics:
         ProcessCollector(registry=r)
         if status is not None:
             r.register(_StatusCollector(status, has_lease))
-        for kind in ("route", "neigh", "fdb", "device", "nft"):
+        for kind in (*KINDS, "nft"):  # both families' entries, and the nftables tables
             self.repairs.labels(kind=kind)  # export zeros, so rates work from the start
         for mode in ("full", "incremental"):
             self.reconcile_runs.labels(mode=mode)

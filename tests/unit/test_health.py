@@ -75,6 +75,7 @@ def test_metric_names_exist_and_are_documented(
     assert "flanneld_lease_expiry_timestamp_seconds 1.9e+09" in text
     assert 'flanneld_event_to_kernel_seconds_bucket{le="0.002"} 1.0' in text
     assert 'flanneld_repairs_total{kind="fdb"} 0.0' in text
+    assert 'flanneld_repairs_total{kind="route6"} 0.0' in text  # IPv6 from the start too
     documented = DOCS.read_text()
     for name in names - {n for n in names if n.startswith(("process_", "python_"))}:
         assert f"`{name}" in documented, f"{name} is missing from docs/metrics.md"

@@ -29,7 +29,8 @@ def test_only_dynamic_neighbour_churn_is_ignored() -> None:
     assert not relevant(_neigh(RTM_NEWNEIGH, stale) + _neigh(RTM_DELNEIGH, reachable, 7))
     assert relevant(_neigh(RTM_DELNEIGH, permanent))  # one of ours (neighbour or FDB)
     assert relevant(_neigh(RTM_NEWNEIGH, stale) + _neigh(RTM_DELNEIGH, permanent, 7))
-    assert not relevant(_neigh(RTM_DELNEIGH, permanent, 10))  # IPv6: never ours
+    assert relevant(_neigh(RTM_DELNEIGH, permanent, 10))  # IPv6: ours on flannel-v6.<VNI>
+    assert not relevant(_neigh(RTM_NEWNEIGH, reachable, 10))  # neighbour discovery churn
     assert not relevant(_neigh(RTM_DELNEIGH, 0x40))  # NOARP multicast entries age out
     route = struct.pack("=IHHII", 28, 25, 0, 0, 0) + b"\0" * 12  # RTM_DELROUTE
     assert relevant(route)
