@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
-from core.lease import Lease
+from core.lease import Lease, LeaseError, check_vxlan_attrs
 
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _IDENTITY_PREFIX = "node "
@@ -74,37 +74,54 @@ def read_mac_file(text: str, identity: str) -> MacFile:
 # --- a live peer holds our VtepMAC ----------------------------------------------------------
 
 
-def _older(a_rev: int, a_ip: IPv4Address, b_rev: int, b_ip: IPv4Address) -> bool:
+Address = IPv4Address | IPv6Address
+
+
+def _older(a_rev: int, a_ip: Address, b_rev: int, b_ip: Address) -> bool:
     """Does holder a keep the MAC against holder b? The same answer on both nodes."""
     if a_rev and b_rev and a_rev != b_rev:
         return a_rev < b_rev
     return int(a_ip) < int(b_ip)
 
 
-def holders(mac: str, vni: int, own_key: str, own_ip: IPv4Address,
-            peers: Iterable[Lease]) -> list[Lease]:
-    """Peer leases (vxlan, same VNI, another node) whose VtepMAC is `mac`, by key."""
+def _public(p: Lease, v6: bool) -> Address | None:
+    return p.attrs.public_ipv6 if v6 else p.attrs.public_ip
+
+
+def holders(mac: str, vni: int, own_key: str, own_ip: Address | None,
+            peers: Iterable[Lease], *, v6: bool = False) -> list[Lease]:
+    """Peer leases (vxlan, same VNI, another node) whose VtepMAC is `mac`, by key.
+    `v6`: the MAC and VNI of BackendV6Data, the node told apart by PublicIPv6."""
     mac = mac.lower()
     found = []
     for p in peers:
         a = p.attrs
-        if (p.key == own_key or a.backend_type != "vxlan" or a.public_ip == own_ip
-                or a.vni != vni or (a.vtep_mac or "").lower() != mac):
+        if p.key == own_key or a.backend_type != "vxlan" or _public(p, v6) in (own_ip, None):
             continue  # our own (or a stale lease of ours), or not in our overlay
+        try:
+            if check_vxlan_attrs(a, v6=v6) != (vni, mac):
+                continue
+        except LeaseError:
+            continue
         found.append(p)
     return sorted(found, key=lambda p: p.key)
 
 
-def must_yield(own_rev: int, own_ip: IPv4Address, clashing: Iterable[Lease]) -> Lease | None:
+def must_yield(own_rev: int, own_ip: Address, clashing: Iterable[Lease], *,
+               v6: bool = False) -> Lease | None:
     """The holder we give the MAC up to (the oldest one older than us), or None: we keep it.
 
-    `own_rev` is our lease's etcd mod revision (0: unknown); see `_older`.
+    `own_rev` is our lease's etcd mod revision (0: unknown); see `_older`. `holders`
+    only returns leases with a public address of the family asked for.
     """
-    older = [p for p in clashing
-             if _older(p.mod_revision, p.attrs.public_ip, own_rev, own_ip)]
+    def ip(p: Lease) -> Address:
+        a = _public(p, v6)
+        assert a is not None
+        return a
+    older = [p for p in clashing if _older(p.mod_revision, ip(p), own_rev, own_ip)]
     if not older:
         return None
-    return min(older, key=lambda p: (p.mod_revision or 1 << 62, int(p.attrs.public_ip)))
+    return min(older, key=lambda p: (p.mod_revision or 1 << 62, int(ip(p))))
 
 
 def fresh_mac(random_mac: str, taken: Iterable[str]) -> str | None:

@@ -150,6 +150,7 @@ class VxlanBackend(Engine):
     def _reconcile(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
         result = self._reconcile4(own, peers, full=full)
         if self.v6 is not None and own.ipv6_subnet is not None:
+            self.v6.can_publish = self.on_lease_attrs is not None
             try:
                 programmed = self.v6.reconcile(own, peers, result, full=result.full)
             except (NetlinkError, OSError) as exc:
@@ -157,6 +158,11 @@ class VxlanBackend(Engine):
                 log.warning("vxlan IPv6 reconcile failed: %s", exc)
                 result.errors.append(f"device {self.v6.name}: {exc}")
             else:
+                if self.v6.mac_changed and self.on_lease_attrs is not None:
+                    self.v6.mac_changed = False
+                    self.mac_conflicts += 1
+                    self._v6_data = vxlan_backend_data(self.config.vni, self.v6.mac or "")
+                    self.on_lease_attrs(self._attrs(self._published_mac))
                 if not self.ipv4:  # the IPv6 plane is the whole data plane
                     result.programmed_peers = programmed
                     result.skipped = sorted(self.v6.skipped.items())

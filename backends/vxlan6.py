@@ -35,6 +35,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from backends import vtep_mac
 from backends.base import ExternalInterface, ReconcileResult
 from backends.macstore import MacStore
 from backends.plane6 import Connected6, onlink6
@@ -151,7 +152,12 @@ class Vxlan6Plane:
         self._connected: tuple[Connected6, ...] = ()  # the IPv6 prefixes on each interface
         self.mac: str | None = None  # the MAC in our lease's BackendV6Data
         self._applied: Tables | None = None
-        self.skipped: dict[str, str] = {}  # lease key -> why it has no IPv6 entries
+        self.skipped: dict[str, str] = {}
+        self.public_ipv6 = ext.public_ipv6
+        self.mac_changed = False  # set when we gave our MAC up; the backend re-publishes
+        self.can_publish = False  # whether a new MAC would reach etcd (else never yield)
+        self._own_rev_floor = 0
+        self._clash_logged: str | None = None  # lease key -> why it has no IPv6 entries
 
     def forget(self) -> None:
         """After a failure: the next run starts from a dump."""
@@ -272,6 +278,10 @@ class Vxlan6Plane:
         want = desired6(own, peers, self.network6, self.vni, self.dev_index,
                         direct_routing=self.direct_routing, ext_index=self.ext_index,
                         connected=self._connected)
+        # A peer with our MAC is in the desired FDB table: an O(1) look before the O(N) one.
+        if self.mac is not None and self.mac in want.tables.fdb \
+                and self._yield_mac(own, peers):
+            return self.reconcile(own, peers, result, full=True)  # the device has a new MAC
         plan = diff(want.tables, base)
         first = [("route6-", op) for op in plan.route_del] + \
             [("neigh6-", op) for op in plan.neigh_del] + [("fdb6-", op) for op in plan.fdb_del] \
@@ -295,6 +305,44 @@ class Vxlan6Plane:
                 log.warning("vxlan IPv6: peer %s: %s", key, why)
         self.skipped = want.skipped
         return sum(1 for c in want.tables.routes if c in self._applied.routes)
+
+
+    def _yield_mac(self, own: Lease, peers: list[Lease]) -> bool:
+        """A live peer publishes our IPv6 VtepMAC: the newer of the two draws a new one
+        (backends.vtep_mac, as for flannel.<VNI>). True if ours changed."""
+        assert self.mac is not None and self.public_ipv6 is not None
+        clashing = vtep_mac.holders(self.mac, self.vni, own.key, self.public_ipv6, peers,
+                                    v6=True)
+        own_rev = max(own.mod_revision, self._own_rev_floor)
+        winner = vtep_mac.must_yield(own_rev, self.public_ipv6, clashing, v6=True) \
+            if clashing else None
+        names = ", ".join(f"{p.key} (PublicIPv6 {p.attrs.public_ipv6})" for p in clashing)
+        if winner is None or not self.can_publish:
+            if clashing and self._clash_logged != names:
+                self._clash_logged = names
+                log.warning("our IPv6 VtepMAC %s is also published by %s; %s", self.mac, names,
+                            "they are newer and change theirs" if winner is None else
+                            "not changing it: nobody would publish the new one")
+            return False
+        taken = [m for p in peers if (m := _v6_mac(p)) is not None]
+        new = None
+        while new is None:
+            new = vtep_mac.fresh_mac(random_mac(), taken)
+        log.warning("VtepMAC CONFLICT: our IPv6 VtepMAC %s is also published by %s, an older "
+                    "lease; ours changes to %s and %s is re-programmed", self.mac, names, new,
+                    self.name)
+        self.mac, self.mac_changed, self._clash_logged = new, True, None
+        self._own_rev_floor = max([own_rev, *(p.mod_revision for p in peers)]) + 1
+        self.macs.write(new)
+        self._applied = None  # the MAC change flushes the device's neighbours
+        return True
+
+
+def _v6_mac(p: Lease) -> str | None:
+    try:
+        return check_vxlan_attrs(p.attrs, v6=True)[1]
+    except LeaseError:
+        return None
 
 
 def _record(plan: Plan, kind: str, op: Any) -> None:

@@ -218,7 +218,8 @@ class Daemon(Reconciler):
     def _republish(self, attrs: LeaseAttrs, new: LeaseAttrs) -> None:
         self.metrics.vtep_mac_conflicts.inc()  # the one reason a backend changes its data
         assert self.manager is not None
-        self.manager.republish(dataclasses.replace(attrs, backend_data=new.backend_data))
+        self.manager.republish(dataclasses.replace(attrs, backend_data=new.backend_data,
+                                                   backend_v6_data=new.backend_v6_data))
 
     async def _on_lease_change(self, lease: Lease | None) -> None:
         if lease is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Any
 
 import pytest
@@ -183,3 +183,31 @@ def test_direct_routing_for_an_on_link_v6_peer(stack: Stack) -> None:
     # a resync finds it all in place: nothing to repair
     again = stack.reconcile("a")
     assert not again.changed, again.summary()
+
+
+def test_a_live_clash_of_the_v6_vtep_mac_is_resolved(stack: Stack) -> None:
+    # an older lease publishes our IPv6 VtepMAC (a node cloned by hand, say): we yield
+    a_ns = stack.lab.hosts["a"].ns
+    be = stack.backends["a"]
+    published: list[Any] = []
+    be.on_lease_attrs = published.append
+    mine = device(a_ns)["address"]
+    own = dataclasses.replace(stack.leases["a"], mod_revision=50)
+    clone = Lease(IPv4Network("10.5.9.0/24"), dataclasses.replace(
+        stack.leases["b"].attrs, public_ip=IPv4Address("192.168.64.9"),
+        public_ipv6=IPv6Address("fd72:0:0:64::9"),
+        backend_v6_data={"VNI": 1, "VtepMAC": mine}),
+        ipv6_subnet=IPv6Network("fc00:5:0:9::/64"), mod_revision=10)
+    result = be.reconcile(own, [own, stack.leases["b"], clone])
+    assert not result.errors, result.errors
+    new = device(a_ns)["address"]
+    assert new != mine and len(published) == 1
+    assert published[0].backend_v6_data == {"VNI": 1, "VtepMAC": new}
+    assert published[0].backend_data == stack.leases["a"].attrs.backend_data  # v4 untouched
+    fdb = {(e["mac"], e.get("dst")) for e in bridge_fdb(a_ns, DEV)}
+    assert (mine, "fd72:0:0:64::9") in fdb  # the older holder keeps the MAC
+    # b learns our new MAC from the re-published lease, and pods still ping
+    stack.leases["a"] = dataclasses.replace(stack.leases["a"], attrs=published[0])
+    assert not stack.reconcile("b").errors
+    assert not be.reconcile(own, [own, stack.leases["b"], clone]).changed  # settled
+    wait_for(lambda: ping6(stack.lab, "b", pod6("a")), 10, what="b pod -> a pod after the clash")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
@@ -112,3 +112,20 @@ def test_exactly_one_holder_keeps_the_mac(seed: int) -> None:
 def test_fresh_mac_avoids_macs_in_use() -> None:
     assert fresh_mac(MAC, ["0e:00:00:00:00:01"]) == MAC
     assert fresh_mac(MAC, [MAC.upper()]) is None
+
+
+def test_the_ipv6_vtep_mac_clashes_by_its_own_fields() -> None:
+    def dual(n: int, mac6: str, rev: int = 0, v4: bool = True) -> Lease:
+        attrs = LeaseAttrs(IPv4Address(f"192.168.64.{n}" if v4 else "0.0.0.0"), "vxlan",
+                           vxlan_backend_data(1, f"0e:00:00:00:04:{n:02x}") if v4 else None,
+                           public_ipv6=IPv6Address(f"fd72::{n}"),
+                           backend_v6_data=vxlan_backend_data(1, mac6))
+        return Lease(IPv4Network(f"10.5.{n}.0/24") if v4 else None, attrs,
+                     ipv6_subnet=IPv6Network(f"fc00:5:0:{n}::/64"), mod_revision=rev)
+    own = dual(2, MAC, rev=20, v4=False)
+    peers = [own, dual(3, MAC, rev=10, v4=False), dual(4, "0e:00:00:00:00:04"), dual(5, MAC),
+             lease(6)]  # lease 6 has our MAC as its IPv4 VtepMAC: another device, no clash
+    got = holders(MAC, 1, own.key, IPv6Address("fd72::2"), peers, v6=True)
+    assert [p.attrs.public_ipv6 for p in got] == [IPv6Address("fd72::3"), IPv6Address("fd72::5")]
+    assert must_yield(20, IPv6Address("fd72::2"), got, v6=True) == got[0]  # rev 10 is older
+    assert must_yield(5, IPv6Address("fd72::2"), got, v6=True) is None
