@@ -18,10 +18,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any, TypeVar
 
-from core.lease import Lease, LeaseError, decode_lease, join_key
+from core.lease import Lease, LeaseAttrs, LeaseError, decode_lease, join_key
 from flanneld import options as opts
 from flanneld import runtime_file
 
@@ -125,13 +125,30 @@ class LeaseRow:
         return self.lease_id == 0
 
     def as_dict(self) -> dict[str, Any]:
-        attrs = self.lease.attrs if self.lease else None
-        return {"key": self.key, "subnet": str(self.lease.subnet) if self.lease else None,
+        """Both families: `subnet` is the IPv4 one (None for an IPv6-only lease)."""
+        lease = self.lease
+        attrs = lease.attrs if lease else None
+        v4 = lease.ipv4_subnet if lease else None
+        v6 = lease.ipv6_subnet if lease else None
+        return {"key": self.key, "subnet": str(v4) if v4 else None,
+                "ipv6_subnet": str(v6) if v6 else None,
                 "public_ip": str(attrs.public_ip) if attrs else None,
+                "public_ipv6": str(attrs.public_ipv6) if attrs and attrs.public_ipv6 else None,
                 "backend_type": attrs.backend_type if attrs else None,
                 "vtep_mac": attrs.vtep_mac if attrs else None,
+                "vtep_mac_v6": vtep_mac_v6(attrs) if attrs else None,
                 "reservation": self.reservation, "etcd_lease": f"{self.lease_id:x}",
                 "ttl": self.ttl, "problem": self.problem or None}
+
+
+def vtep_mac_v6(attrs: LeaseAttrs) -> str | None:
+    """The VtepMAC in a lease's BackendV6Data (flannel-v6.<VNI>'s MAC), if it has one."""
+    data = attrs.backend_v6_data
+    if not isinstance(data, dict):
+        return None
+    mac = next((v for k, v in data.items() if isinstance(k, str) and k.lower() == "vtepmac"),
+               None)  # Go matches JSON keys case-insensitively
+    return mac if isinstance(mac, str) else None
 
 
 @dataclass
@@ -223,13 +240,21 @@ def readyz(o: opts.Options) -> tuple[bool | None, str]:
 
 
 def own_row(cluster: Cluster, subnet: IPv4Network | None,
-            public_ip: IPv4Address | None = None) -> LeaseRow | None:
+            public_ip: IPv4Address | None = None, *,
+            subnet6: IPv6Network | None = None) -> LeaseRow | None:
+    """Our lease: by subnet.env's IPv4 subnet, else (IPv6-only) its IPv6 one, else by
+    PublicIP."""
     for row in cluster.leases:
-        if row.lease is None:
+        lease = row.lease
+        if lease is None:
             continue
-        if subnet is not None and row.lease.subnet == subnet:
-            return row
-        if subnet is None and public_ip is not None and row.lease.attrs.public_ip == public_ip:
+        if subnet is not None:
+            if lease.ipv4_subnet == subnet:
+                return row
+        elif subnet6 is not None:
+            if lease.ipv4_subnet is None and lease.ipv6_subnet == subnet6:
+                return row
+        elif public_ip is not None and lease.attrs.public_ip == public_ip:
             return row
     return None
 

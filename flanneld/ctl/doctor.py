@@ -5,7 +5,10 @@ for anything not OK: etcd and the network config, our lease against
 subnet.env, flanneld's readiness, every peer's kernel state against etcd,
 stray entries, MTUs, ip_forward, rp_filter, the VXLAN checksum-offload bug
 of old kernels, and the pod address store against the pods that exist.
-docs/troubleshooting.md is generated from the table of checks below.
+With IPv6 enabled, the same for the IPv6 side (v6-*: our lease's IPv6 half,
+flannel-v6.<VNI>, every peer's IPv6 entries; ip6-forward; an MTU for both
+families). docs/troubleshooting.md is generated from the table of checks in
+findings.py.
 
   flannelctl doctor            # on a node configured for flanneld (FLANNELD_* env)
   flannelctl doctor --json
@@ -21,10 +24,21 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from backends.peerstate import MISSING, PARTIAL, SKIPPED, STALE, UNREACHABLE
+from backends.vxlan6 import VXLAN6_OVERHEAD
+from flanneld.ctl import _checks6 as v6checks
 from flanneld.ctl import _common as c
 from flanneld.ctl._node import NodeView, inspect_node, link_mtu
-from flanneld.ctl.findings import BY_NAME, CHECKS, FAIL, OK, SKIP, WARN, Check, Finding
+from flanneld.ctl.findings import (
+    BY_NAME,
+    CHECKS,
+    FAIL,
+    OK,
+    SKIP,
+    WARN,
+    Check,
+    Finding,
+    peer_findings,
+)
 
 __all__ = ["BY_NAME", "CHECKS", "FAIL", "OK", "SKIP", "WARN", "Check", "Finding"]
 
@@ -53,63 +67,67 @@ def check_cluster(cluster: c.Cluster) -> list[Finding]:
 
 
 def check_lease(cluster: c.Cluster, view: NodeView) -> list[Finding]:
-    if view.subnet_env is None:
+    env = view.subnet_env
+    if env is None:
         return [Finding("subnet-env", FAIL, view.subnet_env_error),
                 Finding("lease", SKIP, "no subnet.env")]
-    out = [Finding("subnet-env", OK, f"FLANNEL_SUBNET={view.subnet_env.subnet}, "
-                   f"FLANNEL_MTU={view.subnet_env.mtu}")]
+    shown = [f"FLANNEL_SUBNET={env.ipv4_subnet}"] if env.ipv4_subnet else []
+    shown += [f"FLANNEL_IPV6_SUBNET={env.ipv6_subnet}"] if env.ipv6_subnet else []
+    out = [Finding("subnet-env", OK, ", ".join([*shown, f"FLANNEL_MTU={env.mtu}"]))]
     if cluster.error:
         return [*out, Finding("lease", SKIP, "etcd unreachable")]
     own = view.own
-    subnet = view.subnet_env.subnet.network
+    subnet = env.ipv4_subnet.network if env.ipv4_subnet else (
+        env.ipv6_subnet.network if env.ipv6_subnet else None)
     if own is None or own.lease is None:
         return [*out, Finding("lease", FAIL, f"no lease for {subnet} in etcd")]
-    if view.device is not None and view.device.local and \
-            str(own.lease.attrs.public_ip) != view.device.local:
+    local = view.device.local if view.device is not None else None
+    if local and own.lease.ipv4_subnet is not None and str(own.lease.attrs.public_ip) != local:
         return [*out, Finding("lease", FAIL, f"{own.key} belongs to PublicIP "
                               f"{own.lease.attrs.public_ip}, but this node's device says "
-                              f"{view.device.local}")]
+                              f"{local}")]
     return [*out, Finding("lease", OK, f"{own.key} ({c.human_ttl(own)})")]
 
 
 def check_peers(view: NodeView) -> list[Finding]:
+    names = ("peers", "skipped", "strays")
+    if not view.ipv4:
+        return [Finding(n, SKIP, "IPv6-only network (EnableIPv4 false); see v6-peers")
+                for n in names]
     if view.desired is None:
         why = ("no lease or interface found" if view.subnet_env else "no subnet.env")
-        return [Finding(n, SKIP, why) for n in ("peers", "skipped", "strays")]
-    bad = {k: ch for k, ch in view.checks.items() if ch.state in (MISSING, PARTIAL, STALE)}
-    odd = {k: ch for k, ch in view.checks.items() if ch.state in (SKIPPED, UNREACHABLE)}
-    good = len(view.checks) - len(bad) - len(odd)
-    out = [Finding("peers", FAIL if bad else OK,
-                   f"{len(bad)} of {len(view.checks)} peers not programmed" if bad
-                   else f"{good} peers programmed",
-                   tuple(f"{k}: {ch.state}: {'; '.join(ch.problems)}"
-                         for k, ch in sorted(bad.items()))),
-           Finding("skipped", WARN if odd else OK, f"{len(odd)} leases not used" if odd
-                   else "every lease is used",
-                   tuple(f"{k}: {ch.state}: {'; '.join(ch.problems)}"
-                         for k, ch in sorted(odd.items()))),
-           Finding("strays", WARN if view.strays else OK,
-                   f"{len(view.strays)} entries no lease wants" if view.strays else "none",
-                   tuple(view.strays))]
-    return out
+        return [Finding(n, SKIP, why) for n in names]
+    return peer_findings(view.checks, view.strays, names)
 
 
 def check_mtu(view: NodeView, backend_overhead: int, bridge_mtu: int | None,
-              config_mtu: int | None = None) -> Finding:
+              config_mtu: int | None = None, overhead6: int | None = None) -> Finding:
+    """`overhead6`: IPv6 is enabled and its encapsulation costs that much (vxlan 70, host-gw
+    0); FLANNEL_MTU must then fit both families (flanneld writes the smaller)."""
     env = view.subnet_env
     if not view.ext_mtu:
         return Finding("mtu", SKIP, "external interface not found")
-    want = (config_mtu or view.ext_mtu) - backend_overhead
+    base = config_mtu or view.ext_mtu
+    want = base - backend_overhead
+    costs = ([backend_overhead] if view.ipv4 else []) + ([overhead6] if overhead6 is not None
+                                                          else [])
+    want_env = base - max(costs or [backend_overhead])
     have: list[str] = [f"{view.ext_name} {view.ext_mtu}"]
     problems = []
     if view.device is not None:
         have.append(f"{view.device.name} {view.device.mtu}")
         if view.device.mtu != want:
             problems.append(f"{view.device.name} MTU {view.device.mtu}, want {want}")
+    dev6 = view.v6.device if view.v6 is not None else None
+    if dev6 is not None:
+        have.append(f"{dev6.name} {dev6.mtu}")
     if env is not None:
         have.append(f"subnet.env {env.mtu}")
-        if env.mtu != want:
-            problems.append(f"FLANNEL_MTU {env.mtu}, want {want}")
+        if env.mtu != want_env:
+            why = (f" (VXLAN over IPv6 costs {VXLAN6_OVERHEAD} bytes; one pod MTU must fit "
+                   "both families)" if overhead6 is not None and overhead6 > backend_overhead
+                   and view.ipv4 else "")
+            problems.append(f"FLANNEL_MTU {env.mtu}, want {want_env}{why}")
     if bridge_mtu is not None:
         have.append(f"cni0 {bridge_mtu}")
         if env is not None and bridge_mtu > env.mtu:
@@ -117,9 +135,11 @@ def check_mtu(view: NodeView, backend_overhead: int, bridge_mtu: int | None,
     return Finding("mtu", FAIL if problems else OK, "; ".join(problems) or ", ".join(have))
 
 
-def check_sysctls(ip_forward: str | None, rp: dict[str, int]) -> list[Finding]:
+def check_sysctls(ip_forward: str | None, rp: dict[str, int], ipv4: bool = True
+                  ) -> list[Finding]:
     out = [Finding("ip-forward", OK if ip_forward == "1" else FAIL,
-                   f"net.ipv4.ip_forward = {ip_forward}")]
+                   f"net.ipv4.ip_forward = {ip_forward}") if ipv4 else
+           Finding("ip-forward", SKIP, "IPv6-only network (EnableIPv4 false)")]
     strict = [f"{dev} {v}" for dev, v in rp.items() if v == 1]
     out.append(Finding("rp-filter", WARN if strict else OK,
                        "strict on " + ", ".join(strict) if strict else
@@ -183,15 +203,27 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
     cluster = c.run_async(lambda: c.read_cluster(o))
     view = inspect_node(o.subnet_file, cluster)
     findings = check_cluster(cluster) + check_lease(cluster, view)
+    if view.v6 is not None:
+        findings.append(v6checks.check_lease6(view))
     ready, text = c.readyz(o)
     findings.append(Finding("flanneld", {True: OK, False: FAIL, None: WARN}[ready], text))
     findings += check_peers(view)
     vxlan = view.backend == "vxlan"
     config_mtu = getattr(cluster.config.backend, "mtu", None) if cluster.config else None
-    findings.append(check_mtu(view, 50 if vxlan else 0, link_mtu("cni0"), config_mtu))
+    if view.v6 is not None:
+        device = v6checks.check_device6(view, config_mtu)
+        findings += [device] if device is not None else []
+        findings += v6checks.check_peers6(view)
+    findings.append(check_mtu(view, 50 if vxlan else 0, link_mtu("cni0"), config_mtu,
+                              (VXLAN6_OVERHEAD if vxlan else 0) if view.v6 is not None else None))
     devices = [d for d in (view.device.name if view.device else None, "cni0") if d]
-    findings += check_sysctls(_sysctl("net/ipv4/ip_forward"), _rp_filters(devices))
-    dev = view.device.name if view.device else None
+    forward, rp = check_sysctls(_sysctl("net/ipv4/ip_forward"), _rp_filters(devices), view.ipv4)
+    findings.append(forward)
+    if view.v6 is not None:
+        findings.append(v6checks.check_forward6(_sysctl("net/ipv6/conf/all/forwarding")))
+    findings.append(rp)
+    dev = view.device.name if view.device else (
+        view.v6.device.name if view.v6 is not None and view.v6.device else None)
     findings.append(check_csum(platform.release(), dev, _offload(dev) if dev else None))
     findings.append(ipam.finding(args, o))
     return findings
@@ -205,7 +237,7 @@ def render(findings: list[Finding]) -> str:
         if len(f.lines) > 20:
             out.append(f"{'':20}... and {len(f.lines) - 20} more")
         if f.status in (WARN, FAIL):
-            out.append(f"{'':20}fix: {BY_NAME[f.check].fix}")
+            out.append(f"{'':20}fix: {f.what_to_do}")
     worst = FAIL if any(f.status == FAIL for f in findings) else (
         WARN if any(f.status == WARN for f in findings) else OK)
     counts = {s: sum(f.status == s for f in findings) for s in (OK, WARN, FAIL, SKIP)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from backends.peerstate import MISSING, PARTIAL, SKIPPED, STALE, UNREACHABLE, PeerCheck
+
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 
 
@@ -36,6 +38,13 @@ CHECKS = (
     Check("lease", "etcd holds a lease for subnet.env's subnet with this node's PublicIP",
           "another node may take this subnet; pods here would then clash with its pods",
           "restart flanneld: it re-acquires the same subnet if it is free"),
+    Check("v6-lease", "IPv6 enabled: our lease's IPv6 subnet is subnet.env's "
+          "FLANNEL_IPV6_SUBNET, it has a PublicIPv6, and (vxlan) its BackendV6Data VtepMAC is "
+          "flannel-v6.N's MAC",
+          "peers cannot reach this node's IPv6 pods, or send their traffic to a MAC nobody has",
+          "restart flanneld: with EnableIPv6 it leases an IPv6 subnet and publishes its "
+          "PublicIPv6 and VtepMAC (the interface needs a global IPv6 address, or "
+          "--public-ipv6)"),
     Check("flanneld", "flanneld's /readyz on --healthz-ip:--healthz-port",
           "flanneld is down or not ready; /readyz's text says why",
           "systemctl status flanneld; journalctl -u flanneld (or run with --healthz-port)"),
@@ -49,12 +58,36 @@ CHECKS = (
     Check("strays", "kernel entries in flanneld's scope that no lease wants",
           "traffic to a deleted node's subnet may go to a stale address",
           "wait one --resync-interval; flanneld removes them in a full reconcile"),
-    Check("mtu", "underlay, flannel device, subnet.env and CNI bridge MTUs agree",
+    Check("v6-device", "vxlan with IPv6: flannel-v6.N exists and is up, MTU = underlay MTU - "
+          "70, local = our PublicIPv6, our IPv6 subnet's address as a /128, accept_ra 0",
+          "IPv6 pod traffic to other nodes is dropped (no device, down, wrong local address), "
+          "full-size IPv6 packets are (MTU above underlay - 70), or router advertisements "
+          "add addresses and routes to it",
+          "wait one --resync-interval (flanneld re-creates and repairs the device); the "
+          "finding names each repair by hand"),
+    Check("v6-peers", "IPv6 enabled: each peer's IPv6 route (vxlan: and neighbour and FDB "
+          "entry on flannel-v6.N; host-gw: via its PublicIPv6) against its lease",
+          "pods on this node cannot reach pods on the peers listed over IPv6",
+          "wait one --resync-interval (flanneld repairs drift, counted as route6/neigh6/fdb6 "
+          "in flanneld_repairs_total); if it stays, read flanneld's log and restart it"),
+    Check("v6-skipped", "leases whose IPv6 half flanneld cannot use (no IPv6 subnet, "
+          "PublicIPv6 or BackendV6Data yet, outside IPv6Network, not on-link)",
+          "those nodes are reached over IPv4 only, or not at all over IPv6",
+          "enable IPv6 on the node named (a global IPv6 address on its interface, then "
+          "restart its flanneld), or fix its lease"),
+    Check("v6-strays", "IPv6 kernel entries in flanneld's scope that no lease wants",
+          "IPv6 traffic to a deleted node's subnet may go to a stale address",
+          "wait one --resync-interval; flanneld removes them in a full reconcile"),
+    Check("mtu", "underlay, flannel devices, subnet.env and CNI bridge MTUs agree; "
+          "FLANNEL_MTU fits every family (VXLAN costs 50 bytes over IPv4, 70 over IPv6)",
           "large packets are dropped or fragmented between pods (TCP stalls)",
           "restart flanneld after changing the underlay MTU; then re-create pods"),
     Check("ip-forward", "net.ipv4.ip_forward is 1",
           "the host does not forward pod traffic at all",
           "sysctl -w net.ipv4.ip_forward=1 (persist it in /etc/sysctl.d/)"),
+    Check("ip6-forward", "IPv6 enabled: net.ipv6.conf.all.forwarding is 1",
+          "the host does not forward IPv6 pod traffic at all",
+          "sysctl -w net.ipv6.conf.all.forwarding=1 (persist it in /etc/sysctl.d/)"),
     Check("rp-filter", "rp_filter is not strict (1) on the flannel device or the CNI bridge",
           "replies arriving on another interface than the route back are dropped",
           "sysctl -w net.ipv4.conf.all.rp_filter=2 (loose), and the same for the device"),
@@ -75,8 +108,37 @@ class Finding:
     status: str
     detail: str
     lines: tuple[str, ...] = ()
+    fix: str = ""  # this finding's own what-to-do (naming the device, the value), else the check's
+
+    @property
+    def what_to_do(self) -> str:
+        return self.fix or BY_NAME[self.check].fix
 
     def as_dict(self) -> dict[str, Any]:
-        fix = BY_NAME[self.check].fix if self.status in (WARN, FAIL) else None
+        fix = self.what_to_do if self.status in (WARN, FAIL) else None
         return {"check": self.check, "status": self.status, "detail": self.detail,
                 "lines": list(self.lines), "fix": fix}
+
+
+def peer_findings(checks: dict[str, PeerCheck], strays: list[str],
+                  names: tuple[str, str, str] = ("peers", "skipped", "strays"),
+                  family: str = "") -> list[Finding]:
+    """The peers / skipped / strays findings of one family's verdicts."""
+    bad = {k: ch for k, ch in checks.items() if ch.state in (MISSING, PARTIAL, STALE)}
+    odd = {k: ch for k, ch in checks.items() if ch.state in (SKIPPED, UNREACHABLE)}
+    good = len(checks) - len(bad) - len(odd)
+    sfx = f" for {family}" if family else ""
+
+    def lines(found: dict[str, PeerCheck]) -> tuple[str, ...]:
+        return tuple(f"{k}: {ch.state}: {'; '.join(ch.problems)}"
+                     for k, ch in sorted(found.items()))
+
+    return [Finding(names[0], FAIL if bad else OK,
+                    f"{len(bad)} of {len(checks)} peers not programmed{sfx}" if bad
+                    else f"{good} peers programmed{sfx}", lines(bad)),
+            Finding(names[1], WARN if odd else OK,
+                    f"{len(odd)} leases not used{sfx}" if odd else "every lease is used",
+                    lines(odd)),
+            Finding(names[2], WARN if strays else OK,
+                    f"{len(strays)} entries no lease wants" if strays else "none",
+                    tuple(strays))]

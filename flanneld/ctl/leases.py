@@ -1,9 +1,16 @@
 """List the cluster's subnet leases, and reserve or release subnets (keys without a TTL).
 
   flannelctl leases                                   # every lease: expiry or "reservation"
+  flannelctl leases --json                            # both families: subnet, ipv6_subnet, ...
   flannelctl leases reserve 10.5.77.0/24 --public-ip 192.168.64.3
   flannelctl leases release 10.5.77.0/24              # delete the reservation
   flannelctl leases release 10.5.77.0/24 --ttl 86400  # or turn it into an ordinary lease
+
+The listing shows both families: the IPv4 subnet and PublicIP, and, when the
+network enables IPv6 or any lease has an IPv6 part, the IPv6 subnet,
+PublicIPv6 and the VtepMAC of BackendV6Data. An IPv6-only lease (key
+`&<v6 net>-<len>`, PublicIP 0.0.0.0) shows `-` for its IPv4 columns. reserve
+and release name a lease by its IPv4 subnet.
 
 A reservation is flannel's (Documentation/reservations.md): the lease key with
 no etcd lease attached, so it never expires; the node whose PublicIP it names
@@ -156,18 +163,55 @@ async def _release(o: Any, args: argparse.Namespace) -> str:
         await client.close()
 
 
+def shows_v6(cluster: c.Cluster) -> bool:
+    """IPv6 columns: the config enables IPv6, or some lease has an IPv6 part anyway."""
+    if cluster.config is not None and cluster.config.enable_ipv6:
+        return True
+    return any(r.lease is not None and (r.lease.ipv6_subnet is not None
+                                        or r.lease.attrs.public_ipv6 is not None)
+               for r in cluster.leases)
+
+
+def lease_cells(row: c.LeaseRow, v6: bool) -> list[str]:
+    """One row of the listing; pure. An IPv6-only lease has `-` for its IPv4 columns."""
+    lease = row.lease
+    if lease is None:  # an undecodable key or value: the key as it is, and why
+        return [row.key, *(["-"] * (6 if v6 else 3)), c.human_ttl(row), row.problem]
+    attrs = lease.attrs
+    v4 = lease.ipv4_subnet
+    cells = [str(v4) if v4 else "-"]
+    if v6:
+        cells.append(str(lease.ipv6_subnet) if lease.ipv6_subnet else "-")
+    cells.append(str(attrs.public_ip) if v4 or not attrs.public_ip.is_unspecified else "-")
+    if v6:
+        cells.append(str(attrs.public_ipv6) if attrs.public_ipv6 else "-")
+    cells += [attrs.backend_type or "-", attrs.vtep_mac or "-"]
+    if v6:
+        cells.append(c.vtep_mac_v6(attrs) or "-")
+    return [*cells, c.human_ttl(row), row.problem]
+
+
 def render(cluster: c.Cluster) -> str:
     if cluster.error:
         return f"etcd unreachable: {cluster.error}"
-    rows = [[r.key, str(r.lease.attrs.public_ip) if r.lease else "-",
-             (r.lease.attrs.backend_type or "-") if r.lease else "-",
-             (r.lease.attrs.vtep_mac or "-") if r.lease else "-", c.human_ttl(r),
-             r.problem or ""] for r in cluster.leases]
-    net = f"network {cluster.config.network}" if cluster.config else cluster.config_error
+    v6 = shows_v6(cluster)
+    config = cluster.config
+    if config is None:
+        net = cluster.config_error
+    else:
+        parts = [f"network {config.ipv4_network}" if config.ipv4_network else "IPv6-only"]
+        if config.enable_ipv6:
+            parts.append(f"IPv6 network {config.ipv6_network}")
+        net = ", ".join(parts)
     reserved = sum(r.reservation for r in cluster.leases)
+    only6 = sum(1 for r in cluster.leases if r.lease is not None and r.lease.ipv4_subnet is None)
+    counts = f"{reserved} reservations" + (f", {only6} IPv6-only" if only6 else "")
+    headers = ["SUBNET", *(["IPv6 SUBNET"] if v6 else []), "PUBLIC IP",
+               *(["PUBLIC IPv6"] if v6 else []), "BACKEND", "VTEP MAC",
+               *(["VTEP MAC (v6)"] if v6 else []), "EXPIRES", "PROBLEM"]
     return "\n".join([
-        f"{cluster.prefix}: {net}; {len(cluster.leases)} leases ({reserved} reservations)", "",
-        c.table(["SUBNET KEY", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES", "PROBLEM"], rows)])
+        f"{cluster.prefix}: {net}; {len(cluster.leases)} leases ({counts})", "",
+        c.table(headers, [lease_cells(r, v6) for r in cluster.leases])])
 
 
 def run(args: argparse.Namespace) -> int:
