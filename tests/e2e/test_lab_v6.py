@@ -24,12 +24,6 @@ from netns_lab.netns import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
-IPV6_ONLY_PENDING = (
-    "IPv6-only (EnableIPv4: false) needs the daemon's IPv6-only commit (backends/ and "
-    "flanneld/daemon.py, another engineer's), not yet in `git log`; remove this skip once "
-    "it has landed")
-
-
 @dataclass(frozen=True)
 class Case:
     example: str
@@ -49,10 +43,8 @@ CASES = {c.example: c for c in (
 
 
 def _param(example: str) -> Any:
-    marks = [pytest.mark.xdist_group(f"lab-{CASES[example].tag}")]
-    if example == "ipv6-only":
-        marks.append(pytest.mark.skip(reason=IPV6_ONLY_PENDING))
-    return pytest.param(example, marks=marks, id=example)
+    return pytest.param(example, marks=pytest.mark.xdist_group(f"lab-{CASES[example].tag}"),
+                        id=example)
 
 
 @dataclass
