@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,7 @@ from backends.state import (
     vxlan_mtu,
 )
 from backends.vxlan6 import Vxlan6Plane
-from backends.vxlan_link import link_state, random_mac
+from backends.vxlan_link import link_state, no_accept_ra, random_mac
 from core.config import VxlanConfig
 from core.lease import Lease, LeaseAttrs, vxlan_backend_data
 from netlink import messages as m
@@ -201,7 +202,7 @@ class VxlanBackend(Engine):
                               f"set {self.name} up")
                 if not result.added.get("device") and not result.repaired.get("device"):
                     self._count(result, "device")
-            call_in_netns(self.netns, self._no_accept_ra)
+            call_in_netns(self.netns, partial(no_accept_ra, self.name))
         except (NetlinkError, OSError) as exc:
             result.errors.append(f"device {self.name}: {exc}")
             return False
@@ -288,11 +289,6 @@ class VxlanBackend(Engine):
                 result.count("repaired", "address")
             else:
                 result.count("added", "address")
-
-    def _no_accept_ra(self) -> None:
-        path = Path(f"/proc/sys/net/ipv6/conf/{self.name}/accept_ra")
-        if path.exists() and path.read_text().strip() != "0":
-            path.write_text("0")
 
     # --- a peer holds our VtepMAC -------------------------------------------------------
 

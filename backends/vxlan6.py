@@ -31,6 +31,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from backends.state import (
     incompatibility,
     route_matches,
 )
-from backends.vxlan_link import link_state, random_mac
+from backends.vxlan_link import link_state, no_accept_ra, random_mac
 from core.config import VxlanConfig
 from core.lease import Lease, LeaseError, check_vxlan_attrs, is_peer, vxlan_backend_data
 from netlink import messages as m
@@ -204,18 +205,14 @@ class Vxlan6Plane:
             self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(link.index, mtu=self.mtu),
                           f"set {self.name} MTU {self.mtu}")
             result.count("repaired" if self.dev_index else "added", "mtu")
-        call_in_netns(self.netns, self._no_accept_ra)  # before up: no RA-made addresses
+        # before up: no addresses made from router adverts
+        call_in_netns(self.netns, partial(no_accept_ra, self.name))
         if not link.up:
             self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(link.index, up=True),
                           f"set {self.name} up")
         self.macs.keep(self.mac or link.mac)
         self.dev_index = link.index
         return link
-
-    def _no_accept_ra(self) -> None:
-        path = Path(f"/proc/sys/net/ipv6/conf/{self.name}/accept_ra")
-        if path.exists() and path.read_text().strip() != "0":
-            path.write_text("0")
 
     def _ensure_address(self, own: Lease, result: ReconcileResult) -> None:
         assert own.ipv6_subnet is not None

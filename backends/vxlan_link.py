@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from pathlib import Path
 
 from backends.state import LinkState
 from netlink import messages as m
@@ -41,3 +42,10 @@ def _local(v4: bytes | None, v6: bytes | None) -> str | None:
     if v6 and len(v6) == 16:
         return socket.inet_ntop(socket.AF_INET6, v6)
     return None
+
+
+def no_accept_ra(name: str) -> None:
+    """`accept_ra` 0 on a device, as flannel sets it (no addresses made from adverts)."""
+    path = Path(f"/proc/sys/net/ipv6/conf/{name}/accept_ra")
+    if path.exists() and path.read_text().strip() != "0":
+        path.write_text("0")
