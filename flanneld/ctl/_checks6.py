@@ -127,9 +127,11 @@ def check_peers6(view: NodeView) -> list[Finding]:
     v6 = _v6(view)
     names = ("v6-peers", "v6-skipped", "v6-strays")
     own = view.own.lease if view.own else None
-    if own is None or own.ipv6_subnet is None or not view.ext_index:
-        why = ("no IPv6 subnet in our lease" if own is not None else
-               "no lease or interface found" if view.subnet_env else "no subnet.env")
+    why = ("no subnet.env" if view.subnet_env is None else "no lease of ours in etcd"
+           if own is None else "no IPv6 subnet in our lease" if own.ipv6_subnet is None
+           else "external interface not found (no device, no interface with our address)"
+           if not view.ext_index else "")
+    if why:
         return [Finding(n, SKIP, why) for n in names]
     return peer_findings(v6.checks, v6.strays, names, "IPv6")
 

@@ -61,8 +61,11 @@ def check_cluster(cluster: c.Cluster) -> list[Finding]:
     if cluster.config_error:
         out.append(Finding("network-config", FAIL, cluster.config_error))
     else:
-        out.append(Finding("network-config", OK, f"network {cluster.config.network}, backend "
-                           f"{cluster.config.backend_type}"))
+        cfg = cluster.config
+        nets = [f"network {cfg.ipv4_network}"] if cfg.ipv4_network is not None else []
+        nets += [f"IPv6 network {cfg.ipv6_network}"] if cfg.enable_ipv6 else []
+        out.append(Finding("network-config", OK, f"{', '.join(nets)}, backend "
+                           f"{cfg.backend_type}"))
     return out
 
 

@@ -165,6 +165,18 @@ def test_ipv6_only_nodes_skip_the_ipv4_checks() -> None:
     cl, _ = node([])
     findings = doctor.check_lease(cl, view)
     assert findings[0].detail == "FLANNEL_IPV6_SUBNET=fc00:9:0:5::1/64, FLANNEL_MTU=1430"
+    view.ext_index = 0
+    assert {(f.status, f.detail) for f in v6.check_peers6(view)} == {
+        (SKIP, "external interface not found (no device, no interface with our address)")}
+
+
+def test_network_config_names_both_networks() -> None:
+    cl, _ = node([])
+    assert doctor.check_cluster(cl)[1].detail == (
+        "network 10.9.0.0/16, IPv6 network fc00:9::/48, backend vxlan")
+    assert cl.config is not None
+    cl.config = dataclasses.replace(cl.config, ipv4_network=None, enable_ipv4=False)
+    assert doctor.check_cluster(cl)[1].detail == "IPv6 network fc00:9::/48, backend vxlan"
 
 
 def test_every_v6_check_is_documented() -> None:
