@@ -55,6 +55,25 @@ def plot_all(data: dict[str, Any], out: Path) -> list[Path]:
                  if k in g]
         made.append(bars(out / "throughput.png", "pod-to-pod TCP (iperf3), median",
                          names, [g[k]["median"] for k in names], "Gbit/s", 0))
+    if p := data.get("programming_dualstack"):
+        ms = p["initial_programming_ms"]
+        made.append(bars(out / "programming_dualstack.png",
+                         f"{p['peers']} dual-stack vxlan peers: initial programming",
+                         ["ip -batch + bridge -batch (ref)", "pyflannel", "pyroute2, per entry"],
+                         [ms["ip_bridge_batch"]["median"], ms["ours"]["median"],
+                          ms["pyroute2_per_call"]["median"]], "ms (median)", 0))
+    if c := data.get("cni_latency_dualstack"):
+        f = c["figures"]
+        names = [k for k in ("ref", "ours", "ref-masq", "ours-masq", "fallback") if k in f]
+        made.append(bars(out / "cni_latency_dualstack.png",
+                         "dual-stack CNI ADD latency, p50 (ref: bridge + host-local, 2 ranges)",
+                         names, [f[k]["ADD"]["p50"] for k in names], "ms", 0))
+    if t := data.get("throughput_ipv6"):
+        g = t["gbit_per_s"]
+        names = [k for k in ("veth6", "hand6-vxlan", "lab6-vxlan", "hand6-hostgw", "lab6-hostgw")
+                 if k in g]
+        made.append(bars(out / "throughput_ipv6.png", "pod-to-pod TCP over IPv6 (iperf3), median",
+                         names, [g[k]["median"] for k in names], "Gbit/s", 0))
     if r := data.get("flanneld_resources"):
         refs = r["references_rss_mb"]
         made.append(bars(out / "flanneld_resources.png", "resident memory",

@@ -34,7 +34,28 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "daemon_latency": (["--events", "200"], ["--events", "30"]),
     "throughput": (["--seconds", "5", "--runs", "3"], ["--seconds", "2", "--runs", "1"]),
     "flanneld_resources": ([], ["--idle", "10"]),
+    # dual stack (issue 12): modes of the scripts above, and IPv6 throughput
+    "programming_dualstack": (["--dual-stack"], ["--dual-stack", "--rounds", "3",
+                                                 "--events", "50"]),
+    "cni_latency_dualstack": (["--dual-stack", "--masq"], ["--dual-stack", "--n", "20",
+                                                           "--rounds", "2"]),
+    "throughput_ipv6": (["--seconds", "5", "--runs", "3"], ["--seconds", "2", "--runs", "1"]),
 }
+# suite name -> (script under bench/, what it measures) where the two differ
+MODES: dict[str, tuple[str, str]] = {
+    "programming_dualstack": ("programming", "programming 1000 dual-stack vxlan peers "
+                              "(IPv4 and IPv6 neighbour, FDB entry and route each) against "
+                              "`ip -batch` + `bridge -batch` (`--dual-stack`)."),
+    "cni_latency_dualstack": ("cni_latency", "CNI ADD/DEL latency with a dual-stack "
+                              "subnet.env against bridge + host-local with two range sets "
+                              "(`--dual-stack`)."),
+    "throughput_ipv6": ("throughput6", "pod-to-pod TCP throughput over IPv6 (iperf3) "
+                        "through dual-stack pyflannel, against the same path built by hand."),
+}
+
+
+def script(name: str) -> str:
+    return MODES[name][0] if name in MODES else name
 
 
 def ratios(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -62,6 +83,17 @@ def ratios(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                  f"{d['add_ms']['kernel']['p99']}"}
     if t := data.get("throughput"):
         out["throughput"] = dict(t["ratios"])
+    if p := data.get("programming_dualstack"):
+        e = p["events_with_peers_present"]["add_ms"]
+        out["programming_dualstack"] = {
+            "initial programming, pyflannel / ip+bridge -batch": p["ratio_ours_vs_ip_batch"],
+            "one dual-stack event, backend only, p50 / p99 ms": f"{e['p50']} / {e['p99']}"}
+    if c := data.get("cni_latency_dualstack"):
+        f = c["figures"]
+        out["cni_latency_dualstack"] = {**c["ratios"], "ADD p50 ms, ours / ref":
+                                        f"{f['ours']['ADD']['p50']} / {f['ref']['ADD']['p50']}"}
+    if t := data.get("throughput_ipv6"):
+        out["throughput_ipv6"] = dict(t["ratios"])
     if r := data.get("flanneld_resources"):
         n, refs = r["flanneld_n_peers"], r["references_rss_mb"]
         out["flanneld_resources"] = {
@@ -99,8 +131,10 @@ def markdown(summary: dict[str, Any], pngs: list[Path]) -> str:
         lines += ["", *sb.get("notes", [])]
     lines += ["", "What each one measures (the script's docstring has the method):", ""]
     for name in summary["ratios"]:
-        doc = (ROOT / "bench" / f"{name}.py").read_text().split('"""')[1].strip().split("\n")[0]
-        lines.append(f"- `bench/{name}.py`: {doc}")
+        what = MODES[name][1] if name in MODES else (ROOT / "bench" / f"{name}.py").read_text(
+        ).split('"""')[1].strip().split("\n")[0]
+        lines.append(f"- `bench/{script(name)}.py`" + (f" ({name})" if name in MODES else "")
+                     + f": {what}")
     lines.append("")
     for png in pngs:
         lines += [f"![{png.stem}](bench/{png.name})", ""]
@@ -120,8 +154,8 @@ def main() -> int:
     failed = []
     for name in ([] if args.plots_only else (args.only or list(SUITE))):
         full, quick = SUITE[name]
-        argv = [sys.executable, str(ROOT / "bench" / f"{name}.py"), *(quick if args.quick
-                                                                         else full)]
+        argv = [sys.executable, str(ROOT / "bench" / f"{script(name)}.py"),
+                *(quick if args.quick else full)]
         print(f"== {name}: {' '.join(argv[1:])}", flush=True)
         if subprocess.run(argv, cwd=ROOT).returncode != 0:
             failed.append(name)
