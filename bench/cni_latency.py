@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def v6_of(subnet: str) -> str:
     """The IPv6 /64 a dual-stack variant pairs with an IPv4 /24: 10.5.52.x -> fd00:5:52::."""
     _, b, c, _ = subnet.split("/")[0].split(".")
-    return f"fd00:{int(b):x}:{int(c):x}::"
+    return IPv6Address(f"fd00:{int(b):x}:{int(c):x}::").compressed
 
 
 def ref_ranges(subnet: str, dual_stack: bool) -> tuple[list[Any], list[dict[str, str]]]:
