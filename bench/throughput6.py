@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -179,6 +180,7 @@ def main() -> int:
         for lab in labs.values():
             subprocess.run([*LAB, "--name", lab, "down"], capture_output=True, timeout=120)
         box.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
     med = {k: round(statistics.median(v), 3) for k, v in samples.items()}
     result = {
         "benchmark": NAME, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": before,
