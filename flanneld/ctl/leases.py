@@ -10,7 +10,9 @@ The listing shows both families: the IPv4 subnet and PublicIP, and, when the
 network enables IPv6 or any lease has an IPv6 part, the IPv6 subnet,
 PublicIPv6 and the VtepMAC of BackendV6Data. An IPv6-only lease (key
 `&<v6 net>-<len>`, PublicIP 0.0.0.0) shows `-` for its IPv4 columns. reserve
-and release name a lease by its IPv4 subnet.
+and release name a lease by its IPv4 subnet and find its key with or without an
+IPv6 part (`10.5.77.0-24` or `10.5.77.0-24&<v6>-<len>`); a new reservation of a
+free subnet has an IPv4 key only.
 
 A reservation is flannel's (Documentation/reservations.md): the lease key with
 no etcd lease attached, so it never expires; the node whose PublicIP it names
@@ -113,12 +115,31 @@ def plan_reserve(args: argparse.Namespace, existing: dict[str, Any] | None) -> t
     return "convert", value
 
 
+def pick_key(names: list[str], subnet: IPv4Network) -> str | None:
+    """Among the key names under `<prefix>/subnets/<a.b.c.d>-<len>`, the one lease key of
+    `subnet`: IPv4-only or dual-stack (`...&<v6>-<len>`); pure. Two of them: Refused."""
+    v4 = subnet_key(subnet)
+    found = sorted(n for n in names if n == v4 or n.startswith(v4 + "&"))
+    if len(found) > 1:
+        raise Refused(f"{subnet} has {len(found)} lease keys ({', '.join(found)}); delete "
+                      "the stale one with etcdctl first")
+    return found[0] if found else None
+
+
+async def _find(client: Any, prefix: str, subnet: IPv4Network) -> tuple[str, Any]:
+    """The full key of `subnet`'s lease (IPv4-only if none exists yet) and its KeyValue."""
+    v4 = subnet_key(subnet)
+    rows = {kv.key.decode("utf-8", "replace").rsplit("/", 1)[-1]: kv
+            for kv in await client.list_prefix(f"{prefix}/{v4}")}
+    name = pick_key(list(rows), subnet)
+    return f"{prefix}/{name or v4}", rows.get(name) if name else None
+
+
 async def _reserve(o: Any, args: argparse.Namespace) -> str:
     client = c.etcd_client(o)
     try:
         prefix = join_key(o.etcd_prefix, "subnets")
-        key = f"{prefix}/{subnet_key(args.subnet)}"
-        kv = await client.get(key)
+        key, kv = await _find(client, prefix, args.subnet)
         existing = None if kv is None else {"value": bytes(kv.value), "lease": int(kv.lease),
                                             "mod": int(kv.mod_revision)}
         action, value = plan_reserve(args, existing)
@@ -142,8 +163,7 @@ async def _reserve(o: Any, args: argparse.Namespace) -> str:
 async def _release(o: Any, args: argparse.Namespace) -> str:
     client = c.etcd_client(o)
     try:
-        key = f"{join_key(o.etcd_prefix, 'subnets')}/{subnet_key(args.subnet)}"
-        kv = await client.get(key)
+        key, kv = await _find(client, join_key(o.etcd_prefix, "subnets"), args.subnet)
         if kv is None:
             raise Refused(f"{key} does not exist: nothing to release")
         if int(kv.lease) != 0 and not args.force:

@@ -274,6 +274,25 @@ def test_netns_lab_capture_decodes_the_same(vxlan: Cluster) -> None:
     check_ping6_in_vxlan6(packets, h2, h1)
 
 
+def test_a_dual_stack_lease_is_reserved_and_released_by_its_ipv4_subnet(vxlan: Cluster
+                                                                        ) -> None:
+    h1, h2 = vxlan.hosts
+    key = status(vxlan, h2)["lease"]["key"]
+    assert "&" in key
+    ctl(vxlan, h1, "leases", "reserve", str(h2.subnet), "--public-ip", h2.ip)
+
+    def h2_lease(reserved: bool) -> bool:
+        s = status(vxlan, h2)
+        return bool(s["ready"] and s["lease"] is not None and s["lease"]["key"] == key
+                    and s["lease"]["reservation"] is reserved
+                    and s["ipv6"]["subnet"] == str(subnet6(h2)))
+    wait_for(lambda: h2_lease(True), 20, interval=0.5, what="h2 to adopt its reservation")
+    out = ctl(vxlan, h1, "leases", "release", str(h2.subnet)).stdout
+    assert f"{key}: released" in out
+    wait_for(lambda: h2_lease(False), 20, interval=0.5,
+             what="h2 to hold its dual-stack key with a TTL lease again")
+
+
 # --- host-gw ----------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from argparse import Namespace
 from ipaddress import IPv6Network
 
+import pytest
 from ctl_v6_data import (
     DEV6,
     EXT,
@@ -174,3 +175,12 @@ def test_leases_listing_stays_narrow_without_ipv6() -> None:
     assert not leases.shows_v6(cl)
     cells = leases.lease_cells(cl.leases[0], False)
     assert cells == ["10.9.52.0/24", "192.168.100.2", "vxlan", "0e:00:00:00:00:05", "30s", ""]
+
+
+def test_reserve_and_release_find_a_dual_stack_key_by_its_ipv4_subnet() -> None:
+    names = ["10.9.52.0-24&fc00:9:0:7::-64", "10.9.52.0-240", "10.9.52.0-2"]
+    assert leases.pick_key(names, PEER4) == "10.9.52.0-24&fc00:9:0:7::-64"
+    assert leases.pick_key(["10.9.52.0-24"], PEER4) == "10.9.52.0-24"
+    assert leases.pick_key([], PEER4) is None
+    with pytest.raises(leases.Refused, match="2 lease keys"):
+        leases.pick_key(["10.9.52.0-24", "10.9.52.0-24&fc00:9:0:7::-64"], PEER4)
