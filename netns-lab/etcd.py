@@ -53,7 +53,7 @@ def etcdctl_binary() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -74,9 +74,9 @@ class EtcdMember:
 
     def __post_init__(self) -> None:
         if not self.client_port:
-            self.client_port = free_port() if self.netns is None else 2379
+            self.client_port = free_port(self.host) if self.netns is None else 2379
         if not self.peer_port:
-            self.peer_port = free_port() if self.netns is None else 2380
+            self.peer_port = free_port(self.host) if self.netns is None else 2380
         if not self.cluster:
             self.cluster = {self.name: self.peer_url}
 

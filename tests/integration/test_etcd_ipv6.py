@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 from etcd_helpers import put_config
-from netns_lab.etcd import EtcdMember
+from netns_lab.etcd import EtcdMember, free_port
 from netns_lab.netns import Sandbox
 
 from core.lease import LeaseAttrs, vxlan_backend_data
@@ -26,28 +24,6 @@ from flanneld.subnet_manager import EtcdSubnetManager
 pytestmark = pytest.mark.etcd
 
 DUAL = '{"EnableIPv6":true,"Network":"10.5.0.0/16","IPv6Network":"fd00:10:5::/48"}'
-
-
-def free_port6() -> int:
-    with socket.socket(socket.AF_INET6) as s:
-        s.bind(("::1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Etcd6(EtcdMember):
-    """An EtcdMember on [::1]: URLs with brackets, probes with the bare address."""
-
-    host: str = "[::1]"
-
-    def __post_init__(self) -> None:
-        self.client_port = self.client_port or free_port6()
-        self.peer_port = self.peer_port or free_port6()
-        super().__post_init__()
-
-    def _tcp_open(self) -> bool:
-        with socket.create_connection(("::1", self.client_port), timeout=1):
-            return True
 
 
 @pytest.fixture
@@ -100,7 +76,7 @@ def acquire_and_watch(url: str, prefix: str, cafile: str | None = None
 
 def test_ipv6_literal_endpoint_reaches_etcd(sandbox: Sandbox, etcd_prefix: str,
                                             members: list[EtcdMember]) -> None:
-    member = Etcd6(sandbox, f"six{free_port6() % 100000}")
+    member = EtcdMember(sandbox, f"six{free_port('::1') % 100000}", host="::1")
     members.append(member)
     member.start()
     assert member.client_url.startswith("http://[::1]:")
@@ -117,7 +93,7 @@ def test_ipv6_literal_endpoint_with_tls(sandbox: Sandbox, etcd_prefix: str, tmp_
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed")
     make_pki6(tmp_path)
-    member = Etcd6(sandbox, f"six{free_port6() % 100000}", extra_args=(
+    member = EtcdMember(sandbox, f"six{free_port('::1') % 100000}", host="::1", extra_args=(
         f"--cert-file={tmp_path / 'server.pem'}", f"--key-file={tmp_path / 'server.key'}"))
     members.append(member)
     member.start()
