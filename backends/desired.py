@@ -267,6 +267,11 @@ def keep_last_good(out: Outcome, last_good: PeerEntries | None) -> Outcome:
     return Outcome(last_good, skipped=out.skipped + "; keeping its last good entries")
 
 
+def is_own(lease: Lease, own: Lease) -> bool:
+    """Our own lease (any version of it): never a peer."""
+    return lease.key == own.key or not is_peer(lease.peer_key, own.peer_key)
+
+
 def desired_state(own: Lease, peers: Iterable[Lease], ctx: PeerContext,
                   backend_type: str, previous: Desired | None = None) -> Desired:
     """The whole desired table set for `backend_type` ("vxlan" or "host-gw").

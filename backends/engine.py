@@ -27,12 +27,9 @@ from backends.desired import (
     Outcome,
     PeerContext,
     PeerEntries,
-    combine,
-    keep_last_good,
-    patch,
 )
+from backends.memo import DesiredMemo
 from backends.state import (
-    Keys,
     Plan,
     RouteScope,
     RouteSpec,
@@ -70,11 +67,7 @@ class Engine:
         self._applied: Tables | None = None  # what the kernel holds of ours, as last seen/applied
         self._main: tuple[MainRoute, ...] = ()  # routes we do not own, for on-link decisions
         self._own_key: str | None = None
-        # Per lease object (by id): (lease, key, outcome); the outcome of our own lease is None.
-        self._seen: dict[int, tuple[Lease, str, Outcome | None]] = {}
-        self._memo_ctx: PeerContext | None = None
-        self._desired: Desired | None = None
-        self._last_good: dict[str, PeerEntries] = {}
+        self._memo: DesiredMemo[PeerContext] = DesiredMemo(self._outcome)
         self._programmed: set[str] = set()
         self._failed: set[tuple[str, Any]] = set()  # ops that failed on the last run
         self._skip_log = OnceLog()
@@ -116,6 +109,14 @@ class Engine:
                 self._applied = self._desired = None  # the next run starts from a dump
                 log.warning("%s reconcile failed: %s", self.backend_type, exc)
                 return ReconcileResult(full=full, errors=[f"{self.backend_type}: {exc}"])
+
+    @property
+    def _desired(self) -> Desired | None:
+        return self._memo.desired
+
+    @_desired.setter
+    def _desired(self, value: Desired | None) -> None:
+        self._memo.desired = value
 
     @property
     def network(self) -> IPv4Network:
@@ -167,7 +168,7 @@ class Engine:
             assert previous is not None
             base = previous
         self._own_key = own.key
-        desired, keys, changed = self._update_desired(own, peers, full=full)
+        desired, keys, changed = self._memo.update(own, peers, self._context(own), full=full)
         plan = diff(desired.tables, base, keys)
         plan.fdb_del[:0] = pre_deletes
         if full:
@@ -194,56 +195,6 @@ class Engine:
         self._skip_log.update(result.skipped, f"{self.backend_type}: skipping lease")
         self._unreach_log.update(result.unreachable, f"{self.backend_type}: peer unreachable")
         return result
-
-    def _update_desired(self, own: Lease, peers: list[Lease], *, full: bool
-                        ) -> tuple[Desired, Keys | None, dict[str, Outcome | None]]:
-        """The desired state, the table keys to diff (None: all), and the changed leases.
-
-        Outcomes are memoised per lease object, so an event recomputes only the
-        leases that changed, and (unless a full run) patches the previous desired
-        state instead of rebuilding it. A lease that turns unusable keeps the
-        entries of its last good version (`keep_last_good`): a bad write in etcd
-        never cuts a working peer off.
-        """
-        ctx = self._context(own)
-        rebuild = full or self._desired is None or ctx != self._memo_ctx
-        old = self._seen if ctx == self._memo_ctx else {}
-        seen: dict[int, tuple[Lease, str, Outcome | None]] = {}
-        changes: dict[str, Outcome | None] = {}
-        for lease in peers:
-            hit = old.get(id(lease))
-            if hit is None or hit[0] is not lease:
-                key = lease.key
-                out = None
-                if lease.subnet != own.subnet:
-                    out = keep_last_good(self._outcome(lease, ctx), self._last_good.get(key))
-                    changes[key] = out
-                hit = (lease, key, out)
-            seen[id(lease)] = hit
-        if changes or len(seen) != len(old):
-            for lid, (_, key, out) in old.items():
-                if lid not in seen and out is not None and key not in changes:
-                    changes[key] = None
-        self._seen, self._memo_ctx = seen, ctx
-        for key, out in changes.items():
-            if out is not None and out.entries is not None:
-                self._last_good[key] = out.entries
-            elif out is None:
-                self._last_good.pop(key, None)
-
-        keys: Keys | None = None
-        # Taken before `patch`, which may leave the desired state half-updated on a clash.
-        incumbents = dict(self._desired.peers) if self._desired is not None else None
-        if not rebuild:
-            assert self._desired is not None
-            keys = patch(self._desired, changes) if changes else Keys()
-        if keys is None:
-            # The last desired peers are the incumbents: a clash never displaces them.
-            self._desired = combine(((key, out) for _, key, out in seen.values()
-                                     if out is not None),
-                                    incumbents)
-        assert self._desired is not None
-        return self._desired, keys, changes
 
     def _dump(self) -> tuple[Tables, list[tuple[str, None]]]:
         """Our entries as the kernel has them, and the main-table routes we do not own."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Address
 from typing import NamedTuple
 
 RTPROT_BOOT = 3  # what flannel's netlink library sends by default; `ip route` hides it
@@ -199,6 +199,19 @@ class RouteScope:
 
 def ip_to_int(ip: str) -> int:
     return int.from_bytes(socket.inet_aton(ip), "big")
+
+
+_ZERO80 = bytes(10)
+
+
+def fmt6(addr: IPv6Address | bytes) -> str:
+    """`IPv6Address(addr).compressed` (RFC 5952), through inet_ntop: ~10x faster, and it
+    runs several times per peer. Below ::/80 inet_ntop writes the embedded-IPv4 forms
+    (::ffff:1.2.3.4), which ipaddress does not: those go the slow way."""
+    packed = addr if isinstance(addr, bytes) else addr.packed
+    if packed[:10] == _ZERO80:
+        return IPv6Address(packed).compressed
+    return socket.inet_ntop(socket.AF_INET6, packed)
 
 
 # --- the vxlan device ----------------------------------------------------------------------

@@ -266,9 +266,9 @@ class VxlanBackend(Engine):
             self._applied.routes = {
                 cidr: tuple(r._replace(oif=new) if r.oif == old else r for r in routes)
                 for cidr, routes in self._applied.routes.items()}
-        self._last_good = {
+        self._memo.last_good = {
             key: e._replace(route=(e.route[0], e.route[1]._replace(oif=new)))
-            if e.route[1].oif == old else e for key, e in self._last_good.items()}
+            if e.route[1].oif == old else e for key, e in self._memo.last_good.items()}
 
     def _ensure_addresses(self, own: Lease, link: LinkState, result: ReconcileResult) -> None:
         rows = self.nl.dump(m.RTM_GETADDR, m.addr_dump_body(link.index), m.parse_addr,

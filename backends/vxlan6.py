@@ -30,7 +30,6 @@ import errno
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -38,12 +37,14 @@ from typing import Any
 
 from backends import vtep_mac
 from backends.base import ExternalInterface, ReconcileResult
+from backends.desired import Desired
+from backends.desired6 import Connected6, PeerContext6, desired6_state, vxlan6_outcome
 from backends.macstore import MacStore
-from backends.plane6 import Connected6, onlink6
+from backends.memo import DesiredMemo
+from backends.routes6 import dump_routes6, route6_body
 from backends.state import (
     LinkState,
     Plan,
-    RouteSpec,
     Tables,
     VxlanDeviceSpec,
     apply_plan,
@@ -53,7 +54,7 @@ from backends.state import (
 )
 from backends.vxlan_link import link_state, no_accept_ra, random_mac
 from core.config import VxlanConfig
-from core.lease import Lease, LeaseError, check_vxlan_attrs, is_peer, vxlan_backend_data
+from core.lease import Lease, LeaseError, check_vxlan_attrs, vxlan_backend_data
 from netlink import messages as m
 from netlink.rtnl import NetlinkError, RtNetlink, call_in_netns
 
@@ -67,53 +68,15 @@ def vxlan6_mtu(ext_mtu: int, config_mtu: int | None) -> int:
     return (config_mtu or ext_mtu) - VXLAN6_OVERHEAD
 
 
-@dataclass
-class Desired6:
-    tables: Tables = field(default_factory=Tables)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
 def desired6(own: Lease, peers: Iterable[Lease], network6: IPv6Network, vni: int,
              dev_index: int, *, direct_routing: bool = False, ext_index: int = 0,
-             connected: Iterable[Connected6] = ()) -> Desired6:
+             connected: Iterable[Connected6] = ()) -> Desired:
     """Each usable IPv6 vxlan peer's neighbour, FDB entry and onlink route (DirectRouting
     and on a connected prefix of the external interface: one direct route instead)."""
-    out = Desired6()
-    connected = tuple(connected)
-    t = out.tables
-    for p in peers:
-        if p.key == own.key or not is_peer(p.peer_key, own.peer_key):
-            continue
-        if p.attrs.backend_type != "vxlan":
-            continue  # the IPv4 side reports it
-        sub6, ip6 = p.ipv6_subnet, p.attrs.public_ipv6
-        if sub6 is None or ip6 is None or p.attrs.backend_v6_data is None:
-            what = ("IPv6 subnet" if sub6 is None else "PublicIPv6" if ip6 is None
-                    else "BackendV6Data")
-            out.skipped[p.key] = f"has no {what} (a node not yet dual-stack?): IPv4 only"
-            continue
-        if not sub6.subnet_of(network6):
-            out.skipped[p.key] = f"IPv6 subnet {sub6} is outside the IPv6Network {network6}"
-            continue
-        try:
-            peer_vni, mac = check_vxlan_attrs(p.attrs, v6=True)
-        except LeaseError as exc:
-            out.skipped[p.key] = str(exc)
-            continue
-        if peer_vni != vni:
-            out.skipped[p.key] = f"IPv6 VNI {peer_vni} differs from ours ({vni})"
-            continue
-        gw, cidr = sub6.network_address.compressed, str(sub6)
-        if mac in t.fdb or cidr in t.routes or ip6 == own.attrs.public_ipv6:
-            out.skipped[p.key] = "its IPv6 VtepMAC, subnet or PublicIPv6 is already taken"
-            continue
-        if direct_routing and onlink6(connected, ip6) == ext_index:
-            t.routes[cidr] = (RouteSpec(ip6.compressed, 0),)  # the kernel picks the device
-            continue
-        t.neighs[gw] = mac
-        t.fdb[mac] = (ip6.compressed,)
-        t.routes[cidr] = (RouteSpec(gw, dev_index, onlink=True),)
-    return out
+    return desired6_state(own, peers, PeerContext6(
+        network6, own.ipv6_subnet, own.attrs.public_ipv6, ext_index,
+        connected=tuple(connected), vni=vni, dev_index=dev_index,
+        direct_routing=direct_routing), "vxlan")
 
 
 def _encode(dev: int, kind: str, op: Any) -> tuple[int, int, bytes]:
@@ -125,11 +88,7 @@ def _encode(dev: int, kind: str, op: Any) -> tuple[int, int, bytes]:
         return m.RTM_DELNEIGH, 0, m.neigh6_body(dev, op, None)
     if kind == "fdb6-":
         return m.RTM_DELNEIGH, 0, m.fdb6_body(dev, op[0], op[1])
-    cidr, spec = op
-    net = IPv6Network(cidr)
-    body = m.route6_body(str(net.network_address), net.prefixlen, spec.gateway, spec.oif,
-                         onlink=spec.onlink, proto=spec.proto if kind == "route6-" else 3,
-                         delete=kind == "route6-")
+    body = route6_body(op[0], op[1], kind == "route6-")
     return (m.RTM_DELROUTE, 0, body) if kind == "route6-" else (m.RTM_NEWROUTE, _REPLACE, body)
 
 
@@ -153,6 +112,7 @@ class Vxlan6Plane:
         self._connected: tuple[Connected6, ...] = ()  # the IPv6 prefixes on each interface
         self.mac: str | None = None  # the MAC in our lease's BackendV6Data
         self._applied: Tables | None = None
+        self._memo: DesiredMemo[PeerContext6] = DesiredMemo(vxlan6_outcome)
         self.skipped: dict[str, str] = {}
         self.public_ipv6 = ext.public_ipv6
         self.mac_changed = False  # set when we gave our MAC up; the backend re-publishes
@@ -163,6 +123,7 @@ class Vxlan6Plane:
     def forget(self) -> None:
         """After a failure: the next run starts from a dump."""
         self._applied = None
+        self._memo.forget()
 
     def backend_v6_data(self) -> dict[str, Any]:
         link = self.ensure_device(ReconcileResult())
@@ -246,40 +207,29 @@ class Vxlan6Plane:
             if (r.ifindex == dev and r.state & m.NUD_PERMANENT and r.flags & m.NTF_SELF
                     and r.mac and r.dst and ":" in r.dst):
                 t.fdb[r.mac] = (*t.fdb.get(r.mac, ()), r.dst)
-        connected = []
-        for e in self.nl.dump(m.RTM_GETROUTE, m.route_dump_body(m.RT_TABLE_MAIN, m.AF_INET6),
-                              m.parse_route_entry, m.RTM_NEWROUTE):
-            if e.table != m.RT_TABLE_MAIN or e.rtype != m.RTN_UNICAST:
-                continue
-            dst = IPv6Network((e.dst or bytes(16), e.dst_len))
-            if not e.gateway:
-                if e.oif:
-                    connected.append(Connected6(dst, e.oif))
-                continue
-            # ours: in the IPv6Network, via the device (onlink) or, direct, via the ext one
-            if dst.subnet_of(self.network6) and e.oif in (dev, self.ext_index):
-                spec = RouteSpec(IPv6Address(e.gateway).compressed, e.oif, onlink=e.oif == dev)
-                t.routes[str(dst)] = (*t.routes.get(str(dst), ()), spec)
-        self._connected = tuple(connected)
+        routes, self._connected = dump_routes6(self.nl, self.network6, (dev, self.ext_index),
+                                               onlink_oif=dev)
+        t.routes = routes.routes
         return t
 
     def reconcile(self, own: Lease, peers: list[Lease], result: ReconcileResult, *,
                   full: bool) -> int:
         """Bring the device and the peers' entries in line; the peers programmed."""
         if full or self._applied is None:
-            self.ensure_device(result)
+            self.ensure_device(result)  # a new device forgets what we applied
             self._ensure_address(own, result)
-            base, previous = self.dump(), self._applied
+            base, previous, full = self.dump(), self._applied, True
         else:
             base = previous = self._applied
-        want = desired6(own, peers, self.network6, self.vni, self.dev_index,
-                        direct_routing=self.direct_routing, ext_index=self.ext_index,
-                        connected=self._connected)
+        ctx = PeerContext6(self.network6, own.ipv6_subnet, own.attrs.public_ipv6,
+                           self.ext_index, connected=self._connected, vni=self.vni,
+                           dev_index=self.dev_index, direct_routing=self.direct_routing)
+        want, keys, _ = self._memo.update(own, peers, ctx, full=full)
         # A peer with our MAC is in the desired FDB table: an O(1) look before the O(N) one.
         if self.mac is not None and self.mac in want.tables.fdb \
                 and self._yield_mac(own, peers):
             return self.reconcile(own, peers, result, full=True)  # the device has a new MAC
-        plan = diff(want.tables, base)
+        plan = diff(want.tables, base, keys)
         first = [("route6-", op) for op in plan.route_del] + \
             [("neigh6-", op) for op in plan.neigh_del] + [("fdb6-", op) for op in plan.fdb_del] \
             + [("neigh6", op) for op in plan.neigh_set] + [("fdb6", op) for op in plan.fdb_set]

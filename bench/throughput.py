@@ -134,53 +134,71 @@ def paired(samples: dict[str, list[float]], ours: str, ref: str) -> float:
                                                          strict=True)), 3)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+def measure(box: Sandbox, paths: dict[str, tuple[str, str, str]], runs: int,
+            seconds: float) -> dict[str, list[float]]:
+    """`runs` rounds over every path in turn, so that each pair is measured back to back."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for name, (server, client, server_ip) in paths.items():
+            samples.setdefault(name, []).append(iperf(box, server, client, server_ip, seconds))
+    return samples
+
+
+def report(name: str, title: str, samples: dict[str, list[float]], args: argparse.Namespace,
+           before: dict[str, object], tag: str) -> None:
+    """Print and save the medians and ratios. The samples are keyed veth{tag},
+    hand{tag}-vxlan, lab{tag}-vxlan, hand{tag}-hostgw and lab{tag}-hostgw; `tag` also
+    names the family in the ratios ("" for IPv4, "6" for IPv6)."""
+    med = {k: round(statistics.median(v), 3) for k, v in samples.items()}
+    fam = " v6" if tag else ""
+    ratios: dict[str, float] = {}
+    for kind, label in (("vxlan", "vxlan"), ("hostgw", "host-gw")):
+        lab, hand = f"lab{tag}-{kind}", f"hand{tag}-{kind}"
+        # Headline: the median of per-run ratios of back-to-back pairs. iperf3 on a shared
+        # VM drifts by 2-4x between runs; a pair measured seconds apart cancels the drift.
+        ratios[f"{label}{fam}: pyflannel / by hand"] = paired(samples, lab, hand)
+        ratios[f"{label}{fam}: ratio of medians"] = round(med[lab] / med[hand], 3)
+        ratios[f"{label}{fam} / plain veth"] = round(med[lab] / med[f"veth{tag}"], 3)
+    result = {
+        "benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": before,
+        "loadavg_after": list(os.getloadavg()), "seconds": args.seconds, "runs": args.runs,
+        "gbit_per_s": {k: {"median": med[k], "runs": [round(x, 3) for x in v]}
+                       for k, v in samples.items()},
+        "ratios": ratios, "goal": GOAL,
+    }
+    print(f"{title}, iperf3 {args.seconds:g} s x {args.runs}, median Gbit/s:")
+    for k, v in med.items():
+        print(f"  {k:13} {v:7.2f}")
+    for k, v in ratios.items():
+        print(f"  {k:33} {v:.3f}")
+    save(name, result)
+
+
+def parse_args(doc: str | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=9)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = parse_args(__doc__)
     if not is_root():
         return 1
     before = machine()
     box = Sandbox.scratch()
     labs = {"vxlan": f"tp{os.getpid() % 10000}v", "hostgw": f"tp{os.getpid() % 10000}h"}
-    samples: dict[str, list[float]] = {}
     try:
         paths = {"veth": build_veth(box), "hand-vxlan": build_hand(box, "vxlan"),
                  "lab-vxlan": lab_up(labs["vxlan"], "default"),
                  "hand-hostgw": build_hand(box, "hostgw"),
                  "lab-hostgw": lab_up(labs["hostgw"], "hostgw-l2")}  # pairs back to back
-        for _ in range(args.runs):
-            for name, (server, client, server_ip) in paths.items():
-                samples.setdefault(name, []).append(
-                    iperf(box, server, client, server_ip, args.seconds))
+        samples = measure(box, paths, args.runs, args.seconds)
     finally:
         for lab in labs.values():
             subprocess.run([*LAB, "--name", lab, "down"], capture_output=True, timeout=120)
         box.cleanup()
-    med = {k: round(statistics.median(v), 3) for k, v in samples.items()}
-    result = {
-        "benchmark": NAME, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": before,
-        "loadavg_after": list(os.getloadavg()), "seconds": args.seconds, "runs": args.runs,
-        "gbit_per_s": {k: {"median": med[k], "runs": [round(x, 3) for x in v]}
-                       for k, v in samples.items()},
-        # Headline: the median of per-run ratios of back-to-back pairs. iperf3 on a shared
-        # VM drifts by 2-4x between runs; a pair measured seconds apart cancels the drift.
-        "ratios": {"vxlan: pyflannel / by hand": paired(samples, "lab-vxlan", "hand-vxlan"),
-                   "host-gw: pyflannel / by hand": paired(samples, "lab-hostgw", "hand-hostgw"),
-                   "vxlan: ratio of medians": round(med["lab-vxlan"] / med["hand-vxlan"], 3),
-                   "host-gw: ratio of medians":
-                       round(med["lab-hostgw"] / med["hand-hostgw"], 3),
-                   "vxlan / plain veth": round(med["lab-vxlan"] / med["veth"], 3),
-                   "host-gw / plain veth": round(med["lab-hostgw"] / med["veth"], 3)},
-        "goal": GOAL,
-    }
-    print(f"pod-to-pod TCP, iperf3 {args.seconds:g} s x {args.runs}, median Gbit/s:")
-    for k, v in med.items():
-        print(f"  {k:12} {v:7.2f}")
-    for k, v in result["ratios"].items():
-        print(f"  {k:30} {v:.3f}")
-    save(NAME, result)
+    report(NAME, "pod-to-pod TCP", samples, args, before, "")
     return 0
 
 

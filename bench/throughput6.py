@@ -23,15 +23,12 @@ Run as root: .venv/bin/python bench/throughput6.py [--seconds 3 --runs 9]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
@@ -39,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "netns-lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import is_root, machine, save  # noqa: E402
+from benchlib import is_root, machine  # noqa: E402
 from netns_lab.netns import Sandbox, ip, run, wait_for  # noqa: E402
-from throughput import GOAL, LAB, iperf, paired  # noqa: E402
+from throughput import LAB, measure, parse_args, report  # noqa: E402
 
 from flanneld.masq import RuleParams, render_transaction  # noqa: E402
 
@@ -154,17 +151,13 @@ def reachable(client: str, server_ip: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--runs", type=int, default=9)
-    args = ap.parse_args()
+    args = parse_args(__doc__)
     if not is_root():
         return 1
     before = machine()
     box = Sandbox.scratch()
     tmp = Path(tempfile.mkdtemp(prefix="pyflannel-tp6-"))
     labs = {"vxlan": f"pflb6{os.getpid() % 10000}v", "hostgw": f"pflb6{os.getpid() % 10000}h"}
-    samples: dict[str, list[float]] = {}
     try:
         paths = {"veth6": build_veth6(box), "hand6-vxlan": build_hand6(box, "vxlan"),
                  "lab6-vxlan": lab_up6(labs["vxlan"], "vxlan", tmp),
@@ -172,38 +165,13 @@ def main() -> int:
                  "lab6-hostgw": lab_up6(labs["hostgw"], "hostgw", tmp)}  # pairs back to back
         for _server, client, server_ip in paths.values():
             reachable(client, server_ip)
-        for _ in range(args.runs):
-            for name, (server, client, server_ip) in paths.items():
-                samples.setdefault(name, []).append(
-                    iperf(box, server, client, server_ip, args.seconds))
+        samples = measure(box, paths, args.runs, args.seconds)
     finally:
         for lab in labs.values():
             subprocess.run([*LAB, "--name", lab, "down"], capture_output=True, timeout=120)
         box.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-    med = {k: round(statistics.median(v), 3) for k, v in samples.items()}
-    result = {
-        "benchmark": NAME, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": before,
-        "loadavg_after": list(os.getloadavg()), "seconds": args.seconds, "runs": args.runs,
-        "gbit_per_s": {k: {"median": med[k], "runs": [round(x, 3) for x in v]}
-                       for k, v in samples.items()},
-        # as throughput.py: the median of per-run ratios of back-to-back pairs
-        "ratios": {"vxlan v6: pyflannel / by hand": paired(samples, "lab6-vxlan", "hand6-vxlan"),
-                   "host-gw v6: pyflannel / by hand":
-                       paired(samples, "lab6-hostgw", "hand6-hostgw"),
-                   "vxlan v6: ratio of medians": round(med["lab6-vxlan"] / med["hand6-vxlan"], 3),
-                   "host-gw v6: ratio of medians":
-                       round(med["lab6-hostgw"] / med["hand6-hostgw"], 3),
-                   "vxlan v6 / plain veth": round(med["lab6-vxlan"] / med["veth6"], 3),
-                   "host-gw v6 / plain veth": round(med["lab6-hostgw"] / med["veth6"], 3)},
-        "goal": GOAL,
-    }
-    print(f"pod-to-pod TCP over IPv6, iperf3 {args.seconds:g} s x {args.runs}, median Gbit/s:")
-    for k, v in med.items():
-        print(f"  {k:13} {v:7.2f}")
-    for k, v in result["ratios"].items():
-        print(f"  {k:33} {v:.3f}")
-    save(NAME, result)
+    report(NAME, "pod-to-pod TCP over IPv6", samples, args, before, "6")
     return 0
 
 

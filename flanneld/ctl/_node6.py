@@ -18,7 +18,8 @@ from pathlib import Path
 from backends import peerstate, vxlan6
 from backends import plane6 as hostgw6
 from backends.desired import Desired, PeerEntries
-from backends.state import LinkState, RouteSpec, Tables
+from backends.routes6 import dump_routes6
+from backends.state import LinkState, Tables
 from backends.vxlan_link import link_state
 from core.lease import Lease
 from netlink import messages as m
@@ -103,32 +104,14 @@ def _dump_vxlan6(nl: RtNetlink, dev: int, network6: IPv6Network) -> Tables:
         if (r.ifindex == dev and r.state & m.NUD_PERMANENT and r.flags & m.NTF_SELF
                 and r.mac and r.dst and ":" in r.dst):
             t.fdb[r.mac] = (*t.fdb.get(r.mac, ()), r.dst)
-    for e in nl.dump(m.RTM_GETROUTE, m.route_dump_body(m.RT_TABLE_MAIN, m.AF_INET6),
-                     m.parse_route_entry, m.RTM_NEWROUTE):
-        if e.table != m.RT_TABLE_MAIN or e.oif != dev or not e.gateway:
-            continue
-        dst = IPv6Network((e.dst or bytes(16), e.dst_len))
-        if dst.subnet_of(network6):
-            spec = RouteSpec(IPv6Address(e.gateway).compressed, dev, onlink=True)
-            t.routes[str(dst)] = (*t.routes.get(str(dst), ()), spec)
+    t.routes = dump_routes6(nl, network6, (dev,), onlink_oif=dev)[0].routes
     return t
 
 
 def _dump_routes6(nl: RtNetlink, network6: IPv6Network, ext_index: int
                   ) -> tuple[Tables, tuple[hostgw6.Connected6, ...]]:
     """host-gw's IPv6 routes (the scope Route6Plane reconciles) and the on-link prefixes."""
-    t, connected = Tables(), []
-    for r in nl.dump(m.RTM_GETROUTE, m.route_dump_body(m.RT_TABLE_MAIN, m.AF_INET6),
-                     m.parse_route_entry, m.RTM_NEWROUTE):
-        if r.table != m.RT_TABLE_MAIN or r.rtype != m.RTN_UNICAST:
-            continue
-        dst = IPv6Network((r.dst or bytes(16), r.dst_len))
-        if r.gateway and hostgw6.owns6(network6, dst, r.oif, True, ext_index):
-            spec = RouteSpec(IPv6Address(r.gateway).compressed, r.oif)
-            t.routes[str(dst)] = (*t.routes.get(str(dst), ()), spec)
-        elif not r.gateway and r.oif:
-            connected.append(hostgw6.Connected6(dst, r.oif))
-    return t, tuple(connected)
+    return dump_routes6(nl, network6, (ext_index,))
 
 
 # --- judging (pure) --------------------------------------------------------------------------
@@ -138,31 +121,12 @@ def desired_entries6(own: Lease, peers: list[Lease], v6: View6, backend: str, vn
                      ext_index: int, ext_name: str) -> Desired:
     """Per peer, the IPv6 entries the backend programs (or why it does not); pure."""
     assert v6.network is not None
-    out = Desired(Tables(), {})
     if backend == "vxlan":
         dev = v6.device.index if v6.device else 0
-        want = vxlan6.desired6(own, peers, v6.network, vni, dev)
-        out.tables, out.skipped = want.tables, dict(want.skipped)
-        for p in peers:
-            sub6 = p.ipv6_subnet
-            if sub6 is None or p.key in out.skipped or str(sub6) not in want.tables.routes:
-                continue
-            gw = sub6.network_address.compressed
-            mac = want.tables.neighs.get(gw)
-            if mac is None:
-                continue
-            out.peers[p.key] = PeerEntries((gw, mac), (mac, want.tables.fdb[mac][0]),
-                                           (str(sub6), want.tables.routes[str(sub6)][0]))
-    elif backend == "host-gw":
-        hg = hostgw6.desired6(own, peers, v6.network, ext_index, ext_name, v6.connected)
-        out.tables.routes = dict(hg.routes)
-        out.skipped, out.unreachable = dict(hg.skipped), dict(hg.unreachable)
-        for p in peers:
-            sub6 = p.ipv6_subnet
-            if sub6 is not None and p.key not in out.skipped and p.key not in out.unreachable \
-                    and str(sub6) in hg.routes:
-                out.peers[p.key] = PeerEntries(None, None, (str(sub6), hg.routes[str(sub6)][0]))
-    return out
+        return vxlan6.desired6(own, peers, v6.network, vni, dev)
+    if backend == "host-gw":
+        return hostgw6.desired6(own, peers, v6.network, ext_index, ext_name, v6.connected)
+    return Desired(Tables(), {})
 
 
 def judge6(own: Lease, peers: list[Lease], v6: View6, backend: str, vni: int, ext_index: int,

@@ -6,7 +6,7 @@ The vxlan expectations are flannel's interop vector D (flannel-compat.md).
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,6 +33,7 @@ from backends.state import (
     address_changes,
     apply_plan,
     diff,
+    fmt6,
     incompatibility,
     ip_to_int,
     vxlan_mtu,
@@ -308,3 +309,14 @@ def test_patching_equals_rebuilding(before: dict[int, tuple[int, bool]],
             if before_tables.neighs.get(ip) != rebuilt.tables.neighs.get(ip)} <= keys.neighs
     assert {c for c in before_tables.routes.keys() | rebuilt.tables.routes.keys()
             if before_tables.routes.get(c) != rebuilt.tables.routes.get(c)} <= keys.routes
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.integers(0, 2**128 - 1),
+                 # the corner cases: zero runs of every length and place, ::/80 forms
+                 st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xABC]), min_size=8,
+                          max_size=8).map(lambda w: int.from_bytes(
+                              b"".join(x.to_bytes(2, "big") for x in w), "big"))))
+def test_fmt6_writes_what_ipaddress_writes(n: int) -> None:
+    addr = IPv6Address(n)
+    assert fmt6(addr) == addr.compressed

@@ -7,7 +7,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from backends.plane6 import Connected6, desired6, onlink6, owns6, route6_body
+from backends.plane6 import Connected6, desired6, onlink6, route6_body
+from backends.routes6 import in_network6
 from backends.state import RouteSpec
 from core.lease import Lease, LeaseAttrs
 from netlink import messages as m
@@ -31,14 +32,14 @@ OWN = lease(1)
 
 def test_a_dual_stack_peer_gets_flannels_route() -> None:
     d = desired6(OWN, [OWN, lease(2), lease(3)], NET6, EXT, "eth0", LINK)
-    assert d.routes == {"fc00:5:0:2::/64": (RouteSpec("fd72:0:0:64::2", EXT),),
+    assert d.tables.routes == {"fc00:5:0:2::/64": (RouteSpec("fd72:0:0:64::2", EXT),),
                         "fc00:5:0:3::/64": (RouteSpec("fd72:0:0:64::3", EXT),)}
     assert d.skipped == {} and d.unreachable == {}
 
 
 def test_a_v4_only_peer_is_said_once_and_left_to_ipv4() -> None:
     d = desired6(OWN, [lease(2, ip6=None, sub6=None), lease(3, ip6=None)], NET6, EXT, "eth0", LINK)
-    assert d.routes == {}
+    assert d.tables.routes == {}
     assert set(d.skipped) == {lease(2).key.split("&")[0], lease(3).key}
     assert d.skipped[lease(2).key.split("&")[0]].startswith("has no IPv6 subnet")
     assert d.skipped[lease(3).key].startswith("has no PublicIPv6")
@@ -51,7 +52,7 @@ def test_off_segment_outside_and_own_address() -> None:
     outside = lease(6, sub6="fc00:6:0:{n}::/64")
     mine = lease(7, ip6="fd72:0:0:64::1")
     d = desired6(OWN, [far, nowhere, outside, mine], NET6, EXT, "eth0", LINK)
-    assert d.routes == {}
+    assert d.tables.routes == {}
     assert set(d.unreachable) == {far.key, nowhere.key}
     assert "one L2 segment" in d.unreachable[far.key]
     assert "outside the IPv6Network" in d.skipped[outside.key]
@@ -60,7 +61,7 @@ def test_off_segment_outside_and_own_address() -> None:
 
 def test_a_vxlan_peer_is_the_ipv4_sides_to_report() -> None:
     d = desired6(OWN, [lease(2, backend="vxlan")], NET6, EXT, "eth0", LINK)
-    assert d.routes == {} and d.skipped == {} and d.unreachable == {}
+    assert d.tables.routes == {} and d.skipped == {} and d.unreachable == {}
 
 
 def test_onlink_is_the_longest_prefix() -> None:
@@ -70,12 +71,12 @@ def test_onlink_is_the_longest_prefix() -> None:
     assert onlink6(wide, IPv6Address("2001:db8::1")) is None
 
 
-def test_ownership() -> None:
-    inside = IPv6Network("fc00:5:0:9::/64")
-    assert owns6(NET6, inside, EXT, True, EXT)
-    assert not owns6(NET6, inside, EXT, False, EXT)  # the CNI bridge's route
-    assert not owns6(NET6, inside, 7, True, EXT)  # another interface's
-    assert not owns6(NET6, IPv6Network("fd99::/64"), EXT, True, EXT)  # outside the network
+def test_inside_the_network_on_ints_agrees_with_ipaddress() -> None:
+    for net in ("fc00:5:0:9::/64", "fc00:5::/48", "fc00:5::/47", "fc00:4::/64", "fd99::/64",
+                "::/0", "fc00:5:0:9::1/128"):
+        dst = IPv6Network(net)
+        assert in_network6(NET6, dst.network_address.packed, dst.prefixlen) == \
+            dst.subnet_of(NET6), net
 
 
 def test_request_bytes_read_by_pyroute2() -> None:
@@ -103,6 +104,6 @@ def test_ipv6_only_peers_are_told_apart_by_their_v6_subnet() -> None:
     # every IPv6-only lease has no IPv4 subnet and PublicIP 0.0.0.0: neither may merge them
     own = v6only(1)
     d = desired6(own, [own, v6only(2), v6only(3)], NET6, EXT, "eth0", LINK)
-    assert d.routes == {"fc00:5:0:2::/64": (RouteSpec("fd72:0:0:64::2", EXT),),
+    assert d.tables.routes == {"fc00:5:0:2::/64": (RouteSpec("fd72:0:0:64::2", EXT),),
                         "fc00:5:0:3::/64": (RouteSpec("fd72:0:0:64::3", EXT),)}
     assert d.skipped == {} and d.unreachable == {}
