@@ -32,14 +32,14 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "programming": ([], ["--rounds", "3", "--events", "50"]),
     "cni_latency": (["--masq"], ["--n", "20", "--rounds", "2"]),
     "daemon_latency": (["--events", "200"], ["--events", "30"]),
-    "throughput": (["--seconds", "5", "--runs", "3"], ["--seconds", "2", "--runs", "1"]),
+    "throughput": (["--seconds", "3", "--runs", "9"], ["--seconds", "2", "--runs", "1"]),
     "flanneld_resources": ([], ["--idle", "10"]),
     # dual stack (issue 12): modes of the scripts above, and IPv6 throughput
     "programming_dualstack": (["--dual-stack"], ["--dual-stack", "--rounds", "3",
                                                  "--events", "50"]),
     "cni_latency_dualstack": (["--dual-stack", "--masq"], ["--dual-stack", "--n", "20",
                                                            "--rounds", "2"]),
-    "throughput_ipv6": (["--seconds", "5", "--runs", "3"], ["--seconds", "2", "--runs", "1"]),
+    "throughput_ipv6": (["--seconds", "3", "--runs", "9"], ["--seconds", "2", "--runs", "1"]),
 }
 # suite name -> (script under bench/, what it measures) where the two differ
 MODES: dict[str, tuple[str, str]] = {
