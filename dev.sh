@@ -9,7 +9,8 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 APT_PACKAGES=(iproute2 nftables iputils-ping iperf3 containernetworking-plugins podman runc
-              procps ethtool python3-venv kmod busybox-static openssl)
+              procps ethtool python3-venv kmod busybox-static openssl
+              wireguard-go wireguard-tools)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
