@@ -103,7 +103,7 @@ class Pinger:
 
     def __init__(self, lab: Lab, src: str, dst: str, interval: float = PING_INTERVAL,
                  family: int = 4) -> None:
-        self.lab, self.src, self.dst = lab, src, dst
+        self.lab, self.src, self.dst, self.family = lab, src, dst, family
         s, d = pod_by_label(lab, src, family), pod_by_label(lab, dst, family)
         self.name = f"ping-{s.host}{s.name}-{d.host}{d.name}" + ("-6" if family == 6 else "")
         self.log = lab.state_dir / f"{self.name}.log"

@@ -74,6 +74,22 @@ def lab_topology(hosts: int = 3, pods_on: tuple[str, ...] = ("h1", "h2", "h3"),
     }
 
 
+IPV6_NETWORK = "fc00:244::/48"
+
+
+def with_ipv6(topo: dict[str, Any]) -> dict[str, Any]:
+    """A scenario's lab made dual stack (`netns-lab scenario --dual-stack`): the network
+    gets EnableIPv6 and an IPv6Network, the default segment then an IPv6 subnet too, and
+    every ping of the scenario runs in both families."""
+    net = dict(topo.get("network") or {})
+    if not any(k.lower() == "enableipv6" for k in net):
+        net["EnableIPv6"] = True
+    if not any(k.lower() == "ipv6network" for k in net):
+        net["IPv6Network"] = IPV6_NETWORK
+    return {**topo, "network": net,
+            "description": f"{topo.get('description', 'scenario lab')}, dual stack"}
+
+
 @dataclass
 class Run:
     """What a scenario function works with: the lab, a place for figures and checks."""
@@ -98,7 +114,8 @@ class Run:
         pingers: list[Pinger] = []
         try:
             for src, dst in pairs:
-                pingers.append(Pinger(self.lab, src, dst))
+                for family in self.lab.topology.families:  # a dual-stack lab: both, at once
+                    pingers.append(Pinger(self.lab, src, dst, family=family))
             self._pingers += pingers
             yield
         finally:
@@ -107,8 +124,10 @@ class Run:
                 self._pingers.remove(p)
             target = self.figures if into is None else into
             target.update(ping_figures(stats))
-            for s in stats:
-                self.say(f"  ping {s.src} -> {s.dst}: {s.sent} sent, {s.lost} lost, "
+            two = len(self.lab.topology.families) > 1
+            for p, s in zip(pingers, stats, strict=True):
+                fam = f" (IPv{p.family})" if two else ""
+                self.say(f"  ping {s.src} -> {s.dst}{fam}: {s.sent} sent, {s.lost} lost, "
                          f"longest gap {s.longest_gap_s:.2f}s, {s.pps:.0f}/s")
 
     def stop_pingers(self) -> None:
@@ -131,10 +150,12 @@ class _Timed(Progress):
 
 
 def run_scenario(sc: Scenario, lab_name: str, stream: TextIO = sys.stderr, *,
-                 quiet: bool = False, keep: bool = False) -> dict[str, Any]:
+                 quiet: bool = False, keep: bool = False, dual_stack: bool = False
+                 ) -> dict[str, Any]:
     """Bring the scenario's lab up, run it, take the lab down; its figures and checks."""
     name = sc.name
-    topo = topology.parse(sc.topology, f"scenario {name}")
+    topo = topology.parse(with_ipv6(sc.topology) if dual_stack else sc.topology,
+                          f"scenario {name}")
 
     def say(text: str) -> None:
         if not quiet:
@@ -170,6 +191,7 @@ def run_scenario(sc: Scenario, lab_name: str, stream: TextIO = sys.stderr, *,
             build.down(lab_name)
     ok = not error and all(c["ok"] for c in run.checks)
     return {"scenario": name, "summary": sc.summary, "goal": sc.goal,
-            "hosts": len(topo.hosts), "lab_up_s": round(sum(progress.times.values()), 2),
+            "hosts": len(topo.hosts), "families": list(topo.families),
+            "lab_up_s": round(sum(progress.times.values()), 2),
             **run.figures, "checks": run.checks, "error": error, "ok": ok,
             "took_s": round(time.monotonic() - t0, 1)}

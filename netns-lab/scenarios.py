@@ -48,6 +48,6 @@ def names() -> list[str]:
 
 
 def run_scenario(name: str, lab_name: str, stream: TextIO = sys.stderr, *, quiet: bool = False,
-                 keep: bool = False) -> dict[str, Any]:
+                 keep: bool = False, dual_stack: bool = False) -> dict[str, Any]:
     """Bring scenario `name`'s lab up, run it, take the lab down; its figures and checks."""
-    return _run(get(name), lab_name, stream, quiet=quiet, keep=keep)
+    return _run(get(name), lab_name, stream, quiet=quiet, keep=keep, dual_stack=dual_stack)

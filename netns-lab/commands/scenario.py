@@ -3,9 +3,10 @@
 `scenario NAME` brings up the lab the scenario needs (named by --name), runs the
 fault, waits for the recovery and prints packets lost, time to recover and data
 lost, then each goal as passed or failed; the lab is taken down afterwards
-(--keep leaves it). `--list` names the scenarios, `--all` runs every one, and
-`--report FILE` writes the table of docs/reliability.md there, with the figures
-as JSON beside it (and into --json-out). Exit 1 if any goal failed.
+(--keep leaves it). `--dual-stack` runs it on a dual-stack lab, pinging in both
+families. `--list` names the scenarios, `--all` runs every one, and `--report FILE`
+writes the table of docs/reliability.md there, with the figures as JSON beside it
+(and into --json-out). Exit 1 if any goal failed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-out", metavar="FILE", type=Path, action="append", default=[],
                    help="also save the figures as JSON here (repeatable)")
     p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    p.add_argument("--dual-stack", action="store_true",
+                   help="run the scenario on a dual-stack lab, pinging in both families")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in names:
         result = scenarios.run_scenario(name, args.name, sys.stderr, quiet=args.quiet,
-                                           keep=args.keep)
+                                           keep=args.keep, dual_stack=args.dual_stack)
         results.append(result)
         if not args.json:
             print(render_result(result), flush=True)

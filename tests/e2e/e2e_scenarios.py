@@ -14,11 +14,11 @@ from netns_lab.scenario_report import render_result
 RESULTS = Path(os.environ.get("PYFLANNEL_SCENARIO_RESULTS", "/tmp/pyflannel-scenarios"))
 
 
-def run_scenario(name: str, timeout: float = 300) -> dict[str, Any]:
+def run_scenario(name: str, timeout: float = 300, *extra: str) -> dict[str, Any]:
     """`netns-lab scenario NAME --json` in a lab owned by this test; its result dict."""
     run = LabRun("")
     try:
-        proc = run.cli("scenario", name, "--json", "-q", check=False, timeout=timeout)
+        proc = run.cli("scenario", name, "--json", "-q", *extra, check=False, timeout=timeout)
     finally:
         left = run.close()
     assert left == {}, f"the scenario left behind: {left}"
@@ -27,7 +27,7 @@ def run_scenario(name: str, timeout: float = 300) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(proc.stdout)
     print(render_result(result))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}{'-dual-stack' if extra else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
     failed = [c for c in result["checks"] if not c["ok"]]
     assert not result["error"] and not failed, render_result(result)
     assert proc.returncode == 0, proc.stderr

@@ -17,6 +17,13 @@ def test_kill9_and_restart_lose_no_packet(name: str) -> None:
     assert r["kernel_entries_changed"] == 0 and r["data_lost"] == 0
 
 
+def test_kill9_on_a_dual_stack_lab_loses_nothing_in_either_family() -> None:
+    r = run_scenario("flanneld-kill9", 300, "--dual-stack")
+    assert r["families"] == [4, 6]
+    assert r["packets_lost"] == 0 and r["packets_sent"] > 0
+    assert r["kernel_entries_changed"] == 0 and r["data_lost"] == 0
+
+
 def test_lease_deleted_by_hand_is_reacquired() -> None:
     r = run_scenario("lease-deleted")
     assert r["data_lost"] == 0  # the same subnet again

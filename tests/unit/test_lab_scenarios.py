@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from netns_lab import scenarios
 from netns_lab.measure import entries_changed, parse_ping, ping_figures
+from netns_lab.scenario_kit import with_ipv6
 from netns_lab.scenario_report import BEGIN, END, merge, render_report, render_result
 from netns_lab.topology import parse
 
@@ -96,3 +97,12 @@ def test_merge_replaces_by_scenario_and_keeps_order() -> None:
     merged = merge([result("a"), result("b")], [result("b", lost=1), result("c")])
     assert [r["scenario"] for r in merged] == ["a", "b", "c"]
     assert merged[1]["packets_lost"] == 1
+
+
+def test_every_scenario_also_parses_as_a_dual_stack_lab() -> None:
+    for name in scenarios.names():
+        raw = scenarios.get(name).topology
+        topo = parse(with_ipv6(raw), name)
+        assert topo.families == (4, 6), name
+        assert all(s.subnet6 is not None for s in topo.segments), name
+        assert parse(raw, name).families == (4,)  # the scenario's own stays IPv4
