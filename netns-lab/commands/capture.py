@@ -1,11 +1,13 @@
-"""Decode a host's underlay traffic: outer IPs, VXLAN VNI and inner IPs, or plain IP (host-gw).
+"""Decode a host's underlay traffic: VXLAN (outer, VNI, inner), plain IP, or WireGuard's envelope.
 
 Captures inside the host's namespace on its eth0 (or --iface) until -c packets
 were shown or --timeout seconds passed, IPv4 and IPv6 alike: VXLAN over IPv4
 (flannel.<VNI>) or over IPv6 (flannel-v6.<VNI>, shown as VXLAN6), inner IPv4 or
 IPv6. etcd traffic, ARP, IPv6 neighbour discovery and non-IP frames are hidden
-unless --all. The decoder is flannelctl trace's (flanneld/capture.py). Try it
-while `netns-lab ping` runs.
+unless --all. WireGuard (the wireguard backend) shows as `WG` lines: outer IPs, UDP
+to the listen port, message type, indexes and length; the pod packet inside is
+ciphertext. The decoder is flannelctl trace's (flanneld/capture.py,
+flanneld/ctl/wgwire.py). Try it while `netns-lab ping` runs.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ def run(args: argparse.Namespace) -> int:
     kind, _ = lab.resolve(args.host)
     if kind not in ("host", "router", "etcd"):
         raise LabError(f"capture runs on a host, router or etcd member, not a {kind}")
-    port = lab.topology.network.get("Backend", {}).get("Port")
+    backend = lab.topology.network.get("Backend", {})
     argv = [sys.executable, "-m", "netns_lab.capture", "--iface", args.iface or "eth0",
             "--label", args.host, "-c", str(args.count), "--timeout", str(args.timeout)]
-    if isinstance(port, int) and port:
-        argv += ["--port", str(port)]
+    wireguard = lab.topology.backend_type.lower() == "wireguard"
+    ports = {"ListenPort": "--wg-port", "ListenPortV6": "--wg-port"} if wireguard else {
+        "Port": "--port"}
+    for key, flag in ports.items():
+        port = backend.get(key)
+        if isinstance(port, int) and port:
+            argv += [flag, str(port)]
     argv += ["--all"] * args.all + ["--json"] * args.json
     enter = lab.enter(args.host)  # a host: its network and mount namespaces
     os.execvp(enter[0], [*enter, *argv])
