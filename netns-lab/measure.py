@@ -201,7 +201,7 @@ def peer_states(lab: Lab, host: str, leases: list[Lease]) -> dict[str, str]:
     """For each lease not our own: how `host`'s kernel reaches it (observe.peer_state),
     keyed by its IPv4 subnet; and by its IPv6 subnet in a network that runs IPv6."""
     v6 = lab.topology.enable_ipv6
-    view = observe.kernel_view(lab.ns(host), v6)
+    view = observe.host_view(lab, host)
     out = observe.peers_of(lab, host, leases, view) if lab.topology.enable_ipv4 else {}
     return {**out, **(observe.peers6_of(lab, host, leases, view) if v6 else {})}
 
@@ -209,7 +209,7 @@ def peer_states(lab: Lab, host: str, leases: list[Lease]) -> dict[str, str]:
 def programmed_everywhere(lab: Lab, leases: list[Lease], hosts: list[str] | None = None) -> bool:
     hosts = hosts or lab.topology.host_names
     states = observe.parallel(lambda h: peer_states(lab, h, leases), hosts)
-    return all(s in ("vxlan", "direct") for st in states for s in st.values())
+    return all(s in observe.OK_PEER for st in states for s in st.values())
 
 
 def kernel_peer_set(lab: Lab, host: str) -> set[str]:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from netns_lab.etcd import etcdctl_binary
 from netns_lab.lab import Lab
 from netns_lab.netns import in_netns, list_netns, run
+from netns_lab.wgview import read_devices, wg_state
 
 from backends.desired import PeerEntries
 from backends.peerstate import (
@@ -36,6 +37,7 @@ from backends.state import RouteSpec
 from core.lease import Lease, LeaseError, check_vxlan_attrs, decode_lease, subnets_prefix
 
 HEALTHZ_PORT = 8471
+OK_PEER = ("vxlan", "direct", "wg")  # the verdicts that mean "programmed"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -121,6 +123,7 @@ class KernelView:
     links: list[dict[str, Any]] = field(default_factory=list)
     routes6: list[dict[str, Any]] = field(default_factory=list)
     neighs6: list[dict[str, Any]] = field(default_factory=list)
+    wg: dict[str, Any] | None = None  # wireguard backend: device name -> its UAPI state
 
     def vxlan_links(self, v6: bool | None = None) -> list[dict[str, Any]]:
         """The vxlan devices; v6 True: only flannel-v6.*, False: only the others."""
@@ -159,16 +162,27 @@ def kernel_view(netns: str, v6: bool = False) -> KernelView:
                       routes6=docs6[0], neighs6=docs6[1])
 
 
+def host_view(lab: Lab, host: str) -> KernelView:
+    """`kernel_view` of a lab host, with its WireGuard devices on a wireguard lab."""
+    view = kernel_view(lab.ns(host), lab.topology.enable_ipv6)
+    if lab.topology.backend_type.lower() == "wireguard":
+        view.wg = read_devices(lab, host)
+    return view
+
+
 def peer_state(lease: Lease, view: KernelView) -> str:
-    """How a host reaches a remote lease: "vxlan", "direct", "partial" or "missing".
+    """How a host reaches a remote lease: "vxlan", "direct", "wg", "partial" or "missing".
 
     vxlan: route S via S0 dev flannel.N onlink + neighbour S0 -> VtepMAC + fdb VtepMAC -> P.
     direct: route S via P (host-gw, or vxlan DirectRouting to an on-link peer).
     partial: some of the entries, or stale ones. The verdict is flannelctl's
     (`backends.peerstate.check_entries`), over this host's `ip -j` output.
+    wg: on a wireguard lab (`view.wg` read), its peer on a device (`wgview.wg_state`).
     """
     if lease.ipv4_subnet is None:
         return "missing"  # IPv6-only: nothing to program in IPv4
+    if view.wg is not None:
+        return wg_state(lease, view.wg, 4)
     j = IpJson(view.routes, view.neighs, view.fdb, view.links)
     cidr = str(lease.subnet)
     s0 = str(lease.subnet.network_address)
@@ -197,6 +211,8 @@ def peer_state6(lease: Lease, view: KernelView) -> str:
     sub6, ip6 = lease.ipv6_subnet, lease.attrs.public_ipv6
     if sub6 is None or ip6 is None:
         return "missing"
+    if view.wg is not None:
+        return wg_state(lease, view.wg, 6)
     routes = [{k: v for k, v in r.items() if k not in ("metric", "protocol")}
               for r in view.routes6]
     j = IpJson(routes, view.neighs6, view.fdb, view.links)
@@ -291,7 +307,7 @@ def all_peers_ok(lab: Lab, host: str, leases: list[Lease], view: KernelView) -> 
     t = lab.topology
     states = list(peers_of(lab, host, leases, view).values()) if t.enable_ipv4 else []
     states += list(peers6_of(lab, host, leases, view).values()) if t.enable_ipv6 else []
-    return all(s in ("vxlan", "direct") for s in states)
+    return all(s in OK_PEER for s in states)
 
 
 def converged(lab: Lab) -> bool:
@@ -302,8 +318,7 @@ def converged(lab: Lab) -> bool:
     live = [ls for ls in leases if lease_owner(lab, ls) is not None]
     if any(host_lease(lab, h, live) is None for h in hosts):
         return False
-    v6 = lab.topology.enable_ipv6
-    views = parallel(lambda h: kernel_view(lab.ns(h), v6), hosts)
+    views = parallel(lambda h: host_view(lab, h), hosts)
     return all(all_peers_ok(lab, h, live, v) for h, v in zip(hosts, views, strict=True))
 
 

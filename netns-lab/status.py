@@ -19,7 +19,7 @@ from netns_lab.netns import list_netns
 
 from core.lease import Lease
 
-OK_PEER = ("vxlan", "direct")
+OK_PEER = observe.OK_PEER
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -66,7 +66,7 @@ def collect(lab: Lab) -> dict[str, Any]:
             return row
         if lab.sandbox.pid(flanneld_proc(host)) is not None:
             row["flanneld"] = "ready" if observe.flanneld_ready(ns) else "running"
-        view = observe.kernel_view(ns, t.enable_ipv6)
+        view = observe.host_view(lab, host)
         if lease is None and etcd_error:
             # Without etcd: our subnets as flanneld wrote them, peers as the kernel has them.
             env = observe.read_subnet_env(lab.host_dir(host) / "subnet.env")

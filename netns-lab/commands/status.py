@@ -1,8 +1,9 @@
 """Show hosts, public IPs, subnets, backend, peers programmed and pods (from etcd and the kernel).
 
 PEERS counts the other hosts' leases this host has programmed in its kernel:
-vxlan (route + neighbour + FDB entry) or direct (a route via the peer's
-underlay address: host-gw or DirectRouting).
+vxlan (route + neighbour + FDB entry), direct (a route via the peer's
+underlay address: host-gw or DirectRouting) or wg (the wireguard backend: a peer
+with the lease's public key whose allowed IPs hold its subnet, on flannel-wg).
 """
 
 from __future__ import annotations

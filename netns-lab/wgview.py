@@ -1,0 +1,76 @@
+"""A lab host's WireGuard devices, read through its own mount namespace; per-lease verdicts.
+
+flanneld on a lab host runs wireguard-go, whose UAPI socket is
+/run/wireguard/<dev>.sock *inside the host's mount namespace* (the lab binds the
+host's own `run-wireguard/` there). From outside we reach it through the process
+holding that namespace: /proc/<pid>/root/run/wireguard/<dev>.sock (a short path,
+unlike the host directory, and a unix socket path has 108 bytes at most).
+
+`wg_state` is pure: a lease is "wg" on a host when one of its devices has a peer with
+the lease's public key (BackendData's, or BackendV6Data's for the IPv6 side) whose
+allowed IPs hold the lease's subnet; "partial" when the key is there without the
+subnet; else "missing". flannelctl's full verdicts (endpoint, roaming, handshakes)
+are `flanneld.ctl.wgpeers`.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Any
+
+from netns_lab.lab import Lab
+
+from core.lease import Lease
+from flanneld.ctl.wgpeers import lease_public_key, read_uapi, socket_path
+
+DEVICES = ("flannel-wg", "flannel-wg-v6")
+
+
+def wg_root(lab: Lab, host: str) -> Path:
+    """Where `host`'s /run/wireguard is seen from here."""
+    pid = lab.sandbox.mount_ns_pid(lab.ns(host))
+    if pid is None:
+        return lab.host_dir(host) / "run-wireguard"
+    return Path(f"/proc/{pid}/root/run/wireguard")
+
+
+def read_devices(lab: Lab, host: str) -> dict[str, Any]:
+    """Each WireGuard device of `host` that answers on its socket: name -> DeviceState."""
+    from backends.wg_uapi import parse_get
+
+    root = wg_root(lab, host)
+    out: dict[str, Any] = {}
+    for dev in DEVICES:
+        path = socket_path(dev, root)
+        if not path.exists():
+            continue
+        try:
+            out[dev] = parse_get(read_uapi(path))
+        except (OSError, ValueError):
+            continue  # (wireguard-go restarting): the device counts as absent this time
+    return out
+
+
+def _holds(allowed: Any, subnet: IPv4Network | IPv6Network) -> bool:
+    for a in allowed:
+        try:
+            net = ip_network(str(a), strict=False)
+        except ValueError:
+            continue
+        if net.version == subnet.version and subnet.subnet_of(net):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def wg_state(lease: Lease, devices: dict[str, Any], version: int = 4) -> str:
+    """How a host's WireGuard devices reach `lease`'s subnet of `version`: wg/partial/missing."""
+    subnet = lease.ipv4_subnet if version == 4 else lease.ipv6_subnet
+    if subnet is None:
+        return "missing"
+    keys = {k for k in (lease_public_key(lease.attrs, v6=version == 6),
+                        lease_public_key(lease.attrs)) if k}
+    found = [p for d in devices.values() for pub, p in d.peers.items() if pub in keys]
+    if any(_holds(p.allowed_ips, subnet) for p in found):
+        return "wg"
+    return "partial" if found else "missing"
