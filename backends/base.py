@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyflannel.backends")
 
 # Kinds used in ReconcileResult counters (and so in metric labels).
-KINDS = ("device", "address", "mtu", "neigh", "fdb", "route", "neigh6", "fdb6", "route6")
+KINDS = ("device", "address", "mtu", "neigh", "fdb", "route", "neigh6", "fdb6", "route6",
+         "wgpeer")
 
 
 @dataclass(frozen=True)

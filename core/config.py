@@ -8,7 +8,8 @@ SubnetMax = the last one, alignment, minimum sizes).
 
 Deliberate differences from flannel (docs/configuration.md):
 - no `Backend` means vxlan, not udp (flannel's udp default is a trap, flannel#1221);
-- only the vxlan and host-gw backends exist; any other type is a clear error;
+- only the vxlan, host-gw and wireguard backends exist; any other type is a clear
+  error;
 - SubnetMin above SubnetMax is rejected here instead of failing later as
   "out of subnets";
 - IPv6-only (`EnableIPv4: false`, then `Network` may be absent) works: flannel's
@@ -24,6 +25,8 @@ IPv6-only config it raises ConfigError (code that may meet one reads
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable
@@ -42,7 +45,8 @@ from core.clip import clipped
 
 T = TypeVar("T")
 
-SUPPORTED_BACKENDS = ("vxlan", "host-gw")
+SUPPORTED_BACKENDS = ("vxlan", "host-gw", "wireguard")
+WIREGUARD_MODES = ("separate", "auto", "ipv4", "ipv6")
 MAX_VNI = (1 << 24) - 1
 
 
@@ -66,13 +70,26 @@ class HostGwConfig:
 
 
 @dataclass(frozen=True)
+class WireguardConfig:
+    listen_port: int = 51820  # flannel-wg
+    listen_port_v6: int = 51821  # flannel-wg-v6 (separate mode)
+    psk: bytes | None = None  # 32 bytes
+    keepalive: int = 0  # PersistentKeepaliveInterval, seconds; 0 off
+    mode: str = "separate"
+    mtu: int | None = None  # the interface MTU to subtract 80 from; None: the external's
+
+
+BackendConfig = VxlanConfig | HostGwConfig | WireguardConfig
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     ipv4_network: IPv4Network | None  # None: IPv6-only (EnableIPv4 false)
     subnet_len: int  # 0, and the addresses 0.0.0.0, when IPv6-only (flannel's values)
     subnet_min: IPv4Address
     subnet_max: IPv4Address
-    backend_type: str  # "vxlan" | "host-gw"
-    backend: VxlanConfig | HostGwConfig
+    backend_type: str  # "vxlan" | "host-gw" | "wireguard"
+    backend: BackendConfig
     enable_ipv4: bool = True
     enable_ipv6: bool = False
     ipv6_network: IPv6Network | None = None
@@ -157,6 +174,8 @@ def parse_network_config(raw: bytes | str) -> NetworkConfig:
         ipv6_len, ipv6_min, ipv6_max = _subnets(doc, "IPv6", ipv6_network, 128, 126, 124, 62, 64)
 
     backend_type, backend = _backend(doc)
+    if isinstance(backend, WireguardConfig):
+        _check_wireguard_mode(backend.mode, enable_ipv4, enable_ipv6)
     return NetworkConfig(
         ipv4_network=network, subnet_len=subnet_len, subnet_min=smin, subnet_max=smax,
         backend_type=backend_type, backend=backend,
@@ -208,7 +227,7 @@ def _subnets(doc: dict[str, Any], fam: str, network: Any, bits: int, max_len: in
     return subnet_len, smin, smax
 
 
-def _backend(doc: dict[str, Any]) -> tuple[str, VxlanConfig | HostGwConfig]:
+def _backend(doc: dict[str, Any]) -> tuple[str, BackendConfig]:
     raw = doc.get("backend")
     if raw is None:  # absent or null: vxlan (flannel would pick udp)
         return "vxlan", VxlanConfig()
@@ -216,14 +235,14 @@ def _backend(doc: dict[str, Any]) -> tuple[str, VxlanConfig | HostGwConfig]:
         raise ConfigError(f'Backend {_show(raw)}: must be an object like {{"Type":"vxlan"}}')
     btype = _get(raw, "Type", str, "", "Backend.")
     if not btype:
-        raise ConfigError('Backend.Type is missing or empty: set "Type" to "vxlan" or '
-                          '"host-gw" (or drop Backend to get vxlan)')
+        raise ConfigError('Backend.Type is missing or empty: set "Type" to "vxlan", '
+                          '"host-gw" or "wireguard" (or drop Backend to get vxlan)')
     lowered = btype.lower()
     if lowered == "host-gw":
         return lowered, HostGwConfig()
-    if lowered != "vxlan":
+    if lowered not in SUPPORTED_BACKENDS:
         raise ConfigError(f"Backend.Type {_show(btype)}: unsupported backend; pyflannel "
-                          f"supports {' and '.join(SUPPORTED_BACKENDS)}")
+                          f"supports {', '.join(SUPPORTED_BACKENDS)}")
 
     def num(name: str, default: int, lo: int, hi: int, what: str) -> int:
         value = _get(raw, name, int, default, "Backend.")
@@ -231,9 +250,20 @@ def _backend(doc: dict[str, Any]) -> tuple[str, VxlanConfig | HostGwConfig]:
             raise ConfigError(f"Backend.{name} {value}: must be {lo}..{hi} ({what})")
         return value
 
-    mtu = num("MTU", 0, 0, 65535, "0 means the interface MTU minus the VXLAN overhead")
-    if 0 < mtu < 68:
-        raise ConfigError(f"Backend.MTU {mtu}: must be at least 68 (IPv4's minimum), or 0")
+    overhead = "WireGuard's 80" if lowered == "wireguard" else "the VXLAN overhead"
+    mtu = num("MTU", 0, 0, 65535, f"0 means the interface MTU minus {overhead}")
+    if 0 < mtu < 68 + (80 if lowered == "wireguard" else 0):
+        raise ConfigError(f"Backend.MTU {mtu}: too small, the device would be below 68 "
+                          "(IPv4's minimum); or 0 for the interface's")
+    if lowered == "wireguard":
+        return lowered, WireguardConfig(
+            listen_port=num("ListenPort", 51820, 1, 65535, "flannel-wg's UDP port"),
+            listen_port_v6=num("ListenPortV6", 51821, 1, 65535, "flannel-wg-v6's UDP port"),
+            psk=_psk(_get(raw, "PSK", str, "", "Backend.")),
+            keepalive=num("PersistentKeepaliveInterval", 0, 0, 65535,
+                          "seconds between keepalives; 0 is off"),
+            mode=_get(raw, "Mode", str, "separate", "Backend.") or "separate",
+            mtu=mtu or None)
     return lowered, VxlanConfig(
         vni=num("VNI", 1, 0, MAX_VNI, "a 24-bit VXLAN network identifier"),
         port=num("Port", 0, 0, 65535, "a UDP port; 0 means the kernel default 8472"),
@@ -242,6 +272,32 @@ def _backend(doc: dict[str, Any]) -> tuple[str, VxlanConfig | HostGwConfig]:
         gbp=_get(raw, "GBP", bool, False, "Backend."),
         learning=_get(raw, "Learning", bool, False, "Backend."),
     )
+
+
+def _psk(text: str) -> bytes | None:
+    if not text:
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        # the value is a secret: say what is wrong with it, never what it is
+        raise ConfigError(f"Backend.PSK ({len(text)} characters): not a WireGuard key (32 "
+                          "bytes in base64, 44 characters); make one with `wg genpsk`")
+    return raw
+
+
+def _check_wireguard_mode(mode: str, v4: bool, v6: bool) -> None:
+    if mode not in WIREGUARD_MODES:
+        raise ConfigError(f"Backend.Mode {_show(mode)}: no valid Mode configured; use one of "
+                          f"{', '.join(WIREGUARD_MODES)} (separate is the default)")
+    if mode == "ipv6" and not v6:
+        raise ConfigError('Backend.Mode "ipv6" sends peer traffic over IPv6, but EnableIPv6 '
+                          'is false: enable IPv6, or use Mode "ipv4" or "separate"')
+    if mode == "ipv4" and not v4:
+        raise ConfigError('Backend.Mode "ipv4" sends peer traffic over IPv4, but this network '
+                          'is IPv6-only: use Mode "ipv6" or "separate"')
 
 
 def _fold_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

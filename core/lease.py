@@ -39,6 +39,8 @@ DEFAULT_PREFIX = "/coreos.com/network"
 _KEY_RE = re.compile(r"(?:(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2}))?(?:&([0-9a-f:]+)-(\d{1,3}))?",
                      re.ASCII)
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+# 32 bytes in base64: 43 characters, the last of which carries 4 bits, then "="
+_WG_KEY_RE = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=", re.ASCII)
 # What names a node's lease among its peers: the IPv4 subnet, or for an IPv6-only lease
 # the IPv6 one. The two types never compare equal, so one map can hold both kinds.
 PeerKey = IPv4Network | IPv6Network
@@ -203,6 +205,26 @@ def encode_attrs(attrs: LeaseAttrs) -> bytes:
 def vxlan_backend_data(vni: int, mac: str) -> dict[str, Any]:
     """flannel's vxlan BackendData, in its key order."""
     return {"VNI": vni, "VtepMAC": mac.lower()}
+
+
+def wireguard_backend_data(public_key: str, port: int) -> dict[str, Any]:
+    """flannel's wireguard BackendData (and BackendV6Data), in its key order."""
+    return {"PublicKey": public_key, "Port": port}
+
+
+def check_wireguard_attrs(attrs: LeaseAttrs, v6: bool = False) -> tuple[str, int | None]:
+    """The (PublicKey, Port) of a wireguard lease (`v6`: of its BackendV6Data); Port is
+    None when absent or 0 (flannel before 0.26.6). LeaseError if the key is unusable."""
+    data = attrs.backend_v6_data if v6 else attrs.backend_data
+    what = "wireguard lease" + (" BackendV6Data" if v6 else "")
+    key = _field(data, "PublicKey")
+    if not isinstance(key, str) or not _WG_KEY_RE.fullmatch(key):
+        raise LeaseError(f"{what}: PublicKey {shown(key)} is not a base64 WireGuard key")
+    port = _field(data, "Port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
+                             or not 0 <= port <= 65535):
+        raise LeaseError(f"{what}: Port {shown(port)} is not a UDP port")
+    return key, port or None
 
 
 def decode_attrs(value: bytes | str) -> LeaseAttrs:

@@ -129,8 +129,8 @@ class Daemon(Reconciler):
         ext = ExternalInterface(choice.name, choice.index, choice.address, choice.mtu,
                                 choice.public_ip, choice.public_ipv6)
         try:
-            self.backend = backend = await self._in_netlink(create_backend, cfg, ext,
-                                                            o.state_dir)
+            self.backend = backend = await self._in_netlink(
+                create_backend, cfg, ext, o.state_dir, wireguard_userspace=o.wireguard_userspace)
             attrs = await self._in_netlink(backend.lease_attrs)
         except Exception as exc:
             raise FatalError(f"{cfg.backend_type} backend on {choice.name}: {exc}") from exc

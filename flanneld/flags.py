@@ -128,6 +128,14 @@ def _optional_path(raw: str) -> Path | None:
     return Path(raw) if raw else None  # "" disables
 
 
+def _wg_userspace(raw: str) -> str:
+    if raw.lower() in ("auto", "never"):
+        return raw.lower()
+    if not raw.startswith("/"):
+        raise ValueError("must be auto, never, or the absolute path of a wireguard-go binary")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     level = "warning" if level == "warn" else level
@@ -234,6 +242,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("cni-socket", _optional_path, None, "unix socket of the CNI fast path; \"\" "
          "disables it", origin=OURS, section="lease", metavar="PATH",
          default_text="<dir of --subnet-file>/cni.sock"),
+    Flag("wireguard-userspace", _wg_userspace, "auto", "WireGuard backend: auto (kernel "
+         "WireGuard where the kernel has it, else wireguard-go), never (kernel only), or the "
+         "path of a wireguard-go binary (always userspace)", origin=OURS, section="lease",
+         metavar="auto|never|PATH"),
     # health
     Flag("healthz-ip", _any_ip, "127.0.0.1", "address of /healthz, /readyz and /metrics "
          "(flannel: 0.0.0.0)", section="health", metavar="IP"),

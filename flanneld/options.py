@@ -67,6 +67,7 @@ class Options:
     resync_interval: float
     state_dir: Path
     cni_socket: Path | None
+    wireguard_userspace: str
     healthz_ip: str
     healthz_port: int
     config: Path | None

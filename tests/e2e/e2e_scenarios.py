@@ -27,7 +27,8 @@ def run_scenario(name: str, timeout: float = 300, *extra: str) -> dict[str, Any]
     result: dict[str, Any] = json.loads(proc.stdout)
     print(render_result(result))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}{'-dual-stack' if extra else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS / f"{name}{'-dual-stack' if extra else ''}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
     failed = [c for c in result["checks"] if not c["ok"]]
     assert not result["error"] and not failed, render_result(result)
     assert proc.returncode == 0, proc.stderr
