@@ -3,7 +3,8 @@
 `inspect_node` reads subnet.env, the device, the external interface and the
 backend's tables, computes the desired state from the leases in etcd with the
 backends' own pure code (`backends.desired`), and judges every peer with
-`backends.peerstate`. Nothing is written. With IPv6 enabled it does the same for
+`backends.peerstate`; for the wireguard backend, its devices' peers instead
+(`_nodewg`, `wgpeers`). Nothing is written. With IPv6 enabled it does the same for
 the IPv6 side (`_node6`: flannel-v6.<VNI> or host-gw's IPv6 routes); an IPv6-only
 node (EnableIPv4 false) has only that side.
 """
@@ -21,6 +22,7 @@ from backends.engine import dump_routes
 from backends.state import LinkState, RouteScope, Tables
 from backends.vxlan import dump_neighbours, link_state
 from core.subnetenv import SubnetEnv, SubnetEnvError, read_subnet_env
+from flanneld.ctl import _nodewg
 from flanneld.ctl._common import Cluster, LeaseRow, own_row
 from flanneld.ctl._node6 import View6, device6_name, judge6, read_kernel6
 from netlink import messages as m
@@ -45,6 +47,7 @@ class NodeView:
     strays: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     v6: View6 | None = None  # None: the network config does not enable IPv6
+    wg: Any = None  # the wireguard backend: _nodewg.WgView (its peers are `checks` too)
     config_ipv4: bool | None = None  # the config's EnableIPv4; None: no config
 
     @property
@@ -103,6 +106,10 @@ def inspect_node(subnet_file: Path, cluster: Cluster, netns: str | None = None) 
         view.errors.append(f"reading the kernel: {exc}")
     finally:
         nl.close()
+    if config is not None and view.backend == "wireguard":
+        _inspect_wg(view, config, own_lease,
+                    [r.lease for r in cluster.leases if r.lease is not None], netns)
+        return view  # (its peers are WireGuard peers, not routes to judge)
     if config is None or own_lease is None or not view.ext_index:
         return view
     peers = [r.lease for r in cluster.leases if r.lease is not None]
@@ -121,6 +128,23 @@ def inspect_node(subnet_file: Path, cluster: Cluster, netns: str | None = None) 
     if view.v6 is not None:
         judge6(own_lease, peers, view.v6, view.backend, vni, view.ext_index, view.ext_name)
     return view
+
+
+def _inspect_wg(view: NodeView, config: Any, own: Any, peers: list[Any],
+                netns: str | None) -> None:
+    """The wireguard backend's devices and peers (flanneld/ctl/_nodewg.py) into `view`."""
+    from backends.wg_desired import device_specs
+
+    names = [s.name for s in device_specs(config.backend, config.enable_ipv4,
+                                          config.enable_ipv6, view.ext_mtu or 1500)]
+    nl = RtNetlink(netns)
+    try:
+        links = {n: lk for n in names if (lk := _link(nl, n)) is not None}
+    finally:
+        nl.close()
+    view.wg = _nodewg.inspect(config, own, peers, links, view.ext_mtu)
+    view.checks, view.strays = view.wg.checks(), view.wg.strays()
+    view.errors += view.wg.errors
 
 
 def _read_kernel(nl: RtNetlink, view: NodeView, config: Any) -> None:

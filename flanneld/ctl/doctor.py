@@ -5,6 +5,8 @@ for anything not OK: etcd and the network config, our lease against
 subnet.env, flanneld's readiness, every peer's kernel state against etcd,
 stray entries, MTUs, ip_forward, rp_filter, the VXLAN checksum-offload bug
 of old kernels, and the pod address store against the pods that exist.
+With the wireguard backend (wg-*): the key file, the devices, every peer on them and
+their handshakes.
 With IPv6 enabled, the same for the IPv6 side (v6-*: our lease's IPv6 half,
 flannel-v6.<VNI>, every peer's IPv6 entries; ip6-forward; an MTU for both
 families). docs/troubleshooting.md is generated from the table of checks in
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from backends.vxlan6 import VXLAN6_OVERHEAD
 from flanneld.ctl import _checks6 as v6checks
+from flanneld.ctl import _checkswg as wgchecks
 from flanneld.ctl import _common as c
 from flanneld.ctl._node import NodeView, inspect_node, link_mtu
 from flanneld.ctl.findings import (
@@ -40,6 +43,7 @@ from flanneld.ctl.findings import (
     peer_findings,
 )
 
+WG_OVERHEAD = 80  # flannel's: one cost for both families (IPv6 + UDP + WireGuard)
 __all__ = ["BY_NAME", "CHECKS", "FAIL", "OK", "SKIP", "WARN", "Check", "Finding"]
 
 
@@ -210,15 +214,17 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
         findings.append(v6checks.check_lease6(view))
     ready, text = c.readyz(o)
     findings.append(Finding("flanneld", {True: OK, False: FAIL, None: WARN}[ready], text))
-    findings += check_peers(view)
+    findings += wgchecks.findings(view.wg) if view.wg is not None else check_peers(view)
     vxlan = view.backend == "vxlan"
     config_mtu = getattr(cluster.config.backend, "mtu", None) if cluster.config else None
-    if view.v6 is not None:
+    overhead = {"vxlan": 50, "wireguard": WG_OVERHEAD}.get(view.backend, 0)
+    if view.v6 is not None and view.wg is None:
         device = v6checks.check_device6(view, config_mtu)
         findings += [device] if device is not None else []
         findings += v6checks.check_peers6(view)
-    findings.append(check_mtu(view, 50 if vxlan else 0, link_mtu("cni0"), config_mtu,
-                              (VXLAN6_OVERHEAD if vxlan else 0) if view.v6 is not None else None))
+    findings.append(check_mtu(view, overhead, link_mtu("cni0"), config_mtu,
+                              (VXLAN6_OVERHEAD if vxlan else overhead) if view.v6 is not None
+                              else None))
     devices = [d for d in (view.device.name if view.device else None, "cni0") if d]
     forward, rp = check_sysctls(_sysctl("net/ipv4/ip_forward"), _rp_filters(devices), view.ipv4)
     findings.append(forward)

@@ -48,7 +48,9 @@ CHECKS = (
     Check("flanneld", "flanneld's /readyz on --healthz-ip:--healthz-port",
           "flanneld is down or not ready; /readyz's text says why",
           "systemctl status flanneld; journalctl -u flanneld (or run with --healthz-port)"),
-    Check("peers", "each peer's route (and vxlan neighbour and FDB entry) against its lease",
+    Check("peers", "each peer's route (and vxlan neighbour and FDB entry) against its lease; "
+          "wireguard: its peer on flannel-wg (public key, allowed IPs = its subnet(s), "
+          "endpoint = PublicIP:Port, or roamed while the peer is live)",
           "pods on this node cannot reach pods on the peers listed",
           "wait one --resync-interval (flanneld repairs drift); if it stays, read flanneld's "
           "log and restart it"),
@@ -78,8 +80,30 @@ CHECKS = (
     Check("v6-strays", "IPv6 kernel entries in flanneld's scope that no lease wants",
           "IPv6 traffic to a deleted node's subnet may go to a stale address",
           "wait one --resync-interval; flanneld removes them in a full reconcile"),
+    Check("wg-key", "wireguard: the private key file (/run/flannel/wgkey or "
+          "$WIREGUARD_KEY_FILE) has mode 0400 and parses, and its public key is our lease's "
+          "PublicKey and the devices'",
+          "others on the node can read the key (anyone holding it can impersonate the node), "
+          "or peers encrypt to a key this node no longer has: its pods are cut off",
+          "chmod 0400 the file; for a mismatch restart flanneld (it sets the devices' key and "
+          "publishes its public key); never replace a key by hand while peers know it"),
+    Check("wg-device", "wireguard: flannel-wg (and flannel-wg-v6) exists, is up, answers on "
+          "/var/run/wireguard/<dev>.sock, listens on ListenPort (ListenPortV6), MTU = "
+          "interface MTU - 80",
+          "no pod traffic to or from other nodes (no device, down, wireguard-go gone, peers "
+          "sending to another port), or full-size packets dropped (MTU too large)",
+          "wait one --resync-interval (flanneld adopts or re-creates the device and repairs "
+          "its port and MTU); else read flanneld's log (--wireguard-userspace, wireguard-go)"),
+    Check("wg-handshake", "wireguard: each peer's last handshake is under 180 s old (or it is "
+          "new: known for under a minute)",
+          "no traffic has gone to that peer lately, or it cannot be reached: its endpoint "
+          "(PublicIP:Port) is filtered or wrong, or it has another key than its lease says; "
+          "an idle peer without PersistentKeepaliveInterval never handshakes, so this warns",
+          "ping a pod on that node; if the handshake stays old, open UDP to its listen port "
+          "between the nodes and compare `flannelctl leases` with its key"),
     Check("mtu", "underlay, flannel devices, subnet.env and CNI bridge MTUs agree; "
-          "FLANNEL_MTU fits every family (VXLAN costs 50 bytes over IPv4, 70 over IPv6)",
+          "FLANNEL_MTU fits every family (VXLAN costs 50 bytes over IPv4, 70 over IPv6; "
+          "WireGuard 80)",
           "large packets are dropped or fragmented between pods (TCP stalls)",
           "restart flanneld after changing the underlay MTU; then re-create pods"),
     Check("ip-forward", "net.ipv4.ip_forward is 1",

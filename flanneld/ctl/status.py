@@ -5,8 +5,10 @@ its verdict against this node's kernel: programmed, partial, stale, missing,
 skipped or unreachable (`flannelctl doctor` says how to fix what is not).
 With IPv6 enabled it shows both families: the IPv6 subnet and PublicIPv6, the
 IPv6 device (vxlan: flannel-v6.<VNI>), and a second table with every peer's
-IPv6 verdict (programmed / expected). With etcd down it still shows what
-subnet.env and the kernel hold.
+IPv6 verdict (programmed / expected). With the wireguard backend: the devices
+(userspace wireguard-go or kernel, listen port), the key file, and per peer its
+endpoint, last handshake, received and sent bytes and its verdict. With etcd
+down it still shows what subnet.env and the kernel hold.
 
   flannelctl status            # on a node: settings from the running flanneld
   flannelctl status --json
@@ -44,6 +46,9 @@ def _peer_row(row: c.LeaseRow, view: NodeView) -> dict[str, Any]:
            "kind": check.kind if check else "",
            "problems": list(check.problems) if check else
            ([row.problem] if row.problem else [])}
+    if view.wg is not None:
+        out["wg"] = [v.as_dict() for k, v in view.wg.verdicts().items()
+                     if k.rsplit(":", 1)[-1] == row.key]
     if view.v6 is not None:
         check6 = view.v6.checks.get(row.key)
         out.update(state6=check6.state if check6 else ("invalid" if row.problem else "unknown"),
@@ -94,6 +99,7 @@ def to_data(o: Any, cluster: c.Cluster, view: NodeView, ready: bool | None,
                    "vni": dev.vni, "up": dev.up} if dev else None,
         "ipv4": view.ipv4,
         "ipv6": ipv6_data(view.v6),
+        "wireguard": view.wg.as_dict() if view.wg is not None else None,
         "ready": ready, "readyz": ready_text,
         "peers": rows, "summary": summary(view.checks.values()) if view.ipv4 else {},
         "strays": view.strays, "errors": [*view.errors, *(view.v6.errors if view.v6 else [])],
@@ -140,6 +146,10 @@ def render(d: dict[str, Any]) -> str:
             f"(VNI {dev6['vni']}, MAC {dev6['mac']}, local {dev6['local'] or '-'}, "
             f"accept_ra {dev6['accept_ra']}{'' if dev6['up'] else ', DOWN'})" if dev6
             else "MISSING"))
+    wg = d.get("wireguard")
+    if wg:
+        mtu[:0] = [f"{x['name']} {x['mtu']}" for x in wg["devices"] if x["mtu"]]
+        out += _wg_head(wg)
     out += [f"MTU        {', '.join(mtu) or '-'}",
             f"flanneld   {ready}: {d['readyz']}"]
     if d["etcd"]["error"]:
@@ -147,7 +157,9 @@ def render(d: dict[str, Any]) -> str:
                    f"{d['etcd']['error']}")
     elif d["etcd"]["config_error"]:
         out.append(f"etcd       network config: {d['etcd']['config_error']}")
-    if d.get("ipv4", True):
+    if wg:
+        out += _wg_peers(d["peers"])
+    elif d.get("ipv4", True):
         peers4 = [p for p in d["peers"] if p["subnet"] or p["problem"]]
         rows = [[p["subnet"] or p["key"], p["public_ip"] or "-", p["vtep_mac"] or "-",
                  p["expires"], _state(p["state"], p["kind"]), "; ".join(p["problems"])[:90]]
@@ -156,7 +168,7 @@ def render(d: dict[str, Any]) -> str:
                              "DETAIL"], rows) if rows else "no peers"]
         if d["summary"]:
             out.append(f"\n{len(peers4)} peers: {_counts(d['summary'])}")
-    if v6:
+    if v6 and not wg:
         rows = [[p["ipv6_subnet"] or p["subnet"] or p["key"], p["public_ipv6"] or "-",
                  p["vtep_mac_v6"] or "-", p["expires"], _state(p["state6"], p["kind6"]),
                  "; ".join(p["problems6"])[:90]] for p in d["peers"]]
@@ -172,6 +184,41 @@ def render(d: dict[str, Any]) -> str:
         out.append(f"{len(d['strays'])} kernel entries no lease wants: " + "; ".join(d["strays"]))
     out += [f"error: {e}" for e in d["errors"]]
     return "\n".join(out)
+
+
+def _wg_head(wg: dict[str, Any]) -> list[str]:
+    """The wireguard devices and key, one line each."""
+    out = []
+    for x in wg["devices"]:
+        how = (f"{x['kind']}, port {x['listen_port'] or '-'}" + ("" if x["up"] else ", DOWN")
+               if x["kind"] else "MISSING")
+        out.append(f"device     {x['name']} ({how})" + (f": {x['error']}" if x["error"] else ""))
+    key = wg["key_error"] or f"mode {wg['key_mode']}"
+    out.append(f"key        {wg['key_file']} ({key}), public key {wg['public_key'] or '-'}")
+    return out
+
+
+def _wg_peers(peers: list[dict[str, Any]]) -> list[str]:
+    """One row per peer lease and device: endpoint, handshake age, transfer, verdict."""
+    from flanneld.ctl.wgpeers import human_age, human_bytes
+
+    rows = []
+    for p in peers:
+        for v in p.get("wg") or [{}]:
+            ep = (v.get("endpoint") or "-") + (" (roamed)" if v.get("roamed") else "")
+            rows.append([p["subnet"] or p["ipv6_subnet"] or p["key"], ep,
+                         (v.get("public_key") or "-")[:11],
+                         human_age(v["handshake_age"]) if v else "-",
+                         human_bytes(v["rx_bytes"]) if v else "-",
+                         human_bytes(v["tx_bytes"]) if v else "-",
+                         _state(v.get("state") or p["state"], "wg" if v else ""),
+                         "; ".join(v.get("problems") or p["problems"])[:90]])
+    if not rows:
+        return ["", "no peers"]
+    states = [r[6].split(" ")[0] for r in rows]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    return ["", c.table(["PEER SUBNET", "ENDPOINT", "PUBLIC KEY", "HANDSHAKE", "RX", "TX",
+                         "STATE", "DETAIL"], rows), f"\n{len(rows)} peers: {counts}"]
 
 
 def run(args: argparse.Namespace) -> int:
