@@ -113,8 +113,16 @@ def _peer_lines(p: WgPeer) -> list[str]:
 
 
 def render_set(*, private_key: bytes | None = None, listen_port: int | None = None,
-               plan: PeerPlan | None = None, replace_peers: bool = False) -> str:
-    """One `set=1` request: device fields, then removals, then upserts."""
+               plan: PeerPlan | None = None, replace_peers: bool = False,
+               prime: tuple[str, ...] = ()) -> str:
+    """One `set=1` request: device fields, then removals, then upserts.
+
+    `prime`: peers (base64 keys) to start a handshake with now. Turning a peer's
+    persistent keepalive on from 0 makes WireGuard (kernel and wireguard-go alike)
+    send a keepalive at once, which needs a session, so it initiates one; a second
+    block turns it off again. Without this, a peer whose first handshake reached us
+    before we knew it retries only after REKEY_TIMEOUT (5 s): a new node's traffic
+    would stall that long."""
     lines = ["set=1"]
     if private_key is not None:
         lines.append(f"private_key={private_key.hex()}")
@@ -127,4 +135,8 @@ def render_set(*, private_key: bytes | None = None, listen_port: int | None = No
             lines += [f"public_key={hex_key(k)}", "remove=true"]
         for p in plan.upsert:
             lines += _peer_lines(p)
+    for k in prime:
+        hexed = hex_key(k)
+        lines += [f"public_key={hexed}", "persistent_keepalive_interval=1",
+                  f"public_key={hexed}", "persistent_keepalive_interval=0"]
     return "\n".join(lines) + "\n\n"

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from backends.base import ExternalInterface, OnceLog, ReconcileResult
 from backends.wg_desired import (
     ActualPeer,
+    PeerPlan,
     WgDeviceSpec,
     WgPeer,
     desired_peers,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyflannel.backends.wireguard")
 KIND = "wgpeer"
 _REPLACE = m.NLM_F_CREATE | m.NLM_F_REPLACE
+PRIME_MAX = 64
 
 
 def _as_actual(p: WgPeer) -> ActualPeer:
@@ -178,7 +180,7 @@ class WireguardBackend:
         result.skipped += sorted(want.skipped.items())
         plan = plan_peers(want.peers, actual, time.time())
         if plan.remove or plan.upsert:
-            dev.set(render_set(plan=plan))
+            dev.set(render_set(plan=plan, prime=self._to_prime(plan, actual)))
         if plan.remove:
             result.count("removed", KIND, len(plan.remove))
         for p in plan.upsert:
@@ -188,10 +190,20 @@ class WireguardBackend:
         self._applied[spec.name] = dict(want.peers)
         return set(want.peers)  # by public key: one per lease, across both devices
 
+    def _to_prime(self, plan: PeerPlan, actual: dict[str, ActualPeer]) -> tuple[str, ...]:
+        """New peers to handshake with at once (see `render_set`): a few at a time only,
+        so that a node starting among a thousand peers sends no burst of handshakes; and
+        not with a keepalive configured, which starts one by itself."""
+        if self.wg.keepalive:
+            return ()
+        new = tuple(p.public_key for p in plan.upsert if p.public_key not in actual)
+        return new if len(new) <= PRIME_MAX else ()
+
     def _ensure_device(self, spec: WgDeviceSpec, result: ReconcileResult
                        ) -> tuple[WgDevice, dict[str, ActualPeer]]:
         """The device exists, adopted or created, with our key and port; its peers."""
         dev = self._devices.get(spec.name)
+        fresh = dev is None
         if dev is None:
             dev = self._open(spec)
             self._devices[spec.name] = dev
@@ -202,25 +214,32 @@ class WireguardBackend:
         except (WgDeviceError, OSError):
             self._forget(spec.name)  # its process is gone: start or adopt again, once
             dev = self._devices[spec.name] = self._open(spec)
-            state = parse_get(dev.get())
+            state, fresh = parse_get(dev.get()), True
             result.count("repaired" if spec.name in self._done else "added", "device")
         if state.private_key != self.private_key or state.listen_port != spec.listen_port:
             dev.set(render_set(private_key=self.private_key, listen_port=spec.listen_port))
             result.count("repaired" if spec.name in self._done else "added", "device")
+        if fresh:
+            self._link_up(spec, result)
         return dev, state.peers
 
-    def _ensure_link(self, spec: WgDeviceSpec, own: Lease, result: ReconcileResult) -> None:
-        """MTU, up, our address(es) and the Network route(s) through the device."""
+    def _link_up(self, spec: WgDeviceSpec, result: ReconcileResult) -> int:
+        """The device's MTU, and up; its ifindex. Done as soon as the device exists:
+        wireguard-go learns of "up" asynchronously, and a device it still thinks is down
+        sends no handshake for the peers we prime."""
         row = self.nl.get(m.RTM_GETLINK, m.link_get_body(spec.name), m.parse_link,
                           m.RTM_NEWLINK)
         if row is None:
             raise WgDeviceError(19, f"{spec.name} has no link (its process exited?)")
-        index, up = row.ifindex, bool(row.flags & m.IFF_UP)
-        if row.mtu != spec.mtu or not up:
-            self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(index, up=True, mtu=spec.mtu),
+        if row.mtu != spec.mtu or not row.flags & m.IFF_UP:
+            self.nl.check(m.RTM_NEWLINK, 0, m.link_set_body(row.ifindex, up=True, mtu=spec.mtu),
                           f"set {spec.name} up, MTU {spec.mtu}")
             result.count("repaired" if spec.name in self._done else "added", "mtu")
-        self._index[spec.name] = index
+        return row.ifindex
+
+    def _ensure_link(self, spec: WgDeviceSpec, own: Lease, result: ReconcileResult) -> None:
+        """MTU, up, our address(es) and the Network route(s) through the device."""
+        index = self._index[spec.name] = self._link_up(spec, result)
         self.dev_index = self.dev_index or index
         nets: list[tuple[IPv4Network | IPv6Network, IPv4Network | IPv6Network]] = []
         if 4 in spec.families and own.ipv4_subnet is not None and self.config.ipv4_network:
