@@ -51,7 +51,7 @@ class Daemon(Reconciler):
     def __init__(self, opts: Options) -> None:
         self.manager: SubnetManager | None = None
         super().__init__(opts, Metrics(status=self._status, has_lease=self._has_lease))
-        self.readiness = Readiness(compute=self._readiness_reason)
+        self.readiness = Readiness(compute=self._readiness_reason, detail=self._backend_detail)
         self.metrics.ready.set_function(lambda: 0.0 if self.readiness.reason else 1.0)
         self._synced = asyncio.Event()  # the watch delivered its first snapshot
         self._phase: str | None = "starting"  # start-up step while not yet ready
@@ -276,6 +276,12 @@ class Daemon(Reconciler):
     def _readiness_reason(self) -> str | None:
         """Why we are not ready, or None; evaluated at every /readyz (any thread)."""
         return not_ready_reason(self._phase, self._status(), self._reconcile_error)
+
+    def _backend_detail(self) -> str | None:
+        """How the backend runs, where that is a choice (wireguard: kernel or wireguard-go)."""
+        backend = getattr(self, "backend", None)
+        mode = getattr(backend, "mode", None)
+        return f"{backend.backend_type}: {mode}" if backend is not None and mode else None
 
     def _update_readiness(self) -> None:
         """Evaluate readiness now, so transitions are logged and the gauge follows."""

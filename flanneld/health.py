@@ -28,7 +28,9 @@ class Readiness:
     """
 
     def __init__(self, compute: Callable[[], str | None] | None = None,
-                 on_change: Callable[[bool], None] | None = None) -> None:
+                 on_change: Callable[[bool], None] | None = None,
+                 detail: Callable[[], str | None] | None = None) -> None:
+        self.detail = detail or (lambda: None)  # a line for /readyz (wireguard: which mode)
         self._lock = threading.Lock()
         self._set_reason: str | None = "starting"
         self._last: str | None = "starting"
@@ -83,10 +85,12 @@ class HealthServer:
                     self._reply(200, b"flanneld is running\n")
                 elif path == "/readyz":
                     reason = readiness_.reason
+                    detail = readiness_.detail()
+                    extra = f"{detail}\n" if detail else ""
                     if reason is None:
-                        self._reply(200, b"flanneld is ready\n")
+                        self._reply(200, f"flanneld is ready\n{extra}".encode())
                     else:
-                        self._reply(503, f"flanneld is not ready: {reason}\n".encode())
+                        self._reply(503, f"flanneld is not ready: {reason}\n{extra}".encode())
                 elif path == "/metrics":
                     self._reply(200, metrics_(),
                                 "text/plain; version=0.0.4; charset=utf-8")

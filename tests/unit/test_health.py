@@ -53,6 +53,21 @@ def test_endpoints_and_readiness_transitions(
     assert "flanneld_ready 0.0" in _get(server.port, "/metrics")[1]
 
 
+def test_readyz_carries_the_backend_detail() -> None:
+    mode = ["flannel-wg: userspace (wireguard-go pid 42)"]
+    readiness = Readiness(detail=lambda: f"wireguard: {mode[0]}")
+    server = HealthServer("127.0.0.1", 0, readiness, lambda: b"").start()
+    try:
+        assert _get(server.port, "/readyz") == (
+            503, "flanneld is not ready: starting\nwireguard: " + mode[0] + "\n")
+        readiness.set_ready()
+        mode[0] = "flannel-wg: kernel"  # read at every request, never cached
+        assert _get(server.port, "/readyz") == (200, "flanneld is ready\nwireguard: "
+                                                "flannel-wg: kernel\n")
+    finally:
+        server.stop()
+
+
 def _names(exposition: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^# TYPE (\S+) ", exposition, re.M)}
 
