@@ -84,6 +84,9 @@ class Backend(Protocol):
     backend_type: str  # "vxlan" | "host-gw", as in the lease's BackendType
     mtu: int  # the value for FLANNEL_MTU
     dev_index: int  # our overlay device's ifindex; 0 when there is none (host-gw)
+    # True when state we own can change without an rtnetlink announcement (WireGuard
+    # peers): every resync tick then reads it back instead of trusting the kernel watch.
+    drift_unannounced: bool
     # Called with the MACs of the FDB entries we write: the kernel echoes them to the
     # daemon's kernel watch with portid 0, and they are ours, not drift.
     on_fdb_write: Callable[[list[str]], None] | None

@@ -52,6 +52,7 @@ class Engine:
     """Subclasses set `backend_type`, implement `_outcome`, and may manage a device."""
 
     backend_type = ""
+    drift_unannounced = False  # every kernel change we own is announced on rtnetlink
 
     def __init__(self, network: IPv4Network | None, ext: ExternalInterface,
                  netns: str | None) -> None:

@@ -64,6 +64,7 @@ def _as_actual(p: WgPeer) -> ActualPeer:
 
 class WireguardBackend:
     backend_type = "wireguard"
+    drift_unannounced = True  # `wg set` and wireguard-go announce nothing on rtnetlink
 
     def __init__(self, config: NetworkConfig, ext: ExternalInterface, state_dir: Path,
                  netns: str | None = None, *, userspace: str = "auto",

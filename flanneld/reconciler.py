@@ -60,6 +60,9 @@ class Reconciler:
     def _update_readiness(self) -> None:
         """Hook: a run's outcome may have changed readiness (the daemon re-evaluates it)."""
 
+    def _drift_unannounced(self) -> bool:
+        return self.backend is not None and self.backend.drift_unannounced
+
     # -- the reconcile loop -------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -86,7 +89,7 @@ class Reconciler:
                 tick=tick, since_full=now - last_full, interval=interval,
                 full_needed=self._full_needed, pending=bool(self._pending),
                 kernel_changed=(kw.routing.take() if looks_at_kernel(tick, self._full_needed)
-                                else False),
+                                else False) or (tick and self._drift_unannounced()),
                 nft_changed=kw.nftables.take() if tick else False,
                 rules_stale=self._rules is not None and self._rules != self._wanted_rules()))
             ok = True
