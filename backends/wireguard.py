@@ -42,7 +42,13 @@ from backends.wg_device import WgDevice, WgDeviceError, open_device
 from backends.wg_uapi import parse_get, render_set
 from core.config import WireguardConfig
 from core.lease import Lease, LeaseAttrs, wireguard_backend_data
-from core.wgkey import encode_key, key_file_path, load_or_create_private_key, public_key
+from core.wgkey import (
+    clamp,
+    encode_key,
+    key_file_path,
+    load_or_create_private_key,
+    public_key,
+)
 from netlink import messages as m
 from netlink.rtnl import NetlinkError, RtNetlink
 
@@ -217,7 +223,8 @@ class WireguardBackend:
             dev = self._devices[spec.name] = self._open(spec)
             state, fresh = parse_get(dev.get()), True
             result.count("repaired" if spec.name in self._done else "added", "device")
-        if state.private_key != self.private_key or state.listen_port != spec.listen_port:
+        # devices hold the key clamped, as X25519 uses it (a key file need not be)
+        if state.private_key != clamp(self.private_key) or state.listen_port != spec.listen_port:
             dev.set(render_set(private_key=self.private_key, listen_port=spec.listen_port))
             result.count("repaired" if spec.name in self._done else "added", "device")
         if fresh:
