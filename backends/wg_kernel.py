@@ -69,6 +69,7 @@ def render_dump(msgs: list[Any]) -> str:
     """pyroute2's device dump (one or more messages: large peer lists are split) as a
     UAPI `get` reply."""
     lines: list[str] = []
+    last = ""
     for i, msg in enumerate(msgs):
         if i == 0:
             priv = msg.get_attr("WGDEVICE_A_PRIVATE_KEY")
@@ -76,7 +77,14 @@ def render_dump(msgs: list[Any]) -> str:
                 lines.append(f"private_key={_hex(priv)}")
             lines.append(f"listen_port={msg.get_attr('WGDEVICE_A_LISTEN_PORT') or 0}")
         for peer in msg.get_attr("WGDEVICE_A_PEERS") or ():
-            lines.append(f"public_key={_hex(peer.get_attr('WGPEER_A_PUBLIC_KEY'))}")
+            key = _hex(peer.get_attr("WGPEER_A_PUBLIC_KEY"))
+            if key == last:  # the kernel goes on with a peer whose allowed IPs did not fit
+                # in the last message, as its key and the rest of them (wg(8) coalesces)
+                lines += [f"allowed_ip={a['addr']}"
+                          for a in peer.get_attr("WGPEER_A_ALLOWEDIPS") or () if a.get("addr")]
+                continue
+            last = key
+            lines.append(f"public_key={key}")
             psk = peer.get_attr("WGPEER_A_PRESHARED_KEY")
             if psk:
                 lines.append(f"preshared_key={_hex(psk)}")

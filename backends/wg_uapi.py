@@ -37,17 +37,24 @@ def hex_key(b64: str) -> str:
     return base64.b64decode(b64).hex()
 
 
-def b64_key(hexed: str) -> str:
+def _key32(hexed: str) -> bytes:
     raw = bytes.fromhex(hexed)
     if len(raw) != 32:
         raise UapiError(f"a key of {len(raw)} bytes")
-    return base64.b64encode(raw).decode("ascii")
+    return raw
+
+
+def b64_key(hexed: str) -> str:
+    return base64.b64encode(_key32(hexed)).decode("ascii")
 
 
 def _errno(lines: list[str]) -> int:
     for line in reversed(lines):
         if line.startswith("errno="):
-            return int(line[6:])
+            try:
+                return int(line[6:])
+            except ValueError:
+                raise UapiError(f"malformed UAPI reply: {line[:60]!r}") from None
     raise UapiError("no errno line: not a complete UAPI reply")
 
 
@@ -76,7 +83,7 @@ def parse_get(text: str) -> DeviceState:
                 blocks.append(peer)
             elif peer is None:
                 if k == "private_key":
-                    raw = bytes.fromhex(v)
+                    raw = _key32(v)
                     state.private_key = None if raw == ZERO_KEY else raw
                 elif k == "listen_port":
                     state.listen_port = int(v)
@@ -86,20 +93,20 @@ def parse_get(text: str) -> DeviceState:
                 peer["allowed_ips"].append(v)  # type: ignore[attr-defined]
             else:
                 peer[k] = v
+        for b in blocks:
+            psk = _key32(str(b.get("preshared_key", "00" * 32)))
+            when = int(str(b.get("last_handshake_time_sec", 0))) + \
+                int(str(b.get("last_handshake_time_nsec", 0))) / 1e9
+            p = ActualPeer(str(b["public_key"]), canonical_endpoint(str(b.get("endpoint", ""))),
+                           tuple(sorted(b["allowed_ips"])),  # type: ignore[call-overload]
+                           None if psk == ZERO_KEY else psk,
+                           int(str(b.get("persistent_keepalive_interval", 0))), when,
+                           int(str(b.get("rx_bytes", 0))), int(str(b.get("tx_bytes", 0))))
+            state.peers[p.public_key] = p
     except ValueError as exc:
         if isinstance(exc, UapiError):
             raise
         raise UapiError(f"malformed UAPI reply: {exc}") from None
-    for b in blocks:
-        psk = bytes.fromhex(str(b.get("preshared_key", "00" * 32)))
-        when = int(str(b.get("last_handshake_time_sec", 0))) + \
-            int(str(b.get("last_handshake_time_nsec", 0))) / 1e9
-        p = ActualPeer(str(b["public_key"]), canonical_endpoint(str(b.get("endpoint", ""))),
-                       tuple(sorted(b["allowed_ips"])),  # type: ignore[call-overload]
-                       None if psk == ZERO_KEY else psk,
-                       int(str(b.get("persistent_keepalive_interval", 0))), when,
-                       int(str(b.get("rx_bytes", 0))), int(str(b.get("tx_bytes", 0))))
-        state.peers[p.public_key] = p
     return state
 
 

@@ -118,6 +118,9 @@ def load_or_create_private_key(path: Path) -> tuple[bytes, bool]:
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     key = generate_private_key()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # left by a run killed while writing it, with our pid (PID 1 again in a container):
+    # O_EXCL would fail on it at every start
+    tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     try:
         os.write(fd, encode_key(key).encode("ascii"))
