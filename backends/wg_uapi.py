@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 
 from backends.wg_desired import ActualPeer, PeerPlan, WgPeer, canonical_endpoint
 
@@ -90,7 +91,9 @@ def parse_get(text: str) -> DeviceState:
                 elif k == "fwmark":
                     state.fwmark = int(v)
             elif k == "allowed_ip":
-                peer["allowed_ips"].append(v)  # type: ignore[attr-defined]
+                # one spelling: a ::/96 prefix comes dotted from the kernel, not from us
+                net = str(ip_network(v, strict=False))
+                peer["allowed_ips"].append(net)  # type: ignore[attr-defined]
             else:
                 peer[k] = v
         for b in blocks:

@@ -39,7 +39,7 @@ from backends.wg_desired import (
     plan_peers,
 )
 from backends.wg_device import WgDevice, WgDeviceError, open_device
-from backends.wg_uapi import parse_get, render_set
+from backends.wg_uapi import UapiError, parse_get, render_set
 from core.config import WireguardConfig
 from core.lease import Lease, LeaseAttrs, wireguard_backend_data
 from core.wgkey import (
@@ -145,7 +145,7 @@ class WireguardBackend:
             for spec in self.specs:
                 try:
                     programmed |= self._reconcile_device(spec, own, peers, result, full=full)
-                except (WgDeviceError, NetlinkError, OSError) as exc:
+                except (WgDeviceError, UapiError, NetlinkError, OSError) as exc:
                     self._forget(spec.name)
                     log.warning("wireguard %s reconcile failed: %s", spec.name, exc)
                     result.errors.append(f"wireguard {spec.name}: {exc}")

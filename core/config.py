@@ -262,7 +262,7 @@ def _backend(doc: dict[str, Any]) -> tuple[str, BackendConfig]:
             psk=_psk(_get(raw, "PSK", str, "", "Backend.")),
             keepalive=num("PersistentKeepaliveInterval", 0, 0, 65535,
                           "seconds between keepalives; 0 is off"),
-            mode=_get(raw, "Mode", str, "separate", "Backend.") or "separate",
+            mode=_get(raw, "Mode", str, "separate", "Backend."),  # "" is flannel's error too
             mtu=mtu or None)
     return lowered, VxlanConfig(
         vni=num("VNI", 1, 0, MAX_VNI, "a 24-bit VXLAN network identifier"),

@@ -303,10 +303,11 @@ def _field(data: Any, name: str) -> Any:
     if not isinstance(data, dict):
         return None
     lowered = name.lower()
-    for k, v in data.items():
+    found = None
+    for k, v in data.items():  # Go's decoder: every case-insensitive match sets it, the last wins
         if isinstance(k, str) and k.lower() == lowered:
-            return v
-    return None
+            found = v
+    return found
 
 
 def check_peer_lease(lease: Lease, network: IPv4Network | None, *,

@@ -75,7 +75,7 @@ def test_mtu_zero_means_the_interfaces_and_148_is_the_least() -> None:
     ("PersistentKeepaliveInterval", "25s"),
     ("MTU", -1), ("MTU", 65536), ("MTU", "1420"),
     ("PSK", 42), ("PSK", True),
-    ("Mode", 4), ("Mode", "Auto"), ("Mode", "dual"), ("Mode", "IPV4"),
+    ("Mode", 4), ("Mode", "Auto"), ("Mode", "dual"), ("Mode", "IPV4"), ("Mode", ""),
 ])
 def test_bad_values_are_refused_naming_the_field(field: str, value: Any) -> None:
     with pytest.raises(ConfigError) as err:

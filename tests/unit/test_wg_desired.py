@@ -87,6 +87,7 @@ def attrs_with(data: Any) -> LeaseAttrs:
     ({"PublicKey": key(2), "Port": 0}, None),
     ({"PublicKey": key(2), "Port": None}, None),
     ({"publickey": key(2), "PORT": 4000}, 4000),  # Go matches keys case-insensitively
+    ({"PublicKey": key(3), "publickey": key(2), "Port": 1, "port": 4000}, 4000),  # last wins
     ({"PublicKey": key(2), "Port": 65535, "Other": 1}, 65535),
 ])
 def test_wireguard_attrs(data: dict[str, Any], port: int | None) -> None:

@@ -228,3 +228,11 @@ def test_set_device_fields_and_replace_peers() -> None:
     apply(dev, render_set(listen_port=4000, replace_peers=True))
     assert (dev.listen_port, dev.peers, dev.private_key) == (4000, {}, "")
     assert render_set() == "set=1\n\n"
+
+
+def test_allowed_ips_are_read_in_one_spelling() -> None:
+    # the kernel (through pyroute2) prints a ::/96 prefix dotted; desired peers never do
+    text = (f"listen_port=1\npublic_key={'22' * 32}\nallowed_ip=::7.254.255.230/128\n"
+            "allowed_ip=10.5.1.7/24\nerrno=0\n\n")
+    (peer,) = parse_get(text).peers.values()
+    assert peer.allowed_ips == ("10.5.1.0/24", "::7fe:ffe6/128")
