@@ -142,6 +142,32 @@ class _Client(aetcd.Client):
         super().__init__(*args, **kwargs)
         self._credentials = credentials
 
+    async def keepalive_once(self, lease_id: int) -> Any:
+        """One LeaseKeepAlive exchange whose request stream stays open until the reply.
+
+        aetcd's `refresh_lease` sends its request from a list, so gRPC half-closes the
+        stream at once; `etcd grpc-proxy` then cancels the call ("context canceled")
+        before the member's answer comes back, and every refresh through a proxy fails."""
+        await self.connect()
+        answered = asyncio.Event()
+
+        async def requests() -> Any:
+            yield rpc.LeaseKeepAliveRequest(ID=lease_id)
+            await answered.wait()
+
+        call = self.leasestub.LeaseKeepAlive(requests(), timeout=self._timeout,
+                                             metadata=self.metadata)
+        try:
+            async for reply in call:
+                answered.set()
+                return reply
+        except rpc.AioRpcError as exc:
+            aetcd.exceptions._handle_exception(exc)
+        finally:
+            answered.set()
+            call.cancel()
+        return None
+
     async def connect(self) -> None:
         if self._credentials is None:
             await super().connect()
@@ -345,8 +371,9 @@ class EtcdClient:
 
     async def keepalive(self, lease_id: int) -> int:
         """Refresh a lease once; its new TTL, or 0 if it has expired."""
-        reply = await self.call(lambda c: c.refresh_lease(lease_id))
-        return int(getattr(reply, "TTL", 0)) if reply is not None else 0
+        reply = await self.call(lambda c: c.keepalive_once(lease_id))
+        ttl = int(getattr(reply, "TTL", 0)) if reply is not None else 0
+        return max(ttl, 0)  # an expired lease: 0 from a member, -1 through grpc-proxy
 
     async def revoke(self, lease_id: int, *, only_if_unused: bool = False) -> None:
         if only_if_unused:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netns_lab.netns import Sandbox, in_netns, wait_for
+from netns_lab.netns import Sandbox, WaitAbort, in_netns, wait_for
 
 
 def etcd_binary() -> str:
@@ -172,3 +172,64 @@ class EtcdMember:
         if check and proc.returncode != 0:
             raise RuntimeError(f"etcdctl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
+
+
+@dataclass
+class EtcdProxy:
+    """`etcd grpc-proxy start` in front of some members: the scale-out path. It coalesces
+    identical watches, so N nodes' prefix watches cost the members one."""
+
+    sandbox: Sandbox
+    name: str
+    endpoints: Sequence[str]  # the members' client URLs
+    host: str = "127.0.0.1"
+    port: int = 0
+    netns: str | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            self.port = free_port(self.host) if self.netns is None else 23790
+
+    @property
+    def client_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def proc_name(self) -> str:
+        return f"etcd-proxy-{self.name}"
+
+    def argv(self) -> list[str]:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return [etcd_binary(), "grpc-proxy", "start",
+                "--endpoints", ",".join(u.split("://", 1)[-1] for u in self.endpoints),
+                "--listen-addr", f"{host}:{self.port}"]
+
+    def start(self, timeout: float = 20) -> EtcdProxy:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        self.proc = self.sandbox.spawn(self.proc_name, self.argv(), netns=self.netns, env=env)
+
+        def listening() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                log = (self.sandbox.state_dir / f"{self.proc_name}.log").read_text()[-2000:]
+                raise WaitAbort(f"etcd grpc-proxy {self.name} exited: {log}")
+
+            def probe() -> bool:
+                with socket.create_connection((self.host, self.port), timeout=1):
+                    return True
+            try:
+                return in_netns(self.netns, probe) if self.netns else probe()
+            except OSError:
+                return False
+        wait_for(listening, timeout, what=f"etcd grpc-proxy {self.name} to listen")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.sandbox.kill(self.proc_name, sig)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
