@@ -27,6 +27,7 @@ from flanneld import masq
 from flanneld.kwatch import KernelWatch
 from flanneld.loop_plan import Wake, looks_at_kernel, next_tick, plan
 from flanneld.metrics import Metrics
+from flanneld.neightables import NeighTableWatch
 from flanneld.options import Options
 
 log = logging.getLogger("flanneld")
@@ -52,6 +53,7 @@ class Reconciler:
         self._reconcile_error: str | None = None
         self._rules: masq.RuleParams | None = None
         self._kwatch = KernelWatch()
+        self._neigh: NeighTableWatch | None = None
 
     async def _in_netlink(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -142,6 +144,10 @@ class Reconciler:
                 f"reconcile had {len(result.errors)} errors: {result.errors[0]}", covered)
         for t in covered:
             m.event_to_kernel.observe(done - t)
+        if full and self.config is not None:
+            if self._neigh is None:
+                self._neigh = NeighTableWatch(self.config.enable_ipv4, self.config.enable_ipv6)
+            await self._in_netlink(self._neigh.check, result.programmed_peers)
         m.last_reconcile.set(time.time())
         self._reconcile_error = None
         return True

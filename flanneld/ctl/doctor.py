@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backends.vxlan6 import VXLAN6_OVERHEAD
+from flanneld import neightables
 from flanneld.ctl import _checks6 as v6checks
 from flanneld.ctl import _checkswg as wgchecks
 from flanneld.ctl import _common as c
@@ -42,6 +43,8 @@ from flanneld.ctl.findings import (
     Finding,
     peer_findings,
 )
+from netlink import ntable
+from netlink.uapi import AF_INET, AF_INET6
 
 WG_OVERHEAD = 80  # flannel's: one cost for both families (IPv6 + UDP + WireGuard)
 __all__ = ["BY_NAME", "CHECKS", "FAIL", "OK", "SKIP", "WARN", "Check", "Finding"]
@@ -154,6 +157,21 @@ def check_sysctls(ip_forward: str | None, rp: dict[str, int], ipv4: bool = True
     return out
 
 
+def check_neigh(tables: list[ntable.NeighTable] | None, peers: int,
+                families: tuple[int, ...]) -> Finding:
+    if tables is None:
+        return Finding("neigh-table", SKIP, "the neighbour tables could not be read")
+    found = neightables.findings(tables, peers, families)
+    mine = [t for t in tables if t.family in families]
+    have = ", ".join(f"{t.name} gc_thresh2 {t.thresh2} gc_thresh3 {t.thresh3}, {t.entries} in "
+                     "use" for t in mine)
+    if not found:
+        return Finding("neigh-table", OK, f"{peers} peers: {have or 'no table read'}")
+    worst = FAIL if any(peers + ntable.HEADROOM >= t.thresh3 for t, _, _ in found) else WARN
+    return Finding("neigh-table", worst, "; ".join(f"{t.name}: {p}" for t, p, _ in found),
+                   fix=" and ".join(fix for _, _, fix in found))
+
+
 def kernel_at_least(release: str, want: tuple[int, int]) -> bool:
     m = re.match(r"(\d+)\.(\d+)", release)
     return m is not None and (int(m.group(1)), int(m.group(2))) >= want
@@ -231,6 +249,13 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
     if view.v6 is not None:
         findings.append(v6checks.check_forward6(_sysctl("net/ipv6/conf/all/forwarding")))
     findings.append(rp)
+    try:
+        tables: list[ntable.NeighTable] | None = neightables.read_tables()
+    except OSError:
+        tables = None
+    peers = max(len(cluster.leases) - 1, 0)
+    families = tuple(f for f, on in ((AF_INET, view.ipv4), (AF_INET6, view.v6 is not None)) if on)
+    findings.append(check_neigh(tables, peers, families))
     dev = view.device.name if view.device else (
         view.v6.device.name if view.v6 is not None and view.v6.device else None)
     findings.append(check_csum(platform.release(), dev, _offload(dev) if dev else None))

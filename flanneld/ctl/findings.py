@@ -115,6 +115,13 @@ CHECKS = (
     Check("rp-filter", "rp_filter is not strict (1) on the flannel device or the CNI bridge",
           "replies arriving on another interface than the route back are dropped",
           "sysctl -w net.ipv4.conf.all.rp_filter=2 (loose), and the same for the device"),
+    Check("neigh-table", "the kernel's neighbour tables (`ip ntable show`: gc_thresh1-3, shared "
+          "by every namespace) against one underlay entry per peer plus headroom",
+          "past gc_thresh3 the kernel refuses new neighbour entries (\"neighbor table "
+          "overflow\" in dmesg): peers go unreachable though every route is programmed "
+          "(flannel#928)",
+          "raise net.ipv4.neigh.default.gc_thresh1/2/3 (and net.ipv6...) to the values the "
+          "detail names; persist them in /etc/sysctl.d/"),
     Check("vxlan-csum", "kernel version and `ethtool -k flannel.N` tx-checksum-ip-generic",
           "kernels before 5.7 corrupt checksums of NATed VXLAN packets (63 s delays; "
           "flannel#1279)",

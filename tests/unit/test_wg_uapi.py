@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.wg_desired import ActualPeer, PeerPlan, WgPeer
@@ -203,7 +203,9 @@ wg_peers = st.builds(
     st.integers(0, 65535))
 
 
-@settings(max_examples=200, deadline=None)
+# generating keys and filtered values is slow on a loaded 2-core box: not a finding
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.lists(wg_peers, max_size=5, unique_by=lambda p: p.public_key),
        st.lists(wg_peers, max_size=4, unique_by=lambda p: p.public_key), st.booleans())
 def test_a_set_request_makes_the_device_what_was_planned(
