@@ -326,8 +326,9 @@ def up(lab: Lab, progress: Progress) -> None:
         s.detail = f"{len(t.hosts)} host(s) ready, backend {t.backend_type}"
     with progress.step("peers") as s:
         wait_converged(lab)
-        n = len(t.hosts)
-        s.detail = f"{n * (n - 1)} peer entries programmed"
+        pairs = len(t.hosts) * (len(t.hosts) - 1)
+        s.detail = f"{pairs * len(t.families)} peer entries programmed" + (
+            f" ({pairs} per family)" if len(t.families) > 1 else "")
     with progress.step("pods") as s:
         installer.join()
         if cni_error:

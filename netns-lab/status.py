@@ -4,7 +4,9 @@
 into plain data; `render` turns that into the table. Nothing is taken from the
 state file that the cluster itself can tell: the state file only says which
 hosts and pods the lab made. A dual-stack or IPv6-only network gets the IPv6
-columns too: the host's PublicIPv6, its IPv6 subnet and its IPv6 peers.
+columns too: the host's PublicIPv6, its IPv6 subnet and its IPv6 peers. A wireguard
+lab's hosts also carry their WireGuard devices as the UAPI sockets report them
+(`wg_devices`: listen port, public key, peers, allowed IPs), summed up in one line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from ipaddress import ip_network
 from typing import Any
 
-from netns_lab import observe
+from netns_lab import observe, wgview
 from netns_lab.build import flanneld_proc
 from netns_lab.lab import Lab
 from netns_lab.netns import list_netns
@@ -81,6 +83,8 @@ def collect(lab: Lab) -> dict[str, Any]:
         if t.enable_ipv6:
             row["peers6"] = observe.peers6_of(lab, host, live, view)
         row["expected_peers"] = max(len(row["peers"]), len(row["peers6"]))
+        if view.wg is not None:
+            row["wg_devices"] = wgview.device_summary(view.wg)
         for key, v6 in (("vxlan_device", False), ("vxlan6_device", True)):
             vx = view.vxlan_links(v6=v6)
             if vx:
@@ -159,6 +163,9 @@ def render(data: dict[str, Any]) -> str:
     etcd = ", ".join(f"{m['name']} {m['ip']} {'healthy' if m['healthy'] else 'DOWN'}"
                      for m in data["etcd"])
     out.append(f"etcd: {etcd}")
+    wg = wgview.devices_line(data["hosts"])
+    if wg:
+        out.append(wg)
     if data.get("world"):
         w = data["world"]
         out.append(f"world: {' '.join(w['addresses'])} (segment {w['segment']}; "

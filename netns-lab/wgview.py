@@ -10,7 +10,9 @@ unlike the host directory, and a unix socket path has 108 bytes at most).
 the lease's public key (BackendData's, or BackendV6Data's for the IPv6 side) whose
 allowed IPs hold the lease's subnet; "partial" when the key is there without the
 subnet; else "missing". flannelctl's full verdicts (endpoint, roaming, handshakes)
-are `flanneld.ctl.wgpeers`.
+are `flanneld.ctl.wgpeers`. `device_summary` is what `netns-lab status` shows of the
+devices themselves (name, listen port, public key, peers, allowed IPs); `devices_line`
+says it in one line.
 """
 
 from __future__ import annotations
@@ -50,6 +52,41 @@ def read_devices(lab: Lab, host: str) -> dict[str, Any]:
         except (OSError, ValueError):
             continue  # (wireguard-go restarting): the device counts as absent this time
     return out
+
+
+def device_summary(devices: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per device (a UAPI DeviceState): its listen port, public key, peer count and the
+    allowed IPs it holds, sorted. Pure."""
+    from core.wgkey import encode_key, public_key
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, d in sorted(devices.items()):
+        out[name] = {
+            "listen_port": d.listen_port,
+            "public_key": encode_key(public_key(d.private_key)) if d.private_key else "",
+            "peers": len(d.peers),
+            "allowed_ips": sorted({a for p in d.peers.values() for a in p.allowed_ips}),
+        }
+    return out
+
+
+def devices_line(hosts: list[dict[str, Any]]) -> str:
+    """The hosts' WireGuard devices in one line: "flannel-wg (port 51820, 2 peers),
+    flannel-wg-v6 (port 51821, 2 peers) on every host", or host by host where they
+    differ; "" when no host reports a device list."""
+    cells: dict[str, str] = {}
+    for h in hosts:
+        devs = h.get("wg_devices")
+        if devs is None:
+            continue
+        cells[h["host"]] = ", ".join(
+            f"{n} (port {d['listen_port']}, {d['peers']} peer{'s' * (d['peers'] != 1)})"
+            for n, d in devs.items()) or "no device answers"
+    if not cells:
+        return ""
+    if len(cells) > 1 and len(set(cells.values())) == 1 and len(cells) == len(hosts):
+        return f"wireguard: {next(iter(cells.values()))} on every host"
+    return "wireguard: " + "; ".join(f"{h} {c}" for h, c in cells.items())
 
 
 def _holds(allowed: Any, subnet: IPv4Network | IPv6Network) -> bool:

@@ -100,3 +100,96 @@ def test_the_socket_is_reached_through_the_hosts_mount_namespace(tmp_path: Path)
     assert len(path) < 108  # a unix socket path's limit
     assert wgview.wg_root(FakeLab(None, tmp_path), "h1") == tmp_path / "h1" / "run-wireguard"
     assert wgview.read_devices(FakeLab(None, tmp_path), "h1") == {}  # no socket: no device
+
+
+# --- dual stack: both devices, as status shows them -----------------------------------
+
+DS_LEASE = decode_lease(
+    "10.246.6.0-24&fc00:246:0:61::-64",
+    '{"PublicIP":"192.168.46.11","PublicIPv6":"fd10:46::11","BackendType":"wireguard",'
+    f'"BackendData":{{"PublicKey":"{KEY_B}","Port":51820}},'
+    f'"BackendV6Data":{{"PublicKey":"{KEY_B}","Port":51821}}}}')
+
+
+def device6(*peers: str, port: int = 51821) -> Any:
+    return parse_get(f"private_key={PRIV}\nlisten_port={port}\n{''.join(peers)}errno=0\n\n")
+
+
+def separate_devices() -> dict[str, Any]:
+    return {"flannel-wg": device(peer(KEY_B, ["10.246.6.0/24"], "192.168.46.11:51820")),
+            "flannel-wg-v6": device6(peer(KEY_B, ["fc00:246:0:61::/64"],
+                                          "[fd10:46::11]:51821"))}
+
+
+def test_separate_mode_each_family_on_its_own_device() -> None:
+    devs = separate_devices()
+    assert wgview.wg_state(DS_LEASE, devs, 4) == "wg"
+    assert wgview.wg_state(DS_LEASE, devs, 6) == "wg"
+    view = observe.KernelView(wg=devs)
+    assert (observe.peer_state(DS_LEASE, view), observe.peer_state6(DS_LEASE, view)) == \
+        ("wg", "wg")
+    only4 = {"flannel-wg": devs["flannel-wg"]}  # flannel-wg-v6 gone (its wireguard-go died)
+    assert observe.peer_state6(DS_LEASE, observe.KernelView(wg=only4)) == "partial"
+    assert observe.peer_state6(DS_LEASE, observe.KernelView(wg={})) == "missing"
+
+
+def test_auto_mode_one_device_holds_both_families() -> None:
+    devs = {"flannel-wg": device(peer(KEY_B, ["10.246.6.0/24", "fc00:246:0:61::/64"],
+                                      "192.168.46.11:51820"))}
+    assert wgview.wg_state(DS_LEASE, devs, 4) == wgview.wg_state(DS_LEASE, devs, 6) == "wg"
+    v4_only = {"flannel-wg": device(peer(KEY_B, ["10.246.6.0/24"]))}
+    assert wgview.wg_state(DS_LEASE, v4_only, 6) == "partial"  # the key, not the v6 subnet
+
+
+def test_device_summary_names_port_key_peers_and_allowed_ips() -> None:
+    from core.wgkey import encode_key, public_key
+
+    pub = encode_key(public_key(bytes.fromhex(PRIV)))
+    s = wgview.device_summary(separate_devices())
+    assert list(s) == ["flannel-wg", "flannel-wg-v6"]
+    assert s["flannel-wg"] == {"listen_port": 51820, "public_key": pub, "peers": 1,
+                               "allowed_ips": ["10.246.6.0/24"]}
+    assert s["flannel-wg-v6"]["listen_port"] == 51821
+    assert s["flannel-wg-v6"]["public_key"] == pub  # one key file, both devices
+    assert s["flannel-wg-v6"]["allowed_ips"] == ["fc00:246:0:61::/64"]
+    assert wgview.device_summary({}) == {}
+
+
+def test_devices_line_says_every_host_or_host_by_host() -> None:
+    devs = wgview.device_summary(separate_devices())
+    same = [{"host": h, "wg_devices": devs} for h in ("h1", "h2", "h3")]
+    assert wgview.devices_line(same) == (
+        "wireguard: flannel-wg (port 51820, 1 peer), flannel-wg-v6 (port 51821, 1 peer) "
+        "on every host")
+    differ: list[dict[str, Any]] = [same[0], {"host": "h2", "wg_devices": {}},
+                                    {"host": "h3"}]  # h3: no namespace
+    assert wgview.devices_line(differ) == (
+        "wireguard: h1 flannel-wg (port 51820, 1 peer), flannel-wg-v6 (port 51821, 1 peer); "
+        "h2 no device answers")
+    assert wgview.devices_line([{"host": "h1", "peers": {}}]) == ""  # not a wireguard lab
+
+
+def test_status_renders_the_devices_line() -> None:
+    host = {"host": "h1", "public_ip": "192.168.46.10", "public_ipv6": "fd10:46::10",
+            "subnet": "10.246.23.0/24", "subnet6": "fc00:246:0:35::/64", "subnet_from": "etcd",
+            "backend": "wireguard", "flanneld": "ready",
+            "peers": {"10.246.6.0/24": "wg"}, "peers6": {"fc00:246:0:61::/64": "wg"},
+            "pods": {}, "pods6": {}, "wg_devices": wgview.device_summary(separate_devices())}
+    data = {"lab": "x", "description": "", "backend": "wireguard", "network": "10.246.0.0/16",
+            "network6": "fc00:246::/48", "families": [4, 6], "etcd_error": "", "etcd": [],
+            "hosts": [host], "stale_leases": [], "partitions": [], "world": None}
+    text = status.render(data)
+    assert "1/1 (wg)" in text and text.count("1/1 (wg)") == 2  # PEERS and PEERS6
+    assert "wireguard: h1 flannel-wg (port 51820, 1 peer), flannel-wg-v6 (port 51821" in text
+
+
+def test_the_dual_stack_example_runs_separate_mode_over_both_families() -> None:
+    from netns_lab import topology
+
+    t = topology.load("wireguard-dual-stack")
+    assert t.backend_type == "wireguard" and t.families == (4, 6)
+    assert t.underlay_versions == (4, 6) and len(t.hosts) == 3
+    assert "Mode" not in t.network["Backend"]  # flannel's default, separate
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "examples" / "wireguard-dual-stack.yaml").resolve() == \
+        root / "netns-lab" / "examples" / "wireguard-dual-stack.yaml"
