@@ -59,6 +59,7 @@ log = logging.getLogger("pyflannel.backends.wireguard")
 KIND = "wgpeer"
 _REPLACE = m.NLM_F_CREATE | m.NLM_F_REPLACE
 PRIME_MAX = 64
+PRIME_LATER = 0.5  # s: when the end with the larger key primes, if still no handshake
 
 
 def _as_actual(p: WgPeer) -> ActualPeer:
@@ -97,6 +98,7 @@ class WireguardBackend:
         self._applied: dict[str, dict[str, WgPeer]] = {}  # device -> what we last set
         self._done: set[str] = set()  # devices set up once: later fixes are repairs
         self._programmed = 0
+        self._timers: list[threading.Timer] = []
         self._skip_log = OnceLog()
         self.dev_index = 0
         self.on_fdb_write: Callable[[list[str]], None] | None = None
@@ -154,6 +156,8 @@ class WireguardBackend:
         return result
 
     def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         with self._lock:
             for dev in self._devices.values():
                 dev.close()  # never the device itself: traffic goes on while we are away
@@ -187,7 +191,7 @@ class WireguardBackend:
         result.skipped += sorted(want.skipped.items())
         plan = plan_peers(want.peers, actual, time.time())
         if plan.remove or plan.upsert:
-            dev.set(render_set(plan=plan, prime=self._to_prime(plan, actual)))
+            dev.set(render_set(plan=plan, prime=self._to_prime(spec, plan, actual)))
         if plan.remove:
             result.count("removed", KIND, len(plan.remove))
         for p in plan.upsert:
@@ -197,14 +201,42 @@ class WireguardBackend:
         self._applied[spec.name] = dict(want.peers)
         return set(want.peers)  # by public key: one per lease, across both devices
 
-    def _to_prime(self, plan: PeerPlan, actual: dict[str, ActualPeer]) -> tuple[str, ...]:
-        """New peers to handshake with at once (see `render_set`): a few at a time only,
-        so that a node starting among a thousand peers sends no burst of handshakes; and
-        not with a keepalive configured, which starts one by itself."""
+    def _to_prime(self, spec: WgDeviceSpec, plan: PeerPlan, actual: dict[str, ActualPeer]
+                  ) -> tuple[str, ...]:
+        """New peers to handshake with at once (see `render_set`).
+
+        A pair learns of each other within milliseconds; if both ends primed then, their
+        initiations would cross, each would answer the other's and drop its own, and the
+        pair would wait REKEY_TIMEOUT (5 s) anyway. So the end with the smaller public key
+        primes now; the other looks again PRIME_LATER later and primes only a peer that
+        has still not handshaken (the first initiation reached us before we knew it).
+        A few at a time only: a node starting among a thousand peers sends no burst. Not
+        with a keepalive configured, which starts a handshake by itself."""
         if self.wg.keepalive:
             return ()
-        new = tuple(p.public_key for p in plan.upsert if p.public_key not in actual)
-        return new if len(new) <= PRIME_MAX else ()
+        new = [p.public_key for p in plan.upsert if p.public_key not in actual]
+        if len(new) > PRIME_MAX:
+            return ()
+        later = tuple(k for k in new if k < self.public_key)
+        if later:
+            timer = threading.Timer(PRIME_LATER, self._prime_late, (spec.name, later))
+            timer.daemon = True
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            timer.start()
+        return tuple(k for k in new if k > self.public_key)
+
+    def _prime_late(self, name: str, keys: tuple[str, ...]) -> None:
+        with self._lock:
+            dev = self._devices.get(name)
+            if dev is None:
+                return
+            try:
+                peers = parse_get(dev.get()).peers
+                due = tuple(k for k in keys if k in peers and not peers[k].last_handshake)
+                if due:
+                    dev.set(render_set(prime=due))
+            except (WgDeviceError, UapiError, OSError) as exc:
+                log.debug("wireguard %s: late prime: %s", name, exc)  # the next resync sees it
 
     def _ensure_device(self, spec: WgDeviceSpec, result: ReconcileResult
                        ) -> tuple[WgDevice, dict[str, ActualPeer]]:
