@@ -175,7 +175,7 @@ def parse_network_config(raw: bytes | str) -> NetworkConfig:
 
     backend_type, backend = _backend(doc)
     if isinstance(backend, WireguardConfig):
-        _check_wireguard_mode(backend.mode, enable_ipv4, enable_ipv6)
+        _check_wireguard(backend, enable_ipv4, enable_ipv6)
     return NetworkConfig(
         ipv4_network=network, subnet_len=subnet_len, subnet_min=smin, subnet_max=smax,
         backend_type=backend_type, backend=backend,
@@ -288,7 +288,12 @@ def _psk(text: str) -> bytes | None:
     return raw
 
 
-def _check_wireguard_mode(mode: str, v4: bool, v6: bool) -> None:
+def _check_wireguard(wg: WireguardConfig, v4: bool, v6: bool) -> None:
+    mode = wg.mode
+    if mode == "separate" and v4 and v6 and wg.listen_port == wg.listen_port_v6:
+        raise ConfigError(f"Backend.ListenPortV6 {wg.listen_port_v6} equals ListenPort: in "
+                          "separate mode flannel-wg and flannel-wg-v6 each need a port of "
+                          "their own; use another (51821 by default)")
     if mode not in WIREGUARD_MODES:
         raise ConfigError(f"Backend.Mode {_show(mode)}: no valid Mode configured; use one of "
                           f"{', '.join(WIREGUARD_MODES)} (separate is the default)")

@@ -133,7 +133,7 @@ def inspect_node(subnet_file: Path, cluster: Cluster, netns: str | None = None) 
 def _inspect_wg(view: NodeView, config: Any, own: Any, peers: list[Any],
                 netns: str | None) -> None:
     """The wireguard backend's devices and peers (flanneld/ctl/_nodewg.py) into `view`."""
-    from backends.wg_desired import device_specs
+    from backends.wg_desired import DEVICE_V6, device_specs
 
     names = [s.name for s in device_specs(config.backend, config.enable_ipv4,
                                           config.enable_ipv6, view.ext_mtu or 1500)]
@@ -143,7 +143,12 @@ def _inspect_wg(view: NodeView, config: Any, own: Any, peers: list[Any],
     finally:
         nl.close()
     view.wg = _nodewg.inspect(config, own, peers, links, view.ext_mtu)
-    view.checks, view.strays = view.wg.checks(), view.wg.strays()
+    view.strays = view.wg.strays()
+    # by lease key, per family: separate mode's flannel-wg-v6 judges the IPv6 side
+    for dev in view.wg.devices:
+        target = view.v6.checks if dev.name == DEVICE_V6 and view.v6 is not None else \
+            view.checks
+        target.update({k: v.check() for k, v in dev.verdicts.items()})
     view.errors += view.wg.errors
 
 

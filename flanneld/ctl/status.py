@@ -47,8 +47,8 @@ def _peer_row(row: c.LeaseRow, view: NodeView) -> dict[str, Any]:
            "problems": list(check.problems) if check else
            ([row.problem] if row.problem else [])}
     if view.wg is not None:
-        out["wg"] = [v.as_dict() for k, v in view.wg.verdicts().items()
-                     if k.rsplit(":", 1)[-1] == row.key]
+        out["wg"] = [d.verdicts[row.key].as_dict() for d in view.wg.devices
+                     if row.key in d.verdicts]
     if view.v6 is not None:
         check6 = view.v6.checks.get(row.key)
         out.update(state6=check6.state if check6 else ("invalid" if row.problem else "unknown"),

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from core.config import ConfigError, WireguardConfig, parse_network_config
@@ -174,7 +174,17 @@ def test_separate_and_auto_run_on_any_family(mode: str) -> None:
        st.one_of(st.just(0), st.integers(148, 65535)))
 def test_any_valid_backend_round_trips(port: int, port6: int, keepalive: int, mode: str,
                                        mtu: int) -> None:
+    assume(mode != "separate" or port != port6)  # two devices, two ports (test below)
     config = parse({"Type": "wireguard", "ListenPort": port, "ListenPortV6": port6,
                     "PersistentKeepaliveInterval": keepalive, "Mode": mode, "MTU": mtu}, **V6)
     assert config.backend == WireguardConfig(listen_port=port, listen_port_v6=port6,
                                              keepalive=keepalive, mode=mode, mtu=mtu or None)
+
+
+def test_separate_dual_stack_needs_two_ports() -> None:
+    doc = {"Network": "10.5.0.0/16", "EnableIPv6": True, "IPv6Network": "fd00:5::/48",
+           "Backend": {"Type": "wireguard", "ListenPort": 4000, "ListenPortV6": 4000}}
+    with pytest.raises(ConfigError, match=r"Backend\.ListenPortV6 4000 equals ListenPort"):
+        parse_network_config(json.dumps(doc))
+    doc["Backend"]["Mode"] = "auto"  # one device: ListenPortV6 is unused  # type: ignore[index]
+    assert parse_network_config(json.dumps(doc)).backend.listen_port == 4000
