@@ -58,6 +58,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _stop(box: Sandbox, name: str, proc: subprocess.Popen[bytes] | None,
+          sig: int) -> None:
+    """Signal a tracked etcd process and wait for it (SIGKILL after 10 s)."""
+    box.kill(name, sig)
+    if proc is not None:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @dataclass
 class EtcdMember:
     """One etcd member; `cluster` lists every member as name=peer-url."""
@@ -150,13 +161,8 @@ class EtcdMember:
         wait_for(ok, timeout, what=f"etcd {self.name} at {self.client_url} to be healthy")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        self.sandbox.kill(self.proc_name, sig)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
+        _stop(self.sandbox, self.proc_name, self.proc, sig)
+        self.proc = None
 
     def restart(self) -> None:
         self.stop()
@@ -226,10 +232,5 @@ class EtcdProxy:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        self.sandbox.kill(self.proc_name, sig)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
+        _stop(self.sandbox, self.proc_name, self.proc, sig)
+        self.proc = None

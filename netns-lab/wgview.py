@@ -22,11 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from netns_lab.lab import Lab
+from netns_lab.netns import netns_pids
 
 from core.lease import Lease
 from flanneld.ctl.wgpeers import lease_public_key, read_uapi, socket_path
 
 DEVICES = ("flannel-wg", "flannel-wg-v6")
+
+
+def wireguard_go_pids(netns: str, device: str = DEVICES[0]) -> list[int]:
+    """The wireguard-go processes serving `device` in network namespace `netns`."""
+    out = []
+    for pid in netns_pids(netns):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # (gone meanwhile)
+        if argv[0].endswith(b"wireguard-go") and device.encode() in argv[1:]:
+            out.append(pid)
+    return out
 
 
 def wg_root(lab: Lab, host: str) -> Path:

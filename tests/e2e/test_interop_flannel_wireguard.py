@@ -31,14 +31,13 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from pathlib import Path
 
 import pytest
 from labrun import LabRun, lab_up
-from netns_lab import observe, ping
+from netns_lab import observe, ping, wgview
 from netns_lab.lab import Lab
 from netns_lab.measure import leases_by_host
-from netns_lab.netns import netns_pids, pid_alive, wait_for
+from netns_lab.netns import pid_alive, wait_for
 
 from core.lease import subnet_key, subnets_prefix
 
@@ -69,15 +68,7 @@ def on_host(lab: Lab, host: str, script: str) -> str:
 
 
 def wireguard_go_pids(lab: Lab, host: str) -> list[int]:
-    out = []
-    for pid in netns_pids(lab.ns(host)):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0].endswith(b"wireguard-go") and DEV.encode() in argv[1:]:
-            out.append(pid)
-    return out
+    return wgview.wireguard_go_pids(lab.ns(host), DEV)
 
 
 def answers(lab: Lab) -> bool:

@@ -22,16 +22,15 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from labrun import lab_up
-from netns_lab import chaos, observe
+from netns_lab import chaos, observe, wgview
 from netns_lab.lab import Lab
 from netns_lab.measure import Clock, Pinger, PingStats, leases_by_host, metric
-from netns_lab.netns import netns_pids, pid_alive, wait_for
+from netns_lab.netns import pid_alive, wait_for
 
 from core.lease import subnets_prefix
 
@@ -99,14 +98,7 @@ def peers(lab: Lab, host: str) -> Peers:
 
 def wireguard_go(lab: Lab, host: str) -> int:
     """The pid of the wireguard-go serving flannel-wg on `host` (0 if none)."""
-    for pid in netns_pids(lab.ns(host)):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0].endswith(b"wireguard-go") and DEV.encode() in argv[1:]:
-            return pid
-    return 0
+    return next(iter(wgview.wireguard_go_pids(lab.ns(host), DEV)), 0)
 
 
 def converged(lab: Lab, timeout: float = 20) -> None:

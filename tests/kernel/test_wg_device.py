@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netns_lab import wgview
 from netns_lab.netns import Sandbox, ip, kill_pids, netns_pids, run, wait_for
 
 from core.wgkey import clamp, encode_key, generate_private_key, public_key
@@ -61,14 +62,7 @@ def node(sandbox: Sandbox, tmp_path: Path) -> Iterator[tuple[Sandbox, str, Path]
 
 
 def wireguard_go_pids(box: Sandbox, ns: str) -> list[int]:
-    pids = []
-    for p in netns_pids(ns):
-        try:
-            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"wireguard-go"):
-                pids.append(p)
-        except OSError:
-            continue
-    return pids
+    return wgview.wireguard_go_pids(ns)
 
 
 def step(node: tuple[Sandbox, str, Path], body: str, check: bool = True) -> dict[str, Any]:
