@@ -20,6 +20,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 VXLAN_PORTS = frozenset({8472, 4789})
@@ -254,9 +255,18 @@ def open_socket(iface: str) -> tuple[socket.socket, bool]:
     return sock, hatype in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
 
 
-def capture(args: argparse.Namespace, netns: str | None = None) -> int:
+Decoder = Callable[[bytes, bool], "dict[str, Any] | None"]  # (frame, has ethernet header)
+
+
+def capture(args: argparse.Namespace, netns: str | None = None, *,
+            decoder: Decoder | None = None,
+            formatter: Callable[[dict[str, Any], float], str] | None = None,
+            on_shown: Callable[[dict[str, Any]], None] | None = None,
+            closing: Callable[[], str] = lambda: "") -> int:
     """Print decoded frames until -c were shown or --timeout passed; `netns`: the socket is
-    opened in that network namespace (a name under /run/netns, or a path)."""
+    opened in that network namespace (a name under /run/netns, or a path). `decoder`,
+    `formatter`, `on_shown` and `closing` (text after the count) let another decoder
+    (WireGuard's, flanneld/ctl/wgwire.py) reuse the loop."""
     from netlink.netns import call_in_netns
 
     try:
@@ -270,6 +280,10 @@ def capture(args: argparse.Namespace, netns: str | None = None) -> int:
               "(ip link shows the interfaces)", file=sys.stderr)
         return 1
     ports = frozenset(args.port) | VXLAN_PORTS
+    if decoder is None:
+        def decoder(frame: bytes, ethernet: bool) -> dict[str, Any] | None:
+            return decode(frame, ports, args.all, ethernet=ethernet)
+    fmt = formatter or format_line
     label = getattr(args, "label", "") or args.iface
     print(f"capturing on {label} ({args.iface}), up to {args.count} packets or "
           f"{args.timeout:g}s", file=sys.stderr, flush=True)
@@ -285,17 +299,19 @@ def capture(args: argparse.Namespace, netns: str | None = None) -> int:
             if addr[0] != args.iface:
                 continue  # queued between socket() and bind(), from another interface
             stamp = time.time()
-            d = decode(frame, ports, args.all, ethernet=ethernet)
+            d = decoder(frame, ethernet)
             if d is None:
                 continue
             d["time"] = stamp
-            print(json.dumps(d) if args.json else format_line(d, stamp), flush=True)
+            print(json.dumps(d) if args.json else fmt(d, stamp), flush=True)
+            if on_shown is not None:
+                on_shown(d)
             shown += 1
     except KeyboardInterrupt:
         pass
     finally:
         sock.close()
-    print(f"{shown} packet(s) shown", file=sys.stderr, flush=True)
+    print(f"{shown} packet(s) shown{closing()}", file=sys.stderr, flush=True)
     return 0
 
 

@@ -19,9 +19,7 @@ Pure; never raises on a short or garbled datagram (it is then plain UDP).
 from __future__ import annotations
 
 import argparse
-import json
 import struct
-import sys
 import time
 from typing import Any
 
@@ -109,41 +107,17 @@ def add_arguments(p: argparse.ArgumentParser, iface: str | None = "eth0") -> Non
 
 def run(args: argparse.Namespace, netns: str | None = None) -> int:
     """`flanneld.capture.capture` with the WireGuard decoder (same options, same output)."""
-    from netlink.netns import call_in_netns
-
-    try:
-        sock, ethernet = call_in_netns(netns, lambda: capture.open_socket(args.iface))
-    except OSError as exc:
-        where = f" in network namespace {netns}" if netns else ""
-        print(f"cannot capture on {args.iface!r}{where}: {exc.strerror or exc} (needs root; "
-              "`ip link` shows the interfaces)", file=sys.stderr)
-        return 1
     vx = frozenset(args.port) | capture.VXLAN_PORTS
     wg = frozenset(getattr(args, "wg_port", [])) | DEFAULT_PORTS
-    print(f"capturing on {getattr(args, 'label', '') or args.iface} ({args.iface}), up to "
-          f"{args.count} packets or {args.timeout:g}s", file=sys.stderr, flush=True)
-    shown, deadline = 0, time.monotonic() + args.timeout
     seen: dict[str, set[int]] = {"wireguard": set(), "other": set()}
-    try:
-        while shown < args.count and (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(min(left, 0.5))
-            try:
-                frame, addr = sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            d = decode(frame, vx, args.all, ethernet=ethernet, wg_ports=wg)
-            if addr[0] != args.iface or d is None:
-                continue  # (a frame queued before bind() may be from another interface)
-            d["time"] = stamp = time.time()
-            print(json.dumps(d) if args.json else format_line(d, stamp), flush=True)
-            seen["wireguard" if d["encap"] == "wireguard" else "other"].add(d.get("port", 0))
-            shown += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
-    print(f"{shown} packet(s) shown{summary(seen)}", file=sys.stderr, flush=True)
-    return 0
+
+    def note(d: dict[str, Any]) -> None:
+        seen["wireguard" if d["encap"] == "wireguard" else "other"].add(d.get("port", 0))
+
+    return capture.capture(
+        args, netns, decoder=lambda frame, eth: decode(frame, vx, args.all, ethernet=eth,
+                                                       wg_ports=wg),
+        formatter=format_line, on_shown=note, closing=lambda: summary(seen))
 
 
 def summary(seen: dict[str, set[int]]) -> str:
