@@ -83,6 +83,7 @@ class EtcdSubnetManager(PeerWatch):
                 continue
             self.lease = lease
             self._lease_ok = True
+            self._lease_checked = time.monotonic()
             self.status.last_error = None
             if lease.is_reservation:
                 self.status.lease_expiry = None
@@ -277,9 +278,19 @@ class EtcdSubnetManager(PeerWatch):
         self._own_changed.set()
 
     async def _keep(self, attrs: LeaseAttrs) -> str:
-        """Renew until the lease is lost; returns why."""
+        """Renew until the lease is lost; returns why.
+
+        The first renewal comes one interval after acquire wrote or checked the lease (or
+        at once when our key changes): renewing right away cost every node a keepalive and
+        a read more at every start of the cluster."""
         down = Backoff(0.1, 5.0)
+        since = time.monotonic() - self._lease_checked
+        wait = min(max(self.renew_interval - since, 0.0), self.renew_interval)
         while True:
+            try:
+                await asyncio.wait_for(self._own_changed.wait(), wait)
+            except TimeoutError:
+                pass
             self._own_changed.clear()
             lease = self.lease
             assert lease is not None
@@ -289,6 +300,7 @@ class EtcdSubnetManager(PeerWatch):
                 if reason is not None:
                     return reason
                 self._lease_ok = True
+                self._lease_checked = time.monotonic()
                 self.status.renewals += 1
                 down.reset()
                 self._update_state()
@@ -298,10 +310,6 @@ class EtcdSubnetManager(PeerWatch):
                 self.status.keepalive_failures += 1
                 log.warning("%s", self._etcd_failed(f"cannot renew lease {lease.key}", exc))
                 wait = min(down.next(), self.renew_interval)
-            try:
-                await asyncio.wait_for(self._own_changed.wait(), wait)
-            except TimeoutError:
-                pass
 
     async def _renew_once(self, lease: Lease, attrs: LeaseAttrs) -> str | None:
         key = lease.key

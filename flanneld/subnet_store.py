@@ -79,6 +79,7 @@ class SubnetStore:
         self._republished: LeaseAttrs | None = None  # our value as changed since start-up
         self._etcd_lease: int | None = None  # our one etcd lease, granted on first need
         self._etcd_lease_seen = 0.0  # monotonic time it was last known alive
+        self._lease_checked = 0.0  # monotonic time our lease key was last written or checked
         self._own_changed = asyncio.Event()  # the watch saw our key change: check it now
         self._lease_changed = asyncio.Event()  # self.lease moved: the watch re-judges it
         self._watch_ok = True
