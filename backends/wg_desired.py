@@ -64,10 +64,16 @@ class ActualPeer:
     tx_bytes: int
 
 
+# Per lease object (by id): the lease and its peer, or why it has none. A watch event
+# among a thousand leases then decides one lease, not a thousand.
+PeerCache = dict[int, "tuple[Lease, WgPeer | str]"]
+
+
 @dataclass
 class DesiredPeers:
     peers: dict[str, WgPeer] = field(default_factory=dict)  # by public key
     skipped: dict[str, str] = field(default_factory=dict)  # lease key -> why
+    cache: PeerCache = field(default_factory=dict)  # to pass to the next call
 
 
 @dataclass(frozen=True)
@@ -153,37 +159,56 @@ def _peer(lease: Lease, own: Lease, wg: WireguardConfig, spec: WgDeviceSpec) -> 
                   tuple(sorted(str(n) for n in nets)), wg.psk, wg.keepalive)
 
 
+def _decide(lease: Lease, own: Lease, wg: WireguardConfig, spec: WgDeviceSpec
+            ) -> WgPeer | str:
+    if lease.attrs.backend_type != "wireguard":
+        kind = lease.attrs.backend_type or "udp (no BackendType)"
+        return f"BackendType {kind!r} is not 'wireguard'; only wireguard peers are used"
+    try:
+        return _peer(lease, own, wg, spec)
+    except LeaseError as exc:
+        return str(exc)
+
+
+def _shared(key: str, other: str) -> str:
+    return f"its PublicKey is also lease {other}'s; WireGuard allows one peer per key"
+
+
 def desired_peers(own: Lease, peers: Iterable[Lease], wg: WireguardConfig,
-                  spec: WgDeviceSpec, own_public_key: str) -> DesiredPeers:
+                  spec: WgDeviceSpec, own_public_key: str,
+                  cache: PeerCache | None = None) -> DesiredPeers:
     """One device's peers. Skipped, each with its reason: leases of other backends,
     a malformed key, our own key (a copied key file), and a key another lease
-    already holds (WireGuard keys a peer by its key; the first lease keeps it)."""
+    already holds (WireGuard keys a peer by its key; the lease whose key sorts first
+    keeps it). `cache`: the previous call's `out.cache`, valid for the same own lease,
+    config and device."""
     out = DesiredPeers()
+    old = cache or {}
     holder: dict[str, str] = {}
-    for lease in sorted(peers, key=lambda ls: ls.key):
-        if lease.key == own.key or not is_peer(lease.peer_key, own.peer_key):
+    for lease in peers:
+        key = lease.key
+        if key == own.key or not is_peer(lease.peer_key, own.peer_key):
             continue
-        if lease.attrs.backend_type != "wireguard":
-            kind = lease.attrs.backend_type or "udp (no BackendType)"
-            out.skipped[lease.key] = (f"BackendType {kind!r} is not 'wireguard'; only "
-                                      "wireguard peers are used")
+        hit = old.get(id(lease))
+        got = hit[1] if hit is not None and hit[0] is lease else _decide(lease, own, wg, spec)
+        out.cache[id(lease)] = (lease, got)
+        if isinstance(got, str):
+            out.skipped[key] = got
             continue
-        try:
-            peer = _peer(lease, own, wg, spec)
-        except LeaseError as exc:
-            out.skipped[lease.key] = str(exc)
+        pub = got.public_key
+        if pub == own_public_key:
+            out.skipped[key] = (f"its PublicKey {pub} is ours: two nodes share a key file "
+                                "(copied /run/flannel/wgkey?); remove the copy on one node "
+                                "and restart its flanneld")
             continue
-        if peer.public_key == own_public_key:
-            out.skipped[lease.key] = (f"its PublicKey {peer.public_key} is ours: two nodes "
-                                      "share a key file (copied /run/flannel/wgkey?); remove "
-                                      "the copy on one node and restart its flanneld")
-            continue
-        if peer.public_key in holder:
-            out.skipped[lease.key] = (f"its PublicKey is also lease {holder[peer.public_key]}'s"
-                                      "; WireGuard allows one peer per key")
-            continue
-        holder[peer.public_key] = lease.key
-        out.peers[peer.public_key] = peer
+        other = holder.get(pub)
+        if other is not None:
+            if other < key:
+                out.skipped[key] = _shared(key, other)
+                continue
+            out.skipped[other] = _shared(other, key)  # this one sorts first: it keeps the key
+        holder[pub] = key
+        out.peers[pub] = got
     return out
 
 

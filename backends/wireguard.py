@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from backends.base import ExternalInterface, OnceLog, ReconcileResult
 from backends.wg_desired import (
     ActualPeer,
+    PeerCache,
     PeerPlan,
     WgDeviceSpec,
     WgPeer,
@@ -60,13 +61,6 @@ KIND = "wgpeer"
 _REPLACE = m.NLM_F_CREATE | m.NLM_F_REPLACE
 PRIME_MAX = 64
 PRIME_LATER = 0.5  # s: when the end with the larger key primes, if still no handshake
-
-
-def _as_actual(p: WgPeer) -> ActualPeer:
-    """What we applied, in the shape a device read-back has (no handshake known)."""
-    return ActualPeer(public_key=p.public_key, endpoint=p.endpoint, allowed_ips=p.allowed_ips,
-                      psk=p.psk, keepalive=p.keepalive, last_handshake=0.0, rx_bytes=0,
-                      tx_bytes=0)
 
 
 class WireguardBackend:
@@ -99,6 +93,7 @@ class WireguardBackend:
         self._done: set[str] = set()  # devices set up once: later fixes are repairs
         self._programmed = 0
         self._timers: list[threading.Timer] = []
+        self._cache: dict[str, tuple[object, PeerCache]] = {}  # device -> (own lease, peers)
         self._skip_log = OnceLog()
         self.dev_index = 0
         self.on_fdb_write: Callable[[list[str]], None] | None = None
@@ -180,16 +175,26 @@ class WireguardBackend:
                           result: ReconcileResult, *, full: bool) -> set[str]:
         """Bring one device in line; the public keys of the peers it holds."""
         applied = self._applied.get(spec.name)
-        if full or applied is None or spec.name not in self._devices:
-            dev, actual = self._ensure_device(spec, result)
-            self._ensure_link(spec, own, result)
-            previous, full = applied, True
-        else:
-            dev, actual = self._devices[spec.name], {k: _as_actual(p) for k, p in applied.items()}
-            previous = applied
-        want = desired_peers(own, peers, self.wg, spec, self.public_key)
+        incremental = not full and applied is not None and spec.name in self._devices
+        ctx = (own.key, own.attrs, own.ipv4_subnet, own.ipv6_subnet)
+        cache = self._cache.get(spec.name)
+        want = desired_peers(own, peers, self.wg, spec, self.public_key,
+                             cache[1] if cache is not None and cache[0] == ctx else None)
+        self._cache[spec.name] = (ctx, want.cache)
         result.skipped += sorted(want.skipped.items())
-        plan = plan_peers(want.peers, actual, time.time())
+        previous = applied
+        actual: Mapping[str, object]  # the peers the device holds (what we set, or read back)
+        if incremental:
+            assert applied is not None
+            # against what we set last, without reading the device: only changed peers
+            dev, actual = self._devices[spec.name], applied
+            plan = PeerPlan(tuple(p for k, p in want.peers.items() if applied.get(k) != p),
+                            tuple(k for k in applied if k not in want.peers))
+        else:
+            dev, device_peers = self._ensure_device(spec, result)
+            self._ensure_link(spec, own, result)
+            full, actual = True, device_peers
+            plan = plan_peers(want.peers, device_peers, time.time())
         if plan.remove or plan.upsert:
             dev.set(render_set(plan=plan, prime=self._to_prime(spec, plan, actual)))
         if plan.remove:
@@ -201,7 +206,7 @@ class WireguardBackend:
         self._applied[spec.name] = dict(want.peers)
         return set(want.peers)  # by public key: one per lease, across both devices
 
-    def _to_prime(self, spec: WgDeviceSpec, plan: PeerPlan, actual: dict[str, ActualPeer]
+    def _to_prime(self, spec: WgDeviceSpec, plan: PeerPlan, actual: Mapping[str, object]
                   ) -> tuple[str, ...]:
         """New peers to handshake with at once (see `render_set`).
 

@@ -321,3 +321,23 @@ def test_applying_the_plan_gives_the_desired_peers(want_l: list[WgPeer],
         live = 0 < a.last_handshake and NOW - a.last_handshake <= 180
         assert a.endpoint == p.endpoint or live
     assert plan_peers(want, device, NOW).upsert == () == plan_peers(want, device, NOW).remove
+
+
+def test_the_cache_decides_each_lease_object_once() -> None:
+    wg = WireguardConfig()
+    peers = [lease(n) for n in range(2, 40)] + [lease(40, btype="vxlan")]
+    first = desired_peers(OWN, peers, wg, SPEC4, OWN_KEY)
+    assert set(first.cache) == {id(p) for p in peers}
+    # a cached answer is taken as it is: put a marker in for one lease object
+    marker = WgPeer(key(99), "192.0.2.99:1", ("10.5.99.0/24",))
+    cache = {**first.cache, id(peers[0]): (peers[0], marker)}
+    again = desired_peers(OWN, peers, wg, SPEC4, OWN_KEY, cache)
+    assert again.peers[key(99)] == marker and key(2) not in again.peers
+    # a new lease object (the same lease, rewritten) is decided afresh
+    peers[0] = lease(2, port=4000)
+    third = desired_peers(OWN, peers, wg, SPEC4, OWN_KEY, cache)
+    assert third.peers[key(2)].endpoint == "192.168.1.2:4000" and key(99) not in third.peers
+    assert third.skipped == first.skipped and len(third.peers) == len(first.peers)
+    # leases gone are dropped from the cache
+    assert set(desired_peers(OWN, peers[:5], wg, SPEC4, OWN_KEY, third.cache).cache) == {
+        id(p) for p in peers[:5]}
