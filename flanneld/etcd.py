@@ -38,6 +38,11 @@ CHANNEL_OPTIONS = {
     "grpc.keepalive_time_ms": 10_000,  # etcd refuses pings closer than 5 s apart
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.max_receive_message_length": 64 << 20,  # a big cluster's lease list
+    # Our own connections per client: with gRPC's process-wide pool, a client made after
+    # failing over back to an endpoint that had died and come back inherited the old
+    # connection's failure and backoff ("Connection refused" from a listening proxy), and
+    # every endpoint was tried in vain once more.
+    "grpc.use_local_subchannel_pool": 1,
 }
 
 
