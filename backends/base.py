@@ -7,7 +7,7 @@ API is synchronous; each instance serialises its calls with one lock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -109,6 +109,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class IncrementalBackend(Protocol):
+    """A backend that can be told only what changed (vxlan and host-gw: backends.engine)."""
+
+    def reconcile_changes(self, own: Lease, changes: Mapping[str, Lease | None]
+                          ) -> ReconcileResult:
+        """An incremental run (like reconcile(full=False)) told only the leases that
+        changed since the last run, by lease key (None: gone); it costs O(changes)."""
         ...
 
 

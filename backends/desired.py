@@ -7,6 +7,7 @@ among a thousand peers diffs a handful of entries instead of three thousand.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 from collections.abc import Iterable, Mapping
@@ -150,13 +151,21 @@ def hostgw_outcome(lease: Lease, ctx: PeerContext) -> Outcome:
     return Outcome(PeerEntries(None, None, (cidr, RouteSpec(public, ctx.ext_index))))
 
 
+_NOTES = itertools.count(1)  # revisions of the skipped/unreachable notes, across all Desired
+
+
 @dataclass
 class Desired:
     tables: Tables
     peers: dict[str, PeerEntries]  # lease key -> its entries
     skipped: dict[str, str] = field(default_factory=dict)  # lease key -> reason
     unreachable: dict[str, str] = field(default_factory=dict)
-    conflicts: bool = False  # a lease lost a MAC/subnet clash: only `combine` resolves those
+    # The leases in a MAC/subnet clash, losers and the winners they lost to: a change to
+    # any of them can only be resolved by `combine`; changes to the others still patch.
+    conflicts: set[str] = field(default_factory=set)
+    # Changes whenever `skipped` or `unreachable` does: what is reported from them (sorted
+    # lists, logs) is rebuilt only then, not on every event.
+    notes_rev: int = field(default_factory=lambda: next(_NOTES))
 
 
 def _clash(tables: Tables, e: PeerEntries) -> str | None:
@@ -177,11 +186,48 @@ def _add(desired: Desired, key: str, e: PeerEntries) -> None:
     desired.peers[key] = e
 
 
-def _note(desired: Desired, key: str, out: Outcome) -> None:
+def _remove(tables: Tables, e: PeerEntries) -> None:
+    if e.neigh is not None:
+        tables.neighs.pop(e.neigh[0], None)
+    if e.fdb is not None:
+        tables.fdb.pop(e.fdb[0], None)
+    tables.routes.pop(e.route[0], None)
+
+
+def _note(desired: Desired, key: str, out: Outcome) -> bool:
     if out.skipped:
         desired.skipped[key] = out.skipped
     elif out.unreachable:
         desired.unreachable[key] = out.unreachable
+    else:
+        return False
+    return True
+
+
+class _Owners:
+    """Which lease holds each table key, built only once a clash needs it (then kept up to
+    date while `combine` goes on): a clash-free merge pays nothing for it."""
+
+    def __init__(self, peers: Mapping[str, PeerEntries]) -> None:
+        self.by_key: dict[tuple[int, str], str] = {}
+        for key, e in peers.items():
+            self.add(key, e)
+
+    def add(self, key: str, e: PeerEntries) -> None:
+        for part in _parts(e):
+            self.by_key[part] = key
+
+    def of(self, e: PeerEntries) -> list[str]:
+        return [owner for part in _parts(e) if (owner := self.by_key.get(part)) is not None]
+
+
+def _parts(e: PeerEntries) -> list[tuple[int, str]]:
+    parts = [(2, e.route[0])]
+    if e.neigh is not None:
+        parts.append((0, e.neigh[0]))
+    if e.fdb is not None:
+        parts.append((1, e.fdb[0]))
+    return parts
 
 
 def combine(outcomes: Iterable[tuple[str, Outcome]],
@@ -195,7 +241,7 @@ def combine(outcomes: Iterable[tuple[str, Outcome]],
     """
     held = incumbents or {}
     desired = Desired(Tables(), {})
-    mac_owner: dict[str, str] = {}
+    owners: _Owners | None = None
     ranked = sorted(outcomes, key=lambda kv: (held.get(kv[0]) != kv[1].entries
                                               or kv[1].entries is None, kv[0]))
     for key, out in ranked:
@@ -205,47 +251,68 @@ def combine(outcomes: Iterable[tuple[str, Outcome]],
             continue
         clash = _clash(desired.tables, e)
         if clash:
-            owner = mac_owner.get(e.fdb[0], "") if e.fdb is not None else ""
-            desired.skipped[key] = (clash.replace("another lease", f"lease {owner}") if owner
-                                    else clash) + "; one of them is stale or misconfigured"
-            desired.conflicts = True
+            if owners is None:
+                owners = _Owners(desired.peers)
+            involved = owners.of(e)
+            mac_owner = owners.by_key.get((1, e.fdb[0]), "") if e.fdb is not None else ""
+            desired.skipped[key] = (clash.replace("another lease", f"lease {mac_owner}")
+                                    if mac_owner else clash) + ("; one of them is stale or "
+                                                                "misconfigured")
+            desired.conflicts.update(involved, (key,))
             continue
-        if e.fdb is not None:
-            mac_owner[e.fdb[0]] = key
+        if owners is not None:
+            owners.add(key, e)
         _add(desired, key, e)
     return desired
 
 
-def patch(desired: Desired, changes: dict[str, Outcome | None]) -> Keys | None:
+def patch(desired: Desired, changes: Mapping[str, Outcome | None]) -> Keys | None:
     """Apply changed leases (None: gone) to `desired` in place; the table keys touched.
 
-    None means "cannot patch, use combine" (a clash is involved); `desired` is
-    then left half-updated and must be thrown away.
+    None means "cannot patch, use combine": a change involves a lease in a clash, or
+    makes a new one. `desired` is then left exactly as it was (its peers are the
+    incumbents `combine` needs). Only the changed leases are looked at: the cost is
+    the same among ten peers or ten thousand.
     """
-    if desired.conflicts:
+    if desired.conflicts and not desired.conflicts.isdisjoint(changes):
         return None
     keys = Keys()
     t = desired.tables
+    dropped: list[tuple[str, PeerEntries]] = []
+    old_notes: list[tuple[dict[str, str], str, str]] = []
     for key in changes:
-        desired.skipped.pop(key, None)
-        desired.unreachable.pop(key, None)
+        for notes in (desired.skipped, desired.unreachable):
+            note = notes.pop(key, None)
+            if note is not None:
+                old_notes.append((notes, key, note))
         old = desired.peers.pop(key, None)
         if old is not None:
+            dropped.append((key, old))
             _touch(keys, old)
-            if old.neigh is not None:
-                t.neighs.pop(old.neigh[0], None)
-            if old.fdb is not None:
-                t.fdb.pop(old.fdb[0], None)
-            t.routes.pop(old.route[0], None)
+            _remove(t, old)
+    added: list[str] = []
+    noted = bool(old_notes)
     for key, out in changes.items():
         if out is None:
             continue
-        _note(desired, key, out)
+        if out.entries is not None and _clash(t, out.entries):
+            for k in added:  # undo: `desired` is left as it was before the call
+                _remove(t, desired.peers.pop(k))
+            for k in changes:
+                desired.skipped.pop(k, None)
+                desired.unreachable.pop(k, None)
+            for k, e in dropped:
+                _add(desired, k, e)
+            for notes, k, note in old_notes:
+                notes[k] = note
+            return None
+        noted = _note(desired, key, out) or noted
         if out.entries is not None:
-            if _clash(t, out.entries):
-                return None
             _touch(keys, out.entries)
             _add(desired, key, out.entries)
+            added.append(key)
+    if noted:
+        desired.notes_rev = next(_NOTES)
     return keys
 
 

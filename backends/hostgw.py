@@ -10,7 +10,6 @@ programmed as soon as it becomes reachable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,24 +47,27 @@ class HostGwBackend(Engine):
         return LeaseAttrs(public_ip=self.ext.public, backend_type="host-gw",
                           public_ipv6=self.ext.public_ipv6 if self.plane6 else None)
 
-    def reconcile(self, own: Lease, peers: Iterable[Lease], *,
-                  full: bool = True) -> ReconcileResult:
-        peers = list(peers)
-        result = super().reconcile(own, peers, full=full)
+    def _reconcile(self, own: Lease, changes: dict[str, Lease | None], *,
+                   full: bool) -> ReconcileResult:
+        result = super()._reconcile(own, changes, full=full)
         if self.plane6 is None or own.ipv6_subnet is None:
             return result
-        with self._lock:
-            try:
-                self.plane6.reconcile(own, peers, result, full=result.full)
-            except OSError as exc:
-                self.plane6.forget()
-                log.warning("host-gw IPv6 reconcile failed: %s", exc)
-                result.errors.append(f"host-gw IPv6: {exc}")
-            else:
-                if not self.ipv4:  # the IPv6 routes are the whole data plane
-                    result.programmed_peers = self.plane6.programmed
-                    result.skipped = self.plane6.skipped
+        try:
+            self.plane6.reconcile(own, changes, self._peers.leases, result, full=result.full)
+        except OSError as exc:
+            self.plane6.forget()
+            log.warning("host-gw IPv6 reconcile failed: %s", exc)
+            result.errors.append(f"host-gw IPv6: {exc}")
+        else:
+            if not self.ipv4:  # the IPv6 routes are the whole data plane
+                result.programmed_peers = self.plane6.programmed
+                result.skipped = self.plane6.skipped
         return result
+
+    def _forget(self) -> None:
+        super()._forget()
+        if self.plane6 is not None:
+            self.plane6.forget()
 
     def _outcome(self, lease: Lease, ctx: PeerContext) -> Outcome:
         return hostgw_outcome(lease, ctx)

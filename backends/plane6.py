@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv6Network
 
 from backends.base import OnceLog, ReconcileResult
 from backends.desired import Desired
 from backends.desired6 import Connected6, PeerContext6, desired6_state, hostgw6_outcome
 from backends.desired6 import onlink6 as onlink6
-from backends.memo import DesiredMemo
+from backends.memo import Changes, DesiredMemo
 from backends.routes6 import dump_routes6, route6_body
-from backends.state import Plan, Tables, apply_plan, diff, route_matches
+from backends.state import Plan, Tables, apply_plan, diff, route_matches, share_entries
 from core.lease import Lease
 from netlink import messages as m
 from netlink.rtnl import RtNetlink
@@ -58,6 +58,8 @@ class Route6Plane:
         self._unreach_log = OnceLog()
         self.programmed = 0
         self.skipped: list[tuple[str, str]] = []
+        self._unreachable: list[tuple[str, str]] = []
+        self._notes_rev = 0
 
     def forget(self) -> None:
         """After a failure: the next run starts from a dump."""
@@ -68,14 +70,15 @@ class Route6Plane:
         tables, self._connected = dump_routes6(self.nl, self.network6, (self.ext_index,))
         return tables
 
-    def reconcile(self, own: Lease, peers: list[Lease], result: ReconcileResult, *,
-                  full: bool) -> None:
+    def reconcile(self, own: Lease, changes: Changes, peers: Mapping[str, Lease],
+                  result: ReconcileResult, *, full: bool) -> None:
+        """`changes`: since the last call (see DesiredMemo.apply); `peers`: all of them."""
         previous = self._applied
         full = full or previous is None
         base = self.dump() if full or previous is None else previous
         ctx = PeerContext6(self.network6, own.ipv6_subnet, own.attrs.public_ipv6,
                            self.ext_index, self.ext_name, self._connected)
-        want, keys, _ = self._memo.update(own, peers, ctx, full=full)
+        want, keys, _ = self._memo.apply(own, changes, peers, ctx, full=full)
         plan = diff(want.tables, base, keys)
         ops = [(True, op) for op in plan.route_del] + [(False, op) for op in plan.route_set]
         done = Plan()
@@ -96,9 +99,14 @@ class Route6Plane:
                 route_matches(spec, h) for h in previous.routes.get(cidr, ()))
             result.count("removed" if delete else "repaired" if repaired else "added", KIND)
         self._applied = apply_plan(base, done, inplace=True)
-        self.programmed = sum(cidr not in failed for cidr in want.tables.routes)
-        skipped, unreachable = sorted(want.skipped.items()), sorted(want.unreachable.items())
-        self.skipped = skipped
-        result.unreachable += unreachable
-        self._skip_log.update(skipped, "host-gw IPv6: peer")
-        self._unreach_log.update(unreachable, "host-gw IPv6: peer unreachable")
+        if keys is None:
+            share_entries(self._applied, want.tables)
+        routes = want.tables.routes  # failed: only this run's writes, O(changes)
+        self.programmed = len(routes) - sum(cidr in routes for cidr in failed)
+        if want.notes_rev != self._notes_rev:  # only then: an event costs O(its leases)
+            self._notes_rev = want.notes_rev
+            self.skipped = sorted(want.skipped.items())
+            self._unreachable = sorted(want.unreachable.items())
+            self._skip_log.update(self.skipped, "host-gw IPv6: peer")
+            self._unreach_log.update(self._unreachable, "host-gw IPv6: peer unreachable")
+        result.unreachable += self._unreachable

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Address
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 RTPROT_BOOT = 3  # what flannel's netlink library sends by default; `ip route` hides it
 VXLAN_DEFAULT_PORT = 8472  # the kernel's default when no PORT attribute is sent
@@ -161,6 +161,23 @@ def apply_plan(tables: Tables, plan: Plan, *, inplace: bool = False) -> Tables:
             have[idx] = spec
         out.routes[cidr] = tuple(have)
     return out
+
+
+def share_entries(have: Tables, want: Tables) -> None:
+    """Make every entry of `have` that equals one of `want` hold `want`'s objects (keys
+    and values), in place. After a full run, the cache of what the kernel holds is a
+    second copy of the desired state, parsed from the dump: sharing leaves it only its
+    dict slots. Entries that differ (the kernel's own, failed writes) stay as they are."""
+    for name in ("neighs", "fdb", "routes"):
+        mine: dict[Any, Any] = getattr(have, name)
+        theirs: dict[Any, Any] = getattr(want, name)
+        shared = {k: v for k, v in theirs.items() if mine.get(k, _ABSENT) == v}
+        if len(shared) != len(mine):
+            shared.update((k, v) for k, v in mine.items() if k not in shared)
+        setattr(have, name, shared)
+
+
+_ABSENT = object()
 
 
 def in_sync(desired: Tables, actual: Tables) -> bool:

@@ -148,12 +148,14 @@ class VxlanBackend(Engine):
 
     # --- engine hooks ---------------------------------------------------------------------
 
-    def _reconcile(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
-        result = self._reconcile4(own, peers, full=full)
+    def _reconcile(self, own: Lease, changes: dict[str, Lease | None], *,
+                   full: bool) -> ReconcileResult:
+        result = self._reconcile4(own, changes, full=full)
         if self.v6 is not None and own.ipv6_subnet is not None:
             self.v6.can_publish = self.on_lease_attrs is not None
             try:
-                programmed = self.v6.reconcile(own, peers, result, full=result.full)
+                programmed = self.v6.reconcile(own, changes, self._peers.leases, result,
+                                               full=result.full)
             except (NetlinkError, OSError) as exc:
                 self.v6.forget()
                 log.warning("vxlan IPv6 reconcile failed: %s", exc)
@@ -166,24 +168,30 @@ class VxlanBackend(Engine):
                     self.on_lease_attrs(self._attrs(self._published_mac))
                 if not self.ipv4:  # the IPv6 plane is the whole data plane
                     result.programmed_peers = programmed
-                    result.skipped = sorted(self.v6.skipped.items())
+                    result.skipped = self.v6.skipped_sorted
         return result
 
-    def _reconcile4(self, own: Lease, peers: list[Lease], *, full: bool) -> ReconcileResult:
-        result = super()._reconcile(own, peers, full=full)
+    def _reconcile4(self, own: Lease, changes: dict[str, Lease | None], *,
+                    full: bool) -> ReconcileResult:
+        result = super()._reconcile(own, changes, full=full)
         # A peer with our MAC is in the desired FDB table: an O(1) look before the O(N) one,
         # which keeps a lease event's cost flat in the number of peers.
         d, mac = self._desired, self._published_mac
         if d is None or mac is None or mac.lower() not in d.tables.fdb:
             self._clash_logged = None
             return result
-        if not self._check_mac_clash(own, peers):
+        if not self._check_mac_clash(own, list(self._peers.leases.values())):
             return result
-        again = super()._reconcile(own, peers, full=True)  # the device has a new MAC
+        again = super()._reconcile(own, {}, full=True)  # the device has a new MAC
         for bucket in ("added", "removed", "repaired"):
             for kind, n in getattr(result, bucket).items():
                 again.count(bucket, kind, n)
         return again
+
+    def _forget(self) -> None:
+        super()._forget()
+        if self.v6 is not None:
+            self.v6.forget()
 
     def _outcome(self, lease: Lease, ctx: PeerContext) -> Outcome:
         return vxlan_outcome(lease, ctx)
@@ -266,9 +274,9 @@ class VxlanBackend(Engine):
             self._applied.routes = {
                 cidr: tuple(r._replace(oif=new) if r.oif == old else r for r in routes)
                 for cidr, routes in self._applied.routes.items()}
-        self._memo.last_good = {
-            key: e._replace(route=(e.route[0], e.route[1]._replace(oif=new)))
-            if e.route[1].oif == old else e for key, e in self._memo.last_good.items()}
+        # The outcomes' entries are the leases' last good ones: a lease gone bad keeps them.
+        self._memo.outcomes = {key: _reindexed(out, old, new)
+                               for key, out in self._memo.outcomes.items()}
 
     def _ensure_addresses(self, own: Lease, link: LinkState, result: ReconcileResult) -> None:
         rows = self.nl.dump(m.RTM_GETADDR, m.addr_dump_body(link.index), m.parse_addr,
@@ -333,3 +341,10 @@ class VxlanBackend(Engine):
         self._applied = self._desired = None
         self.on_lease_attrs(self._attrs(new))
         return True
+
+
+def _reindexed(out: Outcome, old: int, new: int) -> Outcome:
+    e = out.entries
+    if e is None or e.route[1].oif != old:
+        return out
+    return out._replace(entries=e._replace(route=(e.route[0], e.route[1]._replace(oif=new))))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import partial
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -40,7 +40,7 @@ from backends.base import ExternalInterface, ReconcileResult
 from backends.desired import Desired
 from backends.desired6 import Connected6, PeerContext6, desired6_state, vxlan6_outcome
 from backends.macstore import MacStore
-from backends.memo import DesiredMemo
+from backends.memo import Changes, DesiredMemo
 from backends.routes6 import dump_routes6, route6_body
 from backends.state import (
     LinkState,
@@ -51,6 +51,7 @@ from backends.state import (
     diff,
     incompatibility,
     route_matches,
+    share_entries,
 )
 from backends.vxlan_link import link_state, no_accept_ra, random_mac
 from core.config import VxlanConfig
@@ -114,6 +115,9 @@ class Vxlan6Plane:
         self._applied: Tables | None = None
         self._memo: DesiredMemo[PeerContext6] = DesiredMemo(vxlan6_outcome)
         self.skipped: dict[str, str] = {}
+        self.skipped_sorted: list[tuple[str, str]] = []
+        self._notes_rev = 0
+        self._missing: set[str] = set()  # desired routes the kernel does not hold
         self.public_ipv6 = ext.public_ipv6
         self.mac_changed = False  # set when we gave our MAC up; the backend re-publishes
         self.can_publish = False  # whether a new MAC would reach etcd (else never yield)
@@ -212,9 +216,10 @@ class Vxlan6Plane:
         t.routes = routes.routes
         return t
 
-    def reconcile(self, own: Lease, peers: list[Lease], result: ReconcileResult, *,
-                  full: bool) -> int:
-        """Bring the device and the peers' entries in line; the peers programmed."""
+    def reconcile(self, own: Lease, changes: Changes, peers: Mapping[str, Lease],
+                  result: ReconcileResult, *, full: bool) -> int:
+        """Bring the device and the peers' entries in line; the peers programmed.
+        `changes`: since the last call (see DesiredMemo.apply); `peers`: all of them."""
         if full or self._applied is None:
             self.ensure_device(result)  # a new device forgets what we applied
             self._ensure_address(own, result)
@@ -224,11 +229,11 @@ class Vxlan6Plane:
         ctx = PeerContext6(self.network6, own.ipv6_subnet, own.attrs.public_ipv6,
                            self.ext_index, connected=self._connected, vni=self.vni,
                            dev_index=self.dev_index, direct_routing=self.direct_routing)
-        want, keys, _ = self._memo.update(own, peers, ctx, full=full)
+        want, keys, _ = self._memo.apply(own, changes, peers, ctx, full=full)
         # A peer with our MAC is in the desired FDB table: an O(1) look before the O(N) one.
         if self.mac is not None and self.mac in want.tables.fdb \
-                and self._yield_mac(own, peers):
-            return self.reconcile(own, peers, result, full=True)  # the device has a new MAC
+                and self._yield_mac(own, list(peers.values())):
+            return self.reconcile(own, {}, peers, result, full=True)  # the device has a new MAC
         plan = diff(want.tables, base, keys)
         first = [("route6-", op) for op in plan.route_del] + \
             [("neigh6-", op) for op in plan.neigh_del] + [("fdb6-", op) for op in plan.fdb_del] \
@@ -246,12 +251,25 @@ class Vxlan6Plane:
                 bucket = "removed" if kind.endswith("-") else (
                     "repaired" if _had(previous, kind, op) else "added")
                 result.count(bucket, kind.rstrip("-"))
-        self._applied = apply_plan(base, done, inplace=True)
-        for key, why in want.skipped.items():
-            if self.skipped.get(key) != why:
-                log.warning("vxlan IPv6: peer %s: %s", key, why)
-        self.skipped = want.skipped
-        return sum(1 for c in want.tables.routes if c in self._applied.routes)
+        applied = self._applied = apply_plan(base, done, inplace=True)
+        if want.notes_rev != self._notes_rev:  # only then: an event costs O(its leases)
+            self._notes_rev = want.notes_rev
+            for key, why in want.skipped.items():
+                if self.skipped.get(key) != why:
+                    log.warning("vxlan IPv6: peer %s: %s", key, why)
+            self.skipped = dict(want.skipped)
+            self.skipped_sorted = sorted(self.skipped.items())
+        routes = want.tables.routes
+        if keys is None:
+            share_entries(applied, want.tables)
+            self._missing = {c for c in routes if c not in applied.routes}
+        else:
+            for c in keys.routes:
+                if c in routes and c not in applied.routes:
+                    self._missing.add(c)
+                else:
+                    self._missing.discard(c)
+        return len(routes) - len(self._missing)
 
 
     def _yield_mac(self, own: Lease, peers: list[Lease]) -> bool:

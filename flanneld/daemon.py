@@ -27,7 +27,7 @@ from typing import Any
 from core.lease import Lease, LeaseAttrs, PeerKey, is_peer
 from flanneld import __version__, iface
 from flanneld.backoff import Backoff
-from flanneld.events import LeaseEvent, apply_event
+from flanneld.events import LeaseEvent, apply_event, note_change
 from flanneld.health import HealthServer, Readiness
 from flanneld.loop_plan import RETRY_FIRST
 from flanneld.manager import SubnetManager
@@ -265,9 +265,11 @@ class Daemon(Reconciler):
         """The watch never hands us our own lease (flanneld.events.PeerView)."""
         self.metrics.lease_events.labels(kind=event.kind).inc()
         log.debug("lease event: %s", event)
+        note_change(self._changes, self.peers, event)
         apply_event(self.peers, event)
         self.metrics.peers_known.set(len(self.peers))
         if event.kind == "snapshot":
+            self._changes.clear()  # the full run it asks for hands the backend every peer
             self._full_needed = True
             self._synced.set()
         self._pending.append(time.perf_counter())

@@ -76,6 +76,24 @@ def apply_event(view: dict[PeerKey, Lease], event: LeaseEvent) -> None:
             view[event.lease.peer_key] = event.lease
 
 
+def note_change(changes: dict[str, Lease | None], view: Mapping[PeerKey, Lease],
+                event: LeaseEvent) -> None:
+    """Record in `changes` (lease key -> its lease now, None: gone) what `event` does to
+    `view`; call it before `apply_event`. A snapshot records nothing: the consumer then
+    reconciles in full. What a backend is told since its last run (see
+    backends.engine.Engine.reconcile_changes), so an event costs O(1), not O(peers).
+
+    A subnet's lease can change key (a dual-stack peer's IPv6 part, or the lower of two
+    keys for one subnet went away): the old key is then gone."""
+    lease = event.lease
+    if event.kind == "snapshot" or lease is None:
+        return
+    old = view.get(lease.peer_key)
+    if old is not None and old.key != lease.key:
+        changes[old.key] = None
+    changes[lease.key] = None if event.kind == "removed" else lease
+
+
 Validator = Callable[[Lease, PeerKey | None], None]
 
 

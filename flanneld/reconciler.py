@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from backends.base import Backend
+from backends.base import Backend, IncrementalBackend
 from core.config import NetworkConfig
 from core.lease import Lease, PeerKey
 from flanneld import masq
@@ -45,6 +45,9 @@ class Reconciler:
         self.config: NetworkConfig | None = None
         self.own: Lease | None = None
         self.peers: dict[PeerKey, Lease] = {}
+        # What changed among the peers since the backend's last run (lease key -> lease,
+        # None: gone; flanneld.events.note_change): an incremental run hands over only this.
+        self._changes: dict[str, Lease | None] = {}
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
         self._wake = asyncio.Event()
         self._pending: list[float] = []  # receive times of events not yet in the kernel
@@ -113,12 +116,17 @@ class Reconciler:
         own = self.own
         assert own is not None and self.backend is not None
         covered, self._pending = self._pending, []
-        peers = list(self.peers.values())
+        changes, self._changes = self._changes, {}
         mode = "full" if full else "incremental"
         self._full_needed = False
         t0 = time.perf_counter()
         try:
-            result = await self._in_netlink(self.backend.reconcile, own, peers, full=full)
+            if not full and isinstance(self.backend, IncrementalBackend):
+                # O(changes): no list of every peer (the backend keeps the set it was given).
+                result = await self._in_netlink(self.backend.reconcile_changes, own, changes)
+            else:  # a failed run is followed by a full one, so `changes` may be dropped
+                peers = list(self.peers.values())
+                result = await self._in_netlink(self.backend.reconcile, own, peers, full=full)
         except Exception as exc:
             log.exception("%s reconcile failed", mode)
             return self._reconcile_failed(f"reconcile failed: {exc}", covered)

@@ -24,6 +24,7 @@ from backend_lab import (
 from netns_lab.netns import Sandbox, ip, run
 
 from backends import create_backend
+from backends.base import IncrementalBackend
 from backends.vtep_mac import render_mac_file
 from backends.vxlan import this_node
 from core.lease import Lease, LeaseAttrs, vxlan_backend_data
@@ -173,6 +174,30 @@ def test_incremental_add_of_a_new_lease(make: Callable[..., tuple[Lab, Cluster]]
     assert result.added == {"neigh": 1, "fdb": 1, "route": 1} and not result.full
     assert kernel_state(lab.hosts["a"].ns) == expected_peer_state(cluster, ["b", "c"])
     lab.ping("a", c.pod_ip)
+
+
+def test_told_only_the_changes_it_programs_what_a_list_would(
+        make: Callable[..., tuple[Lab, Cluster]]) -> None:
+    """reconcile_changes (the daemon's incremental path: lease key -> lease, None: gone)
+    ends in the same kernel state as a full list, and a full run then has nothing to do."""
+    lab, cluster = make(THREE, names=["a", "b"])
+    c = lab.hosts["c"]
+    be = create_backend(cluster.config, c.ext, lab.state_dir("c"), netns=c.ns)
+    cluster.backends["c"] = be
+    cluster.leases["c"] = c.lease(be.lease_attrs())
+    assert not cluster.reconcile("c").errors
+    a, own = cluster.backends["a"], cluster.leases["a"]
+    assert isinstance(a, IncrementalBackend)
+    result = a.reconcile_changes(own, {cluster.leases["c"].key: cluster.leases["c"]})
+    assert result.added == {"neigh": 1, "fdb": 1, "route": 1} and not result.full
+    assert result.programmed_peers == 2
+    assert kernel_state(lab.hosts["a"].ns) == expected_peer_state(cluster, ["b", "c"])
+    lab.ping("a", c.pod_ip)
+    result = a.reconcile_changes(own, {cluster.leases["b"].key: None})
+    assert result.removed == {"neigh": 1, "fdb": 1, "route": 1} and result.programmed_peers == 1
+    assert kernel_state(lab.hosts["a"].ns) == expected_peer_state(cluster, ["c"])
+    full = cluster.reconcile("a", [own, cluster.leases["c"]])
+    assert not full.changed and full.programmed_peers == 1
 
 
 @pytest.mark.parametrize("drift", ["route", "neigh", "fdb", "mtu", "device", "address", "down"])

@@ -15,7 +15,7 @@ from backend_lab import Lab, batch, bridge_fdb, build, ipj, network_config
 from netns_lab.netns import Sandbox, run, wait_for
 
 from backends import create_backend
-from backends.base import Backend
+from backends.base import Backend, IncrementalBackend
 from core.lease import Lease, encode_attrs
 
 pytestmark = pytest.mark.netns
@@ -123,6 +123,23 @@ def test_peer_entries_and_a_full_size_df_ping(stack: Stack) -> None:
     # the pod MTU is external - 70: the largest IPv6 packet with DF still crosses
     assert ping6(stack.lab, "a", pod6("b"), "-M", "do", "-s", str(POD_MTU - 48))
     assert ping6(stack.lab, "b", pod6("a"), "-M", "do", "-s", str(POD_MTU - 48))
+
+
+def test_told_only_the_changes_both_families_follow(stack: Stack) -> None:
+    """reconcile_changes reaches the IPv6 plane too: b's lease gone takes its IPv4 and
+    IPv6 entries, back again puts them back; a full run then has nothing to do."""
+    assert not stack.reconcile("a").errors
+    be, own, b = stack.backends["a"], stack.leases["a"], stack.leases["b"]
+    assert isinstance(be, IncrementalBackend)
+    gone = be.reconcile_changes(own, {b.key: None})
+    assert gone.removed == {"neigh": 1, "fdb": 1, "route": 1, "neigh6": 1, "fdb6": 1,
+                            "route6": 1}, gone.summary()
+    assert gone.programmed_peers == 0
+    back = be.reconcile_changes(own, {b.key: b})
+    assert back.added == gone.removed and back.programmed_peers == 1 and not back.errors
+    wait_for(lambda: ping6(stack.lab, "a", pod6("b")), 10, what="a pod -> b pod over IPv6")
+    full = stack.reconcile("a")
+    assert not full.changed, full.summary()
 
 
 def test_drift_and_a_lost_device_are_repaired(stack: Stack) -> None:
