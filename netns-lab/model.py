@@ -28,8 +28,11 @@ WORLD = "world"  # the name of the optional outside namespace (`world:` in a top
 # --state-dir: a host's own /run/flannel and /var/lib/pyflannel); a topology cannot set them.
 MANAGED_FLAGS = ("--etcd-endpoints", "--iface", "--subnet-file", "--state-dir",
                  "--healthz-port", "--healthz-ip", "--etcd-prefix")
-MAX_HOSTS = 64
+# No cap on hosts: the segment's subnet and the pod network's subnets bound them (both
+# checked, with what to do), and `up` sizes the kernel tables the namespaces share.
 MAX_PODS = 32
+# The default segment (no `segments:`) grows from a /24 to this when the hosts need it.
+MAX_DEFAULT_SEGMENT_PREFIX = 22
 # `ip` and `ip6` last: pinned addresses are per host, never defaults
 HOST_KEYS = ("segment", "pods", "flanneld_args", "ip_masq", "ip", "ip6")
 DEFAULT_KEYS = HOST_KEYS[:-2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
@@ -97,8 +98,24 @@ class Plan:
     def container_id(self, host: str, pod: str) -> str:
         return f"{self.lab}-{host}-{pod}"
 
+    @cached_property
+    def _by_owner(self) -> dict[str, list[Link]]:
+        out: dict[str, list[Link]] = {}
+        for lk in self.links:
+            out.setdefault(lk.owner, []).append(lk)
+        return out
+
+    @cached_property
+    def host_set(self) -> frozenset[str]:
+        return frozenset(self.topology.host_names)
+
+    @cached_property
+    def owner_of_address(self) -> dict[Address, str]:
+        """Every planned underlay address -> the namespace that holds it."""
+        return {a: lk.owner for lk in self.links for a in (lk.ip, lk.ip6) if a is not None}
+
     def links_of(self, owner: str) -> list[Link]:
-        return [lk for lk in self.links if lk.owner == owner]
+        return list(self._by_owner.get(owner, ()))
 
     def links_on(self, segment: str) -> list[Link]:
         return [lk for lk in self.links if lk.segment == segment]
@@ -244,8 +261,11 @@ def _plan_family(seg: Segment, version: int, members: list[Member],
             taken[ip] = owner
     room = capacity(net)
     if len(members) > room:
+        hint = (f"use a larger subnet (a /{net.prefixlen - 1} holds {capacity(net.supernet())})"
+                if version == 4 and net.prefixlen > 8 else "use a larger subnet")
         problems.append(f"segments.{seg.name}.{key}: {net} has {room} usable addresses but "
-                        f"{len(members)} are needed; use a larger subnet")
+                        f"{len(members)} are needed; {hint}, or spread the hosts over "
+                        "several segments joined by routers")
         return None
     # Enough candidates for every member above HOST_OFFSET, whatever is pinned.
     want = min(room, HOST_OFFSET + len(members) + len(taken))

@@ -10,6 +10,7 @@ planning in `netns_lab.plan`.
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -43,8 +44,11 @@ from netns_lab.topology_sections import (
     parse_routers,
     parse_segments,
     parse_world,
+    sized_default_segment,
     unknown_keys,
 )
+
+from core.config import ConfigError, parse_network_config
 
 __all__ = ["DEFAULT_ETCD_PREFIX", "DEFAULT_NETWORK", "LAB_NAME_RE", "NAME_RE", "EtcdMemberSpec",
            "Host", "Router", "Segment", "Topology", "TopologyError", "World", "ci_get",
@@ -112,6 +116,9 @@ def parse(data: Any, source: str = "topology") -> Topology:
     etcd = parse_etcd(c, data.get("etcd"), seg_names)
     tls, auth = etcd_security(c, data.get("etcd"))
     world = parse_world(c, data.get("world"), seg_names)
+    if data.get("segments") is None and segments:
+        segments[0] = sized_default_segment(c, segments[0],
+                                            len(hosts) + len(etcd) + (1 if world else 0))
     topo = Topology(hosts=tuple(hosts), segments=tuple(segments), routers=tuple(routers),
                     etcd=tuple(etcd), network=network, etcd_prefix=prefix.rstrip("/"),
                     description=description, etcd_tls=tls, etcd_auth=auth, world=world)
@@ -151,6 +158,7 @@ def _check_whole(c: Collector, topo: Topology) -> None:
                     c.add(f"segments.{other.name}.{key}",
                           f"{theirs} overlaps segment {s.name} ({net})")
     _check_connected(c, topo)
+    _check_pod_subnets(c, topo)
     backend = topo.backend_type.lower()
     direct = bool(ci_get(ci_get(topo.network, "Backend"), "DirectRouting"))
     if backend == "host-gw" or (backend == "ipip" and not direct):
@@ -160,6 +168,25 @@ def _check_whole(c: Collector, topo: Topology) -> None:
                   f"{topo.backend_type} routes pod traffic straight to the peer's underlay "
                   f"address, so every host must share one L2 segment, but hosts are on "
                   f"{', '.join(segs)}; use vxlan (optionally DirectRouting: true) instead")
+
+
+def _check_pod_subnets(c: Collector, topo: Topology) -> None:
+    """Every host needs a subnet of the pod network: more hosts than subnets leaves the
+    rest `out of subnets` (flannel's SubnetLen/SubnetMin/SubnetMax decide how many)."""
+    try:
+        config = parse_network_config(json.dumps(topo.network))
+    except (ConfigError, TypeError, ValueError):
+        return  # flanneld says what is wrong with it; the lab's own checks ran above
+    n = len(topo.hosts)
+    for count, key, example in ((config.subnet_count() if topo.enable_ipv4 else n, "Network",
+                                 "Network: 10.0.0.0/12 or SubnetLen: 26"),
+                                (config.ipv6_subnet_count() if topo.enable_ipv6 else n,
+                                 "IPv6Network", "IPv6Network: fc00:10::/40")):
+        if count < n:
+            net = ci_get(topo.network, key)
+            c.add(f"network.{key}", f"{net} holds {count} subnet(s) (SubnetLen, SubnetMin, "
+                                    f"SubnetMax) but there are {n} hosts; use a larger "
+                                    f"network, e.g. {example}")
 
 
 def _check_families(c: Collector, topo: Topology) -> None:

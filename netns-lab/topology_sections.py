@@ -20,7 +20,7 @@ from netns_lab.model import (
     DEFAULT_SEGMENT_BASE,
     HOST_KEYS,
     MANAGED_FLAGS,
-    MAX_HOSTS,
+    MAX_DEFAULT_SEGMENT_PREFIX,
     MAX_PODS,
     NAME_RE,
     EtcdMemberSpec,
@@ -196,6 +196,24 @@ def _subnet_hint(value: Any) -> str:
         return "use e.g. 192.168.10.0/24"
 
 
+def sized_default_segment(c: Collector, segment: Segment, members: int) -> Segment:
+    """The default segment (no `segments:` declared) grown to hold `members` addresses:
+    192.168.100.0/24 while they fit (254), then /23, up to /22 (1022); beyond that a
+    problem saying to declare segments."""
+    if segment.subnet is None:
+        return segment  # IPv6-only: ::1 .. ::9999 is room enough
+    net = segment.subnet
+    while net.num_addresses - 2 < members and net.prefixlen > MAX_DEFAULT_SEGMENT_PREFIX:
+        net = net.supernet()
+    if net.num_addresses - 2 < members:
+        c.add("hosts", f"{members} addresses are needed on the default segment "
+                       f"{segment.name}, more than {net} holds ({net.num_addresses - 2}); "
+                       "declare segments: a larger subnet (e.g. lan: {subnet: 10.100.0.0/16}) "
+                       "or several segments joined by routers")
+        return segment
+    return Segment(segment.name, net, segment.mtu, segment.subnet6)
+
+
 def _auto_segment_subnet(index: int) -> IPv4Network:
     return IPv4Network((int(DEFAULT_SEGMENT_BASE.network_address) + 256 * index, 24))
 
@@ -296,15 +314,13 @@ def _segment_ref(c: Collector, where: str, value: Any, segs: list[str]) -> str:
 def parse_hosts(c: Collector, value: Any, defaults: dict[str, Any],
                 segs: list[str]) -> list[Host]:
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= MAX_HOSTS:
-            c.add("hosts", f"{value}: use 1..{MAX_HOSTS} hosts")
+        if value < 1:
+            c.add("hosts", f"{value}: give at least one host")
             return []
         value = {f"h{i}": None for i in range(1, value + 1)}
     raw = as_mapping(c, "hosts", value)
     if not raw:
         c.add("hosts", "no hosts; give a number (hosts: 3) or a mapping of host names")
-    if len(raw) > MAX_HOSTS:
-        c.add("hosts", f"{len(raw)} hosts: at most {MAX_HOSTS}")
     out: list[Host] = []
     for name, where, spec in _entries(c, "hosts", raw, HOST_KEYS):
         merged = {"pods": 2, "ip_masq": True, **defaults, **spec}
