@@ -22,6 +22,7 @@ outside under the host's directory:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -33,6 +34,7 @@ from typing import Any
 
 from netns_lab import netns
 from netns_lab.etcd import EtcdMember
+from netns_lab.forkserver import BACKEND_MODULES, ForkServer
 from netns_lab.model import url_host
 from netns_lab.netns import Sandbox
 from netns_lab.plan import Plan, lab_prefix, make_plan
@@ -86,6 +88,7 @@ class Lab:
     partitions: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
     _sandbox: Sandbox | None = field(default=None, init=False, repr=False)
+    _forks: ForkServer | None = field(default=None, init=False, repr=False)
 
     # -- naming and places ---------------------------------------------------
 
@@ -102,6 +105,28 @@ class Lab:
         if self._sandbox is None:
             self._sandbox = Sandbox(self.plan.prefix)
         return self._sandbox
+
+    def forks(self) -> ForkServer | None:
+        """This command's fork server for the lab's flanneld and mount-namespace holders
+        (netns_lab.forkserver), started on first use; None with NETNS_LAB_FORKSERVER=0,
+        which execs every flanneld afresh instead."""
+        if os.environ.get("NETNS_LAB_FORKSERVER", "1") == "0":
+            return None
+        if self._forks is None or self._forks.proc.poll() is not None:
+            backend = BACKEND_MODULES.get(self.topology.backend_type.lower())
+            log = self.state_dir / f"forkserver-{os.getpid()}.log"
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._forks = ForkServer(log, [backend] if backend else [])
+            # tracked like the lab's daemons: `down` stops it if this command dies first
+            pidfile = self.sandbox.pidfile(f"forkserver-{os.getpid()}")
+            pidfile.write_text(f"{self._forks.pid}\n")
+            atexit.register(self._close_forks, self._forks, pidfile)
+        return self._forks
+
+    @staticmethod
+    def _close_forks(forks: ForkServer, pidfile: Path) -> None:
+        forks.close()
+        pidfile.unlink(missing_ok=True)
 
     def host_dir(self, host: str) -> Path:
         return self.state_dir / host

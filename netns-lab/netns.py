@@ -32,7 +32,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from netns_lab.forkserver import ForkServer
 
 NETNS_DIR = Path("/run/netns")
 STATE_ROOT = Path(os.environ.get("PYFLANNEL_STATE_ROOT", "/tmp/pyflannel"))
@@ -199,12 +202,19 @@ class Sandbox:
         return f"mntns-{netns}"
 
     def add_mount_ns(self, netns: str, binds: Sequence[tuple[Path, str]],
-                     timeout: float = 30) -> int:
+                     timeout: float = 30, forks: ForkServer | None = None) -> int:
         """Give `netns` its own mount namespace with `binds` (source dir, default path)
-        mounted in it; the pid of the process that holds it."""
+        mounted in it; the pid of the process that holds it (a fork of `forks` if given,
+        else `python -m netns_lab.nodens`)."""
         name = self.mount_ns_proc(netns)
-        spec = json.dumps({"binds": [[str(src), dst] for src, dst in binds], "label": netns})
         log = self.state_dir / f"{name}.log"
+        if forks is not None:
+            pid = forks.request({"kind": "nodens", "netns": str(NETNS_DIR / netns),
+                                 "binds": [[str(src), dst] for src, dst in binds],
+                                 "label": netns, "log": str(log)}, timeout)
+            self.pidfile(name).write_text(f"{pid}\n")
+            return pid
+        spec = json.dumps({"binds": [[str(src), dst] for src, dst in binds], "label": netns})
         with open(log, "ab") as err:
             proc = subprocess.Popen(
                 ["nsenter", f"--net={NETNS_DIR / netns}", "--", _python(), "-m",

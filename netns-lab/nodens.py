@@ -111,6 +111,10 @@ def setup(binds: list[tuple[str, str]]) -> None:
         mount(source, target, None, MS_BIND)
 
 
+def sleep_binary() -> str:
+    return shutil.which("sleep", path="/usr/bin:/bin") or "/bin/sleep"
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     try:
@@ -123,8 +127,7 @@ def main(argv: list[str]) -> int:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(null, fd)
-    sleep = shutil.which("sleep", path="/usr/bin:/bin") or "/bin/sleep"
-    os.execv(sleep, [f"pfl-node-{spec.get('label', '')}", "infinity"])
+    os.execv(sleep_binary(), [f"pfl-node-{spec.get('label', '')}", "infinity"])
     return 1  # not reached
 
 

@@ -33,7 +33,7 @@ from backends.peerstate import (
     index_of,
     tables_from_ip_json,
 )
-from backends.state import RouteSpec
+from backends.state import RouteSpec, Tables
 from core.lease import Lease, LeaseError, check_vxlan_attrs, decode_lease, subnets_prefix
 
 HEALTHZ_PORT = 8471
@@ -124,6 +124,34 @@ class KernelView:
     routes6: list[dict[str, Any]] = field(default_factory=list)
     neighs6: list[dict[str, Any]] = field(default_factory=list)
     wg: dict[str, Any] | None = None  # wireguard backend: device name -> its UAPI state
+    # What the verdicts read, made once per view: one lease's verdict used to rebuild them
+    # (O(peers)), so a host's peers cost O(peers^2) and `up` at 250 hosts ~16 M steps a poll.
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def ip_json(self, v6: bool = False) -> IpJson:
+        """The view as backends.peerstate reads it; IPv6 routes without the kernel's metric
+        and protocol (not the peer's business)."""
+        key = ("json", v6)
+        if key not in self._memo:
+            if v6:
+                routes = [{k: v for k, v in r.items() if k not in ("metric", "protocol")}
+                          for r in self.routes6]
+                self._memo[key] = IpJson(routes, self.neighs6, self.fdb, self.links)
+            else:
+                self._memo[key] = IpJson(self.routes, self.neighs, self.fdb, self.links)
+        return self._memo[key]
+
+    def ifindex(self, dev: str) -> int:
+        key = ("ifindex", dev)
+        if key not in self._memo:
+            self._memo[key] = index_of(self.ip_json(), dev)
+        return int(self._memo[key])
+
+    def tables(self, dev: str | None, v6: bool = False) -> Tables:
+        key = ("tables", dev, v6)
+        if key not in self._memo:
+            self._memo[key] = tables_from_ip_json(self.ip_json(v6), dev)
+        return self._memo[key]
 
     def vxlan_links(self, v6: bool | None = None) -> list[dict[str, Any]]:
         """The vxlan devices; v6 True: only flannel-v6.*, False: only the others."""
@@ -183,21 +211,19 @@ def peer_state(lease: Lease, view: KernelView) -> str:
         return "missing"  # IPv6-only: nothing to program in IPv4
     if view.wg is not None:
         return wg_state(lease, view.wg, 4)
-    j = IpJson(view.routes, view.neighs, view.fdb, view.links)
     cidr = str(lease.subnet)
     s0 = str(lease.subnet.network_address)
     public = str(lease.attrs.public_ip)
-    routes = tables_from_ip_json(j, None)
     direct = PeerEntries(None, None, (cidr, RouteSpec(public, 0)))
-    if check_entries(direct, routes)[0] == PROGRAMMED:
+    if check_entries(direct, view.tables(None))[0] == PROGRAMMED:
         return "direct"
     dev = next((str(lk.get("ifname")) for lk in view.vxlan_links(v6=False)), None) or next(
         (str(r["dev"]) for r in view.routes if str(r.get("dev", "")).startswith("flannel")),
         "flannel.1")
     mac = (lease.attrs.vtep_mac or "").lower()
     vxlan = PeerEntries((s0, mac), (mac, public),
-                        (cidr, RouteSpec(s0, index_of(j, dev), onlink=True)))
-    state = check_entries(vxlan, tables_from_ip_json(j, dev))[0]
+                        (cidr, RouteSpec(s0, view.ifindex(dev), onlink=True)))
+    state = check_entries(vxlan, view.tables(dev))[0]
     return {PROGRAMMED: "vxlan", MISSING: "missing"}.get(state, "partial")
 
 
@@ -213,23 +239,21 @@ def peer_state6(lease: Lease, view: KernelView) -> str:
         return "missing"
     if view.wg is not None:
         return wg_state(lease, view.wg, 6)
-    routes = [{k: v for k, v in r.items() if k not in ("metric", "protocol")}
-              for r in view.routes6]
-    j = IpJson(routes, view.neighs6, view.fdb, view.links)
+    j = view.ip_json(v6=True)
     cidr, gw, public = str(sub6), sub6.network_address.compressed, ip6.compressed
     direct = PeerEntries(None, None, (cidr, RouteSpec(public, 0)))
-    if check_entries(direct, tables_from_ip_json(j, None))[0] == PROGRAMMED:
+    if check_entries(direct, view.tables(None, v6=True))[0] == PROGRAMMED:
         return "direct"
     dev = next((str(lk.get("ifname")) for lk in view.vxlan_links(v6=True)), None)
     if dev is None:
-        return "missing" if cidr not in {r.get("dst") for r in routes} else "partial"
+        return "missing" if cidr not in {r.get("dst") for r in j.routes} else "partial"
     try:
         mac = check_vxlan_attrs(lease.attrs, v6=True)[1].lower()
     except LeaseError:
         return "partial"
     vxlan = PeerEntries((gw, mac), (mac, public),
-                        (cidr, RouteSpec(gw, index_of(j, dev), onlink=True)))
-    state = check_entries(vxlan, tables_from_ip_json(j, dev))[0]
+                        (cidr, RouteSpec(gw, view.ifindex(dev), onlink=True)))
+    state = check_entries(vxlan, view.tables(dev, v6=True))[0]
     return {PROGRAMMED: "vxlan", MISSING: "missing"}.get(state, "partial")
 
 
@@ -274,11 +298,16 @@ def own_lease(leases: list[Lease], ip: IPv4Address) -> Lease | None:
 
 def lease_owner(lab: Lab, lease: Lease) -> str | None:
     """The lab host whose underlay address the lease publishes (PublicIP or PublicIPv6)."""
-    for h in lab.topology.host_names:
-        addrs = lab.plan.addresses_of(h)
-        if lease.attrs.public_ip in addrs or lease.attrs.public_ipv6 in addrs:
-            return h
+    hosts = _host_set(lab)
+    for addr in (lease.attrs.public_ip, lease.attrs.public_ipv6):
+        owner = lab.plan.owner_of_address.get(addr) if addr is not None else None
+        if owner in hosts:
+            return owner
     return None
+
+
+def _host_set(lab: Lab) -> frozenset[str]:
+    return lab.plan.host_set
 
 
 def host_lease(lab: Lab, host: str, leases: list[Lease]) -> Lease | None:
