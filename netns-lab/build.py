@@ -16,11 +16,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-from netns_lab import observe
+from netns_lab import kernel, observe
 from netns_lab.lab import Lab, Pod
 from netns_lab.netns import (
+    NETNS_DIR,
     Sandbox,
     WaitAbort,
     kill_pids,
@@ -30,7 +32,7 @@ from netns_lab.netns import (
     wait_for,
 )
 from netns_lab.plan import BRIDGE, POD_IFACE, lab_prefix
-from netns_lab.progress import Progress
+from netns_lab.progress import Progress, Step
 from netns_lab.runtime import (
     CNI_SYSTEM_DIR,
     CONFLIST_NAME,
@@ -41,6 +43,7 @@ from netns_lab.runtime import (
 )
 from netns_lab.tls import make_pki, passwords
 
+KERNEL_FILE = "kernel.json"  # what `up` changed host-wide, in the lab's state
 READY_TIMEOUT = 30.0
 CONVERGE_TIMEOUT = 30.0
 
@@ -82,7 +85,9 @@ def create_namespaces(lab: Lab) -> int:
 
 def create_node_mounts(lab: Lab) -> None:
     """Each host's own mount namespace: its /run/flannel, /var/lib/cni, ... (lab.NODE_DIRS)."""
-    observe.parallel(lambda h: lab.sandbox.add_mount_ns(lab.ns(h), lab.node_binds(h)),
+    forks = lab.forks()
+    observe.parallel(lambda h: lab.sandbox.add_mount_ns(lab.ns(h), lab.node_binds(h),
+                                                        forks=forks),
                      lab.topology.host_names)
 
 
@@ -154,9 +159,13 @@ def write_network_config(lab: Lab) -> None:
 def flanneld_argv(lab: Lab, host: str) -> list[str]:
     """flanneld as on a real node: its files at the defaults (/run/flannel/subnet.env,
     /var/lib/pyflannel), which are the host's own (it runs in its mount namespace)."""
+    return [*_venv_tool("flanneld", "flanneld.main"), *flanneld_options(lab, host)]
+
+
+def flanneld_options(lab: Lab, host: str) -> list[str]:
+    """flanneld's command line after the program."""
     spec = lab.topology.host(host)
-    return [*_venv_tool("flanneld", "flanneld.main"),
-            "--etcd-endpoints", ",".join(lab.plan.etcd_endpoints),
+    return ["--etcd-endpoints", ",".join(lab.plan.etcd_endpoints),
             "--etcd-prefix", lab.topology.etcd_prefix, *flanneld_etcd_security(lab),
             "--iface", flanneld_iface(lab, host),
             "--healthz-port", str(observe.HEALTHZ_PORT), "--healthz-ip", "127.0.0.1",
@@ -197,11 +206,24 @@ def flanneld_proc(host: str) -> str:
 
 
 def start_flanneld(lab: Lab, host: str) -> None:
-    if lab.sandbox.mount_ns_pid(lab.ns(host)) is None:  # (raises if it is gone)
+    """The host's flanneld, in its network and mount namespaces: a fork of the lab's fork
+    server (netns_lab.forkserver), or exec'd afresh with NETNS_LAB_FORKSERVER=0."""
+    mnt = lab.sandbox.mount_ns_pid(lab.ns(host))  # (raises if it is gone)
+    if mnt is None:
         raise RuntimeError(f"{host} has no mount namespace: flanneld would use the box's "
                            "/run/flannel")
-    lab.sandbox.spawn(flanneld_proc(host), flanneld_argv(lab, host), netns=lab.ns(host),
-                      env=flanneld_env(lab))
+    name = flanneld_proc(host)
+    forks = lab.forks()
+    if forks is None:
+        lab.sandbox.spawn(name, flanneld_argv(lab, host), netns=lab.ns(host),
+                          env=flanneld_env(lab))
+        return
+    exe = Path(sys.executable).parent / "flanneld"
+    pid = forks.request({"kind": "flanneld", "argv": [str(exe), *flanneld_options(lab, host)],
+                         "env": flanneld_env(lab), "netns": str(NETNS_DIR / lab.ns(host)),
+                         "mntns": f"/proc/{mnt}/ns/mnt",
+                         "log": str(lab.state_dir / f"{name}.log")})
+    lab.sandbox.pidfile(name).write_text(f"{pid}\n")
 
 
 def log_tail(lab: Lab, proc_name: str, lines: int = 15) -> str:
@@ -226,9 +248,99 @@ def wait_flanneld(lab: Lab, host: str, timeout: float = READY_TIMEOUT) -> None:
         raise TimeoutError(f"{exc}\nits log ends:\n{log_tail(lab, name)}") from None
 
 
-def wait_converged(lab: Lab, timeout: float = CONVERGE_TIMEOUT) -> None:
-    wait_for(lambda: observe.converged(lab), timeout,
-             what="every host to program every other host's lease", interval=0.1)
+def scaled_timeout(base: float, hosts: int) -> float:
+    """A wait's timeout for a lab of `hosts`: `base`, plus 0.25 s a host beyond 16 (on
+    2 cores, 250 flanneld start in ~25 s and program each other's 62,000 entries)."""
+    return base + 0.25 * max(0, hosts - 16)
+
+
+def poll_interval(pending: int) -> float:
+    """How often to look again: often for a few, less for many (each look costs CPU the
+    daemons being waited on need)."""
+    return 0.05 if pending <= 8 else min(0.5, 0.01 * pending)
+
+
+def wait_all_flanneld(lab: Lab, hosts: list[str], step: Step | None = None,
+                      timeout: float | None = None) -> None:
+    """Wait for every host's flanneld /readyz. A host is asked once its subnet.env exists
+    (flanneld writes it just before it is ready), else every 2 s; a flanneld that exits
+    ends the wait with its log."""
+    timeout = timeout if timeout is not None else scaled_timeout(READY_TIMEOUT, len(hosts))
+    pending = set(hosts)
+    asked: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+
+    def ready(host: str) -> bool:
+        name = flanneld_proc(host)
+        if lab.sandbox.pid(name) is None:
+            raise WaitAbort(f"flanneld on {host} exited; its log "
+                            f"({lab.state_dir / (name + '.log')}) ends:\n{log_tail(lab, name)}")
+        now = time.monotonic()
+        if not (lab.host_dir(host) / "subnet.env").exists() and now - asked.get(host, 0) < 2:
+            return False
+        asked[host] = now
+        return observe.flanneld_ready(lab.ns(host))
+
+    while pending:
+        done = observe.parallel(ready, sorted(pending))
+        pending -= {h for h, ok in zip(sorted(pending), done, strict=True) if ok}
+        if step is not None:
+            step.update(f"{len(hosts) - len(pending)}/{len(hosts)} ready")
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            first = sorted(pending, key=_host_order)[0]
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for flanneld to be ready (/readyz) on "
+                f"{len(pending)} host(s): {_some(pending)}\n{first}'s log ends:\n"
+                f"{log_tail(lab, flanneld_proc(first))}")
+        time.sleep(poll_interval(len(pending)))
+
+
+def _host_order(name: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return (int(digits) if digits else 0, name)
+
+
+def _some(names: set[str] | list[str], n: int = 10) -> str:
+    ordered = sorted(names, key=_host_order)
+    return ", ".join(ordered[:n]) + (f" and {len(ordered) - n} more" if len(ordered) > n else "")
+
+
+def wait_converged(lab: Lab, timeout: float | None = None, step: Step | None = None) -> None:
+    """Wait until every host holds a lease and has programmed every other host's, in each
+    family. A host found done is not looked at again until all are; then every host is
+    looked at once more (one may have lost an entry meanwhile) and the wait goes on for
+    those that did."""
+    hosts = lab.topology.host_names
+    timeout = timeout if timeout is not None else scaled_timeout(CONVERGE_TIMEOUT, len(hosts))
+    deadline = time.monotonic() + timeout
+    pending, whole, why = list(hosts), True, ""  # whole: this round looks at every host
+    while True:
+        look = list(hosts) if whole else pending
+        try:
+            leases = [ls for ls in observe.read_leases(lab) if observe.lease_owner(lab, ls)]
+            owners = {observe.lease_owner(lab, ls) for ls in leases}
+            if len(owners) < len(hosts):
+                why = f"hosts without a lease: {_some(set(hosts) - owners - {None})}"
+                look, pending = [], list(hosts)
+            else:
+                views = observe.parallel(lambda h: observe.host_view(lab, h), look)
+                pending = [h for h, v in zip(look, views, strict=True)
+                           if not observe.all_peers_ok(lab, h, leases, v)]
+                why = f"not yet programmed everywhere: {_some(pending)}"
+                if not pending and whole:
+                    return
+            whole = not pending  # each found done in turn: look at all of them once more
+        except Exception as exc:  # keep polling; report the last error on timeout
+            why, whole = f"last error: {exc!r}", False
+        if step is not None:
+            step.update(f"{len(hosts) - len(pending)}/{len(hosts)} hosts programmed")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for every host to "
+                               f"program every other host's lease ({why})")
+        if not whole:
+            time.sleep(poll_interval(len(pending)) * 2)
 
 
 # -- CNI and pods -----------------------------------------------------------------
@@ -294,9 +406,73 @@ def wait_dad(lab: Lab, timeout: float = 15) -> int:
     return len(names)
 
 
-def up(lab: Lab, progress: Progress) -> None:
+def lab_id(name: str) -> str:
+    """How the kernel registry names a lab: its state directory (unique per state root)."""
+    return str(Lab.state_dir_of(name))
+
+
+def size_kernel(lab: Lab, change: bool = True) -> tuple[list[kernel.Change],
+                                                         list[kernel.Restore]]:
+    """Raise the host-wide settings the lab needs (netns_lab.kernel) and record the
+    changes in the lab's state (kernel.json); with `change` False, refuse instead."""
+    t = lab.topology
+    pods = sum(len(h.pods) for h in t.hosts)
+    what = f"lab {lab.name!r}: {len(t.hosts)} hosts, {pods} pods"
+    meta = {"name": lab.name, "prefix": lab.plan.prefix, "state_dir": str(lab.state_dir)}
+    changes, restored = kernel.acquire(lab_id(lab.name), meta, kernel.entries_needed(t),
+                                       change=change, what=what, netns=list_netns)
+    record = {"changed": [{"key": c.key, "old": c.old, "new": c.new, "why": c.why}
+                          for c in changes],
+              "entries": {str(v): n for v, n in kernel.entries_needed(t).items()}}
+    (lab.state_dir / KERNEL_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return changes, restored
+
+
+def release_kernel(name: str) -> list[kernel.Restore]:
+    """The lab's holds on host-wide settings released: what was written back (or left)."""
+    return kernel.release(lab_id(name), netns=list_netns)
+
+
+def verify_pods(lab: Lab, before: dict[int, dict[str, int]] | None = None) -> str:
+    """Ping the sample of pod pairs covering every host (netns_lab.reach); raise if any
+    pair fails, naming them and what the kernel's neighbour tables say."""
+    from netns_lab import reach  # (reach -> ping -> status -> build: not at import time)
+    verdict = reach.verify(lab)
+    if verdict.failed:
+        bad = verdict.failed
+        shown = ", ".join(f"{r.src} -> {r.dst}" + (f" (IPv{r.family})"
+                                                   if len(lab.topology.families) > 1 else "")
+                          for r in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise RuntimeError(
+            f"the data plane does not carry pod traffic: {len(bad)} of {verdict.pairs} "
+            f"sampled pod pairs got no echo reply ({shown}{more}), although every host "
+            f"programmed every peer. {kernel.neigh_diagnosis(before)}")
+    detail = f"{verdict.pairs} pod pairs answer (every host with pods as source and target)"
+    if verdict.unsampled:
+        detail += f"; not sampled (no pods): {_some(verdict.unsampled)}"
+    return detail
+
+
+def up(lab: Lab, progress: Progress, kernel_sizing: bool = True) -> None:
     t = lab.topology
     lab.save()  # first, so that `down` and `status` know the lab from here on
+    with progress.step("kernel") as s:
+        tables = kernel.neigh_stats()
+        changes, restored = size_kernel(lab, kernel_sizing)
+        for r in restored:
+            progress.announce(f"      {r.key}: {r.note} (its lab is gone)")
+        if changes:
+            s.detail = (f"raised {len(changes)} host-wide setting(s) for this lab (restored "
+                        "at `down`)")
+            for why in dict.fromkeys(c.why for c in changes):
+                s.notes.append(f"      {why}:")
+                s.notes += [f"        {c.key} {c.old} -> {c.new}" for c in changes
+                            if c.why == why]
+        else:
+            entries = kernel.entries_needed(t)
+            s.detail = "host-wide settings suffice (neighbour entries: " + ", ".join(
+                f"IPv{v} ~{n:,}" for v, n in entries.items()) + ")"
     cni_error: list[BaseException] = []
 
     def cni() -> None:
@@ -322,10 +498,10 @@ def up(lab: Lab, progress: Progress) -> None:
         for h in t.host_names:
             write_conflist(lab.host_dir(h))
             start_flanneld(lab, h)
-        observe.parallel(lambda h: wait_flanneld(lab, h), t.host_names)
+        wait_all_flanneld(lab, t.host_names, s)
         s.detail = f"{len(t.hosts)} host(s) ready, backend {t.backend_type}"
     with progress.step("peers") as s:
-        wait_converged(lab)
+        wait_converged(lab, step=s)
         pairs = len(t.hosts) * (len(t.hosts) - 1)
         s.detail = f"{pairs * len(t.families)} peer entries programmed" + (
             f" ({pairs} per family)" if len(t.families) > 1 else "")
@@ -343,16 +519,20 @@ def up(lab: Lab, progress: Progress) -> None:
     if 6 in t.underlay_versions or t.enable_ipv6:
         with progress.step("ipv6") as s:
             s.detail = f"duplicate address detection done in {wait_dad(lab)} namespaces"
+    if any(lab.pods.values()):
+        with progress.step("data plane") as s:
+            s.detail = verify_pods(lab, tables)
 
 
-def down(name: str) -> tuple[int, int]:
-    """Remove a lab by name alone: (namespaces removed, processes stopped)."""
+def down(name: str) -> tuple[int, int, list[kernel.Restore]]:
+    """Remove a lab by name alone: (namespaces removed, processes stopped, the host-wide
+    settings written back or left as someone else set them)."""
     prefix = lab_prefix(name)
     state = Lab.state_dir_of(name)
     namespaces = [n for n in list_netns() if n.startswith(prefix + "-")]
     if not namespaces and not any(state.glob("*.pid")) and not (state / "lab.json").exists():
         shutil.rmtree(state, ignore_errors=True)
-        return 0, 0
+        return 0, 0, release_kernel(name)
     box = Sandbox(prefix)
     pids = {pf.stem: pid for pf in box.state_dir.glob("*.pid")
             if (pid := _pidfile_pid(pf)) and pid_alive(pid)}
@@ -361,7 +541,8 @@ def down(name: str) -> tuple[int, int]:
     kill_pids([p for n, p in pids.items() if n.startswith("flanneld-")], signal.SIGTERM, 5)
     kill_pids([p for n, p in pids.items() if n.startswith("etcd-")], signal.SIGKILL, 5)
     box.cleanup()
-    return len(namespaces), len(pids)
+    # after the namespaces are gone: the entries that needed the raise are gone with them
+    return len(namespaces), len(pids), release_kernel(name)
 
 
 def _pidfile_pid(pf: Path) -> int | None:

@@ -3,7 +3,9 @@
 `collect` reads etcd (leases) and each host's kernel (routes, neighbours, FDB)
 into plain data; `render` turns that into the table. Nothing is taken from the
 state file that the cluster itself can tell: the state file only says which
-hosts and pods the lab made. A dual-stack or IPv6-only network gets the IPv6
+hosts and pods the lab made. Then, unless asked not to, each host's first pod pings one
+pod of every other host: a peer programmed but silent shows as `N unreachable` in PEERS
+(a full host-wide neighbour table did exactly that). A dual-stack or IPv6-only network gets the IPv6
 columns too: the host's PublicIPv6, its IPv6 subnet and its IPv6 peers. A wireguard
 lab's hosts also carry their WireGuard devices as the UAPI sockets report them
 (`wg_devices`: listen port, public key, peers, allowed IPs), summed up in one line.
@@ -14,7 +16,7 @@ from __future__ import annotations
 from ipaddress import ip_network
 from typing import Any
 
-from netns_lab import observe, wgview
+from netns_lab import memory, observe, wgview
 from netns_lab.build import flanneld_proc
 from netns_lab.lab import Lab
 from netns_lab.netns import list_netns
@@ -33,7 +35,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def collect(lab: Lab) -> dict[str, Any]:
+def collect(lab: Lab, probe: bool = True) -> dict[str, Any]:
+    """The lab's state; with `probe`, also which peers each host's pods get no ping reply
+    from (`unreachable`, `unreachable6`: programmed is not the same as working)."""
     t = lab.topology
     existing = set(list_netns())
     etcd_error = ""
@@ -94,6 +98,18 @@ def collect(lab: Lab) -> dict[str, Any]:
         return row
 
     hosts = observe.parallel(host_row, t.host_names)
+    mem = memory.collect(lab)
+    for row in hosts:
+        row["memory"] = mem["hosts"].get(row["host"], {})
+    if probe:
+        from netns_lab import reach  # (reach -> ping -> status: not at import time)
+        silent = reach.unreachable_by_host(lab)
+        for row in hosts:
+            if row["host"] in silent:  # (a host without a pod is not probed: no key)
+                for v, key in ((4, "unreachable"), (6, "unreachable6")):
+                    if v in t.families:
+                        row[key] = sorted(silent[row["host"]].get(str(v), []),
+                                          key=_host_key)
     world = None
     if t.world:
         world = {"name": t.world.name, "segment": t.world.segment,
@@ -110,6 +126,7 @@ def collect(lab: Lab) -> dict[str, Any]:
         "segments": {s.name: " ".join(str(n) for n in (s.subnet, s.subnet6) if n)
                      for s in t.segments},
         "world": world,
+        "memory": {k: v for k, v in mem.items() if k != "hosts"},
     }
 
 
@@ -128,7 +145,15 @@ def _peers_cell(row: dict[str, Any], key: str = "peers") -> str:
         cell += f" ({'+'.join(kinds)})"
     if bad:
         cell += f" missing {','.join(bad)}"
+    silent = row.get("unreachable6" if key == "peers6" else "unreachable")
+    if silent:
+        cell += f", {len(silent)} unreachable"
     return cell
+
+
+def _host_key(name: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return (int(digits) if digits else 0, name)
 
 
 def _subnet_cell(h: dict[str, Any], key: str) -> str:
@@ -179,4 +204,14 @@ def render(data: dict[str, Any]) -> str:
         out.append(f"leases held by no lab host: {', '.join(data['stale_leases'])}")
     if data["partitions"]:
         out.append("partitions: " + ", ".join(f"{a}<->{b}" for a, b in data["partitions"]))
+    if data.get("memory"):
+        out.append(memory.render(data["memory"]))
+    silent = [(h["host"], h.get("unreachable", []) + h.get("unreachable6", []))
+              for h in data["hosts"] if h.get("unreachable") or h.get("unreachable6")]
+    if silent:
+        worst = sorted(silent, key=lambda hs: -len(hs[1]))[:5]
+        out.append("unreachable (programmed, but its pod gets no ping reply from theirs): "
+                   + "; ".join(f"{h} -> {', '.join(sorted(set(d), key=_host_key)[:8])}"
+                               + ("..." if len(set(d)) > 8 else "") for h, d in worst)
+                   + (f"; {len(silent) - 5} more host(s)" if len(silent) > 5 else ""))
     return "\n".join(out)

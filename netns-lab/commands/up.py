@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TextIO
 
-from netns_lab import build, ping, status, topology
+from netns_lab import build, kernel, memory, ping, status, topology
 from netns_lab.lab import Lab, LabError, lab_lock
 from netns_lab.progress import Progress
 
@@ -26,7 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take down a lab of the same name first (implied by --demo)")
     p.add_argument("--keep", action="store_true",
                    help="on failure, leave what was built for inspection (default: remove it)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.add_argument("--no-kernel-sizing", action="store_true",
+                   help="do not raise host-wide kernel settings the lab needs (the neighbour "
+                        "tables all namespaces share); refuse, naming each, if they are too "
+                        "low. By default `up` raises them, says so, and `down` restores them")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress display (a failure, and any host-wide change, is still "
+                        "printed, on stderr)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,20 +51,17 @@ def run(args: argparse.Namespace) -> int:
         progress.say(f"netns-lab: bringing up lab {name!r}: {topo.description or args.file}")
         start = time.monotonic()
         try:
-            build.up(lab, progress)
+            build.up(lab, progress, kernel_sizing=not args.no_kernel_sizing)
         except BaseException as exc:
-            progress.say(f"netns-lab: up failed: {exc}")
-            if args.keep:
-                progress.say(f"kept for inspection: logs in {lab.state_dir}; "
-                             f"`netns-lab down --name {name}` removes it")
-            else:
-                build.down(name)
-                progress.say("removed what was built (use --keep to inspect it instead)")
+            restores = [] if args.keep else build.down(name)[2]
+            report_failure(exc, lab, args.keep, restores, progress.stream, args.quiet)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return 1
     took = time.monotonic() - start
     progress.say(f"lab {name!r} up in {took:.1f}s")
+    if not args.quiet:
+        progress.say(memory.render(memory.collect(lab)))
     if not args.demo:
         return 0
     print()
@@ -69,6 +73,29 @@ def run(args: argparse.Namespace) -> int:
     print(explore_hints(lab))
     sys.stdout.flush()
     return 0 if all(r.ok for r in results) else 1
+
+
+def failure_lines(exc: BaseException, lab: Lab, kept: bool,
+                  restores: list[kernel.Restore]) -> list[str]:
+    """What `up` says when the bring-up failed: why, and what became of what it built."""
+    why = str(exc) or type(exc).__name__
+    lines = [f"netns-lab: up failed: {why}"]
+    if kept:
+        lines.append(f"kept for inspection: logs in {lab.state_dir}; "
+                     f"`netns-lab down --name {lab.name}` removes it")
+    else:
+        lines.append("removed what was built (use --keep to inspect it instead)")
+        lines += [f"  {r}" for r in restores]
+    return lines
+
+
+def report_failure(exc: BaseException, lab: Lab, kept: bool, restores: list[kernel.Restore],
+                   stream: TextIO, quiet: bool) -> None:
+    """The failure, on the progress stream; with -q (no progress) on stderr: a quiet `up`
+    that failed must still say why."""
+    out = sys.stderr if quiet else stream
+    for line in failure_lines(exc, lab, kept, restores):
+        print(line, file=out, flush=True)
 
 
 def explore_hints(lab: Lab) -> str:
