@@ -46,14 +46,16 @@ class Scenario:
     goal: str  # the goal, in words
     topology: dict[str, Any]
     fn: Fn
+    scale: bool = False  # a lab of hundreds of hosts: minutes; `--all` only with --scale
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(name: str, summary: str, goal: str, topo: dict[str, Any]) -> Callable[[Fn], Fn]:
+def scenario(name: str, summary: str, goal: str, topo: dict[str, Any], *,
+             scale: bool = False) -> Callable[[Fn], Fn]:
     def register(fn: Fn) -> Fn:
-        SCENARIOS[name] = Scenario(name, summary, goal, topo, fn)
+        SCENARIOS[name] = Scenario(name, summary, goal, topo, fn, scale)
         return fn
     return register
 
@@ -188,7 +190,8 @@ def run_scenario(sc: Scenario, lab_name: str, stream: TextIO = sys.stderr, *,
     finally:
         run.stop_pingers()
         if not keep:
-            build.down(lab_name)
+            for r in build.down(lab_name)[2]:  # host-wide settings `up` raised, put back
+                say(f"  {r}")
     ok = not error and all(c["ok"] for c in run.checks)
     return {"scenario": name, "summary": sc.summary, "goal": sc.goal,
             "hosts": len(topo.hosts), "families": list(topo.families),

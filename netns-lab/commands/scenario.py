@@ -6,7 +6,9 @@ lost, then each goal as passed or failed; the lab is taken down afterwards
 (--keep leaves it). `--dual-stack` runs it on a dual-stack lab, pinging in both
 families. `--list` names the scenarios, `--all` runs every one, and `--report FILE`
 writes the table of docs/reliability.md there, with the figures as JSON beside it
-(and into --json-out). Exit 1 if any goal failed.
+(and into --json-out). The scale scenarios (join-250, flanneld-restart-all-250,
+etcd-leader-kill-250: 250 hosts each) run by name, or with --all --scale. Exit 1 if any
+goal failed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from netns_lab.scenario_report import render_report, render_result, save_results
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenarios", nargs="*", metavar="NAME", help="scenario(s) to run")
     p.add_argument("--list", action="store_true", help="list the scenarios and their goals")
-    p.add_argument("--all", action="store_true", help="run every scenario, one after another")
+    p.add_argument("--all", action="store_true",
+                   help="run every scenario, one after another (without the scale ones: "
+                        "add --scale)")
+    p.add_argument("--scale", action="store_true",
+                   help="with --all: also the scale scenarios (250 hosts: minutes each, and "
+                        "`up` raises host-wide kernel settings for them)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--report", metavar="FILE", type=Path,
                    help="write the figures table into FILE (a markdown file; the part between "
@@ -41,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for name in scenarios.names():
             sc = scenarios.get(name)
-            print(f"{name:20} {sc.summary}\n{'':20} goal: {sc.goal}")
+            tag = " [scale]" if sc.scale else ""
+            print(f"{name:20} {sc.summary}{tag}\n{'':20} goal: {sc.goal}")
         return 0
-    names = scenarios.names() if args.all else args.scenarios
+    names = ([n for n in scenarios.names() if args.scale or not scenarios.get(n).scale]
+             if args.all else args.scenarios)
     if not names:
         raise LabError("name a scenario (`netns-lab scenario --list`), or --all")
     if args.keep and len(names) > 1:
