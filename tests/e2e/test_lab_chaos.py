@@ -103,6 +103,14 @@ def test_link_down_and_up(lab: LabRun) -> None:
     lab.cli("link", "down", "h3")
     assert not reachable(lab, "h1/p1", "h3/p1")
     assert reachable(lab, "h1/p1", "h2/p1")
+    # programmed is not working: status shows the silent peers (its pods ping theirs)
+    rows = {h["host"]: h for h in lab.status()["hosts"]}
+    assert [len(rows[h]["peers"]) for h in ("h1", "h2", "h3")] == [2, 2, 2]
+    assert set(rows["h1"]["peers"].values()) == {"vxlan"}
+    assert (rows["h1"]["unreachable"], rows["h2"]["unreachable"],
+            rows["h3"]["unreachable"]) == (["h3"], ["h3"], ["h1", "h2"])
+    table = lab.cli("status").stdout
+    assert "2/2 (vxlan), 2 unreachable" in table and "2/2 (vxlan), 1 unreachable" in table
     lab.cli("link", "up", "h3")
     wait_for(lambda: reachable(lab, "h1/p1", "h3/p1"), 10, what="h1/p1 -> h3/p1 after link up")
     assert all_reachable(lab)
