@@ -24,10 +24,9 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from backends.wg_base import DeviceInfo, WgDevice, WgDeviceError
 from backends.wg_uapi import UapiError, check_reply
 from netlink import messages as m
 from netlink.rtnl import NetlinkError, RtNetlink
@@ -35,28 +34,7 @@ from netlink.rtnl import NetlinkError, RtNetlink
 log = logging.getLogger("pyflannel.backends.wireguard")
 SOCKET_DIR = Path("/var/run/wireguard")
 START_TIMEOUT = 10.0
-
-
-class WgDeviceError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = code
-
-
-@dataclass
-class DeviceInfo:
-    name: str
-    kind: str  # "userspace" (wireguard-go) or "kernel"
-    pid: int = 0  # wireguard-go's
-    adopted: bool = False
-
-
-class WgDevice(Protocol):
-    info: DeviceInfo
-
-    def get(self) -> str: ...
-    def set(self, request: str) -> None: ...
-    def close(self) -> None: ...
+__all__ = ["DeviceInfo", "WgDevice", "WgDeviceError", "open_device"]
 
 
 def socket_path(name: str) -> Path:

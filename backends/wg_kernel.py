@@ -14,7 +14,7 @@ import errno as errnos
 from collections.abc import Iterator
 from typing import Any
 
-from backends.wg_device import DeviceInfo, WgDeviceError
+from backends.wg_base import DeviceInfo, WgDeviceError
 from netlink.netns import call_in_netns
 
 
