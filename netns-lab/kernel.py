@@ -36,6 +36,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,8 +276,14 @@ def _prune(reg: dict[str, Any], netns: list[str]) -> list[Restore]:
 def _release(reg: dict[str, Any], lab_ids: set[str]) -> list[Restore]:
     """Release holds in `reg` (in place) and write back what goes back. Written before the
     registry is saved: a crash in between leaves a value at its original and a record
-    that `release` later finds already restored."""
+    that `release` later finds already restored. A neighbour limit goes back only once
+    the table has drained (`wait_drained`)."""
     new, restores = release_plan(reg, lab_ids, _read_all(_keys_of(reg, [])))
+    for version, prefix in NEIGH.items():
+        going = [r for r in restores if r.written and r.key.startswith(prefix + ".")]
+        thresh3 = next((r.value for r in going if r.key.endswith("gc_thresh3")), None)
+        if thresh3 is not None:
+            wait_drained(version, thresh3 // 2)
     for r in restores:
         if r.written:
             write_sysctl(r.key, r.value)
@@ -299,12 +306,14 @@ def acquire(lab_id: str, meta: dict[str, Any], entries: dict[int, int], *, chang
         new, changes, unmet = plan(reg, lab_id, meta, entries,
                                    _read_all(_keys_of(reg, keys)), what)
         if unmet and not change:
-            lines = "\n".join(f"  - {c.key} is {c.old}; this lab needs >= {c.new} ({c.why})"
-                              for c in changes)
+            lines = "\n".join(f"{why}:\n" + "\n".join(
+                f"  - {c.key} is {c.old}; this lab needs >= {c.new}"
+                for c in changes if c.why == why) for why in dict.fromkeys(
+                    c.why for c in changes))
             fix = " ".join(f"{n.key}={n.value}" for n in unmet)
             raise KernelSizingError(
                 f"--no-kernel-sizing: {len(unmet)} host-wide setting(s) too low for this "
-                f"lab:\n{lines}\nWithout them pods go unreachable although every peer is "
+                f"lab; {lines}\nWithout them pods go unreachable although every peer is "
                 f"programmed. Raise them yourself (sysctl -w {fix}) or let `up` do it "
                 "(without --no-kernel-sizing: announced, and restored at `down`)")
         reg.clear()
@@ -328,6 +337,26 @@ def release(lab_id: str, *, netns: Callable[[], list[str]] = lambda: [],
 
 
 _NTABLE = {4: "arp_cache", 6: "ndisc_cache"}
+DRAIN_TIMEOUT = 30.0
+
+
+def wait_drained(version: int, limit: int, timeout: float = DRAIN_TIMEOUT) -> bool:
+    """Wait until the family's neighbour table holds at most `limit` entries. The kernel
+    frees a removed namespace's entries seconds after `ip netns del` returns (128 hosts:
+    38,000 entries, gone ~8 s later); a limit written back before that leaves the table
+    over it, and meanwhile any namespace's new entry is refused (table_fulls). False if
+    it did not drain in `timeout` (the limit goes back all the same)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            entries = neigh_stats().get(version, {}).get("entries", 0)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        if entries <= limit:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
 
 
 def neigh_stats() -> dict[int, dict[str, int]]:

@@ -35,9 +35,11 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def collect(lab: Lab, probe: bool = True) -> dict[str, Any]:
-    """The lab's state; with `probe`, also which peers each host's pods get no ping reply
-    from (`unreachable`, `unreachable6`: programmed is not the same as working)."""
+def collect(lab: Lab, probe: bool = True, probe_all: bool = False) -> dict[str, Any]:
+    """The lab's state; with `probe`, also which peers each host's pod gets no ping reply
+    from (`unreachable`, `unreachable6`: programmed is not the same as working), among
+    the `probed` ones (every peer up to 64; with more, 64 round the ring unless
+    `probe_all`)."""
     t = lab.topology
     existing = set(list_netns())
     etcd_error = ""
@@ -103,9 +105,11 @@ def collect(lab: Lab, probe: bool = True) -> dict[str, Any]:
         row["memory"] = mem["hosts"].get(row["host"], {})
     if probe:
         from netns_lab import reach  # (reach -> ping -> status: not at import time)
-        silent = reach.unreachable_by_host(lab)
+        silent = reach.unreachable_by_host(lab, per_host=None if probe_all else
+                                            reach.PROBE_PEERS)
         for row in hosts:
             if row["host"] in silent:  # (a host without a pod is not probed: no key)
+                row["probed"] = len(silent[row["host"]]["probed"])
                 for v, key in ((4, "unreachable"), (6, "unreachable6")):
                     if v in t.families:
                         row[key] = sorted(silent[row["host"]].get(str(v), []),
@@ -147,7 +151,9 @@ def _peers_cell(row: dict[str, Any], key: str = "peers") -> str:
         cell += f" missing {','.join(bad)}"
     silent = row.get("unreachable6" if key == "peers6" else "unreachable")
     if silent:
-        cell += f", {len(silent)} unreachable"
+        probed = row.get("probed", len(peers))
+        cell += (f", {len(silent)} unreachable" if probed >= len(peers) else
+                 f", {len(silent)} of {probed} probed unreachable")
     return cell
 
 

@@ -118,7 +118,9 @@ def test_the_error_without_kernel_sizing_names_sysctl_and_value(tmp_path: Path,
     with pytest.raises(kernel.KernelSizingError) as err:
         kernel.acquire("/s/a", {}, {4: 4160}, change=False, registry=tmp_path / "k.json")
     text = str(err.value)
-    assert f"  - {T1} is 128; this lab needs >= 8192 (IPv4 neighbour (ARP) table" in text
+    assert "too low for this lab; IPv4 neighbour (ARP) table, shared by every namespace: " \
+           "~4,160 entries:\n" in text
+    assert f"  - {T1} is 128; this lab needs >= 8192\n" in text
     assert f"  - {T3} is 1024; this lab needs >= 32768" in text
     assert f"sysctl -w {T1}=8192 {T2}=16384 {T3}=32768" in text
     assert values == DEFAULTS  # nothing written
@@ -137,6 +139,9 @@ class Box:
         self.netns: list[str] = []
         monkeypatch.setattr(kernel, "read_sysctl", lambda k: self.values[k])
         monkeypatch.setattr(kernel, "write_sysctl", lambda k, v: self.values.__setitem__(k, v))
+        self.drained: list[tuple[int, int]] = []
+        monkeypatch.setattr(kernel, "wait_drained",
+                            lambda v, limit: self.drained.append((v, limit)) or True)
         self.tmp = tmp
 
     def up(self, name: str, entries: int) -> list[kernel.Change]:
@@ -161,6 +166,7 @@ def test_down_restores_the_originals(tmp_path: Path, monkeypatch: Any) -> None:
     assert [(r.key, r.value, r.written) for r in restores] == [
         (T1, 128, True), (T2, 512, True), (T3, 1024, True)]
     assert box.values == DEFAULTS and not box.registry.exists()
+    assert box.drained == [(4, 512)]  # waited for the table to drain below half of 1024
 
 
 def test_restored_only_when_the_last_holder_goes(tmp_path: Path, monkeypatch: Any) -> None:
@@ -297,3 +303,13 @@ def test_up_q_failure_goes_to_stderr_through_run(monkeypatch: Any, tmp_path: Pat
     out = capsys.readouterr()
     assert out.out == ""
     assert "netns-lab: up failed: etcd did not start" in out.err
+
+
+@pytest.mark.parametrize(("n", "k"), [(3, 2), (65, 64), (250, 64)])
+def test_status_probes_every_peer_or_64_each_way(n: int, k: int) -> None:
+    hosts = [f"h{i}" for i in range(1, n + 1)]
+    targets = reach.probe_targets(hosts)
+    assert all(len(t) == k and h not in t and len(set(t)) == k for h, t in targets.items())
+    pinged_by = {h: sum(h in t for t in targets.values()) for h in hosts}
+    assert set(pinged_by.values()) == {k}
+    assert len(reach.probe_targets(hosts, None)["h1"]) == n - 1
