@@ -50,6 +50,8 @@ NEIGH = {4: "net.ipv4.neigh.default", 6: "net.ipv6.neigh.default"}
 TABLE = {4: "IPv4 neighbour (ARP)", 6: "IPv6 neighbour (NDISC)"}
 # Per pod: its entry for the gateway (cni0), cni0's for it; IPv6 also the link-locals.
 POD_ENTRIES = {4: 2, 6: 4}
+# Per pair of members of a segment, per direction: IPv6 learns link-locals as well.
+UNDERLAY_ENTRIES = {4: 1, 6: 2}
 
 
 class KernelSizingError(RuntimeError):
@@ -83,7 +85,10 @@ def entries_needed(t: Topology) -> dict[int, int]:
     """Neighbour entries the lab may hold at once, per IP family (only families it uses).
 
     Underlay: on a segment of m members (hosts, routers, etcd members, the world) each may
-    resolve every other: m (m - 1). Pods: each resolves its gateway and cni0 resolves it."""
+    resolve every other: m (m - 1); over IPv6 twice that, each neighbour's global address
+    and its link-local (64 dual-stack hosts after a full ping matrix held 7,507 IPv6
+    entries besides the permanent ones; this counts 8,576). Pods: each resolves its
+    gateway and cni0 resolves it (IPv6: the link-locals too)."""
     out: dict[int, int] = {}
     pods = sum(len(h.pods) for h in t.hosts)
     for version in (4, 6):
@@ -98,7 +103,7 @@ def entries_needed(t: Topology) -> dict[int, int]:
                      + sum(1 for e in t.etcd if e.segment == seg.name)
                      + sum(1 for r in t.routers if seg.name in r.segments)
                      + (1 if t.world and t.world.segment == seg.name else 0))
-                n += m * (m - 1)
+                n += UNDERLAY_ENTRIES[version] * m * (m - 1)
         if overlay:
             n += POD_ENTRIES[version] * pods
         out[version] = n

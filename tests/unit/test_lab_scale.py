@@ -85,7 +85,8 @@ def test_entries_per_family_on_a_dual_stack_lab() -> None:
     t = parse({"hosts": 3, "network": {"Network": "10.1.0.0/16", "EnableIPv6": True,
                                        "IPv6Network": "fc00:1::/48", "Backend": {
                                            "Type": "vxlan"}}})
-    assert kernel.entries_needed(t) == {4: 4 * 3 + 2 * 6, 6: 4 * 3 + 4 * 6}
+    # IPv6: every neighbour's global and link-local address, and the pods' link-locals
+    assert kernel.entries_needed(t) == {4: 4 * 3 + 2 * 6, 6: 2 * 4 * 3 + 4 * 6}
 
 
 def test_thresholds_follow_flannels_advice() -> None:
