@@ -171,7 +171,10 @@ class _Client(aetcd.Client):
         finally:
             answered.set()
             call.cancel()
-        return None
+        # closed without an answer: this endpoint said nothing about the lease (an expired
+        # one is a reply with TTL <= 0), so try the next rather than give the lease up
+        raise EtcdUnavailable(f"{self._host}:{self._port}: the keepalive stream closed "
+                              "without a reply")
 
     async def connect(self) -> None:
         if self._credentials is None:
@@ -262,7 +265,7 @@ class EtcdClient:
     async def call(self, op: Callable[[aetcd.Client], Awaitable[T]]) -> T:
         """Run `op(client)`; on a connection error try the next endpoint, each once."""
         problems: list[str] = []
-        reauthenticated = False
+        reauthenticated = replaced = False
         attempt = 0
         while attempt < len(self.endpoints):
             client, generation = self._current()
@@ -277,6 +280,12 @@ class EtcdClient:
                 await self.reset(generation, rotate=False)
                 continue
             except Exception as exc:
+                if generation != self._generation and not replaced:
+                    # the client was closed under this call (another task failed over
+                    # meanwhile), which fails it in odd ways ("Internal error from Core"):
+                    # run it once more, on the client now in use
+                    replaced = True
+                    continue
                 if not is_connection_error(exc):
                     raise
                 problems.append(f"{endpoint}: {exc or type(exc).__name__}")

@@ -41,6 +41,7 @@ class PeerWatch(SubnetStore):
         backoff = Backoff(0.1, 5.0)
         while True:
             started = time.monotonic()
+            watched: int | None = None  # the etcd client generation under the watch
             try:
                 listing = await self._list()
                 kvs = [(kv.key.decode("utf-8", "replace"), kv.value, kv.lease, kv.mod_revision)
@@ -51,6 +52,7 @@ class PeerWatch(SubnetStore):
                 self._watch_ok = True
                 self._update_state()
                 watch = await self.etcd.watch_prefix(prefix, listing.header.revision + 1)
+                watched = self.etcd.generation
                 try:
                     async for ev in self._events_or_lease_changes(watch):
                         own = own_subnet()
@@ -78,6 +80,12 @@ class PeerWatch(SubnetStore):
                 if not is_retryable(exc):
                     raise
                 self.status.watch_restarts += 1
+                if watched is not None and self.etcd.generation != watched:
+                    # its client was closed under it (another request failed over):
+                    # no outage of its own, so no backoff and no warning
+                    log.info("lease watch ended (etcd client reset: %s); re-listing",
+                             exc or type(exc).__name__)
+                    continue
                 self._watch_ok = False
                 problem = self._etcd_failed("lease watch failed", exc)
                 if time.monotonic() - started > 10:
