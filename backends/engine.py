@@ -21,9 +21,9 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from ipaddress import IPv4Network
-from typing import Any
+from typing import Any, overload
 
 from backends.base import ExternalInterface, OnceLog, ReconcileResult
 from backends.desired import (
@@ -310,8 +310,7 @@ class Engine:
         return done
 
     def _send(self, batch: list[tuple[str, Any]]) -> list[Result]:
-        dev = self.dev_index
-        return self.nl.apply([_encode(dev, kind, op) for kind, op in batch]) if batch else []
+        return self.nl.apply(_Encoded(self.dev_index, batch)) if batch else []
 
     def _fail(self, result: ReconcileResult, kind: str, op: Any, res: Result) -> None:
         self._failed.add((kind, op))
@@ -325,9 +324,10 @@ def dump_routes(nl: RtNetlink, scope: RouteScope) -> tuple[Tables, tuple[MainRou
     """The main table: routes `scope` owns as Tables, the others for on-link decisions."""
     tables = Tables()
     main: list[MainRoute] = []
-    for r in nl.dump(m.RTM_GETROUTE, m.route_dump_body(), m.parse_route, m.RTM_NEWROUTE):
+
+    def take(r: m.RouteRow) -> None:
         if r.table != m.RT_TABLE_MAIN:
-            continue
+            return
         if r.rtype == m.RTN_UNICAST and not r.multipath and scope.owns(
                 r.dst, r.dst_len, r.oif, r.gateway is not None):
             spec = RouteSpec(r.gateway or "0.0.0.0", r.oif, bool(r.flags & m.RTNH_F_ONLINK),
@@ -336,7 +336,36 @@ def dump_routes(nl: RtNetlink, scope: RouteScope) -> tuple[Tables, tuple[MainRou
         else:
             main.append(MainRoute(r.dst, r.dst_len, r.oif, r.gateway is not None or r.multipath,
                                   r.rtype, r.priority))
+
+    def restart() -> None:
+        tables.routes.clear()
+        main.clear()
+
+    nl.dump_into(m.RTM_GETROUTE, m.route_dump_body(), m.parse_route, m.RTM_NEWROUTE, take,
+                 restart)
     return tables, tuple(main)
+
+
+class _Encoded(Sequence[tuple[int, int, bytes]]):
+    """The requests of a batch, encoded as the socket takes them (one chunk at a time):
+    the first run among thousands of peers never holds every encoded message at once."""
+
+    def __init__(self, dev: int, batch: list[tuple[str, Any]]) -> None:
+        self.dev, self.batch = dev, batch
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, int, bytes]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[int, int, bytes]]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [_encode(self.dev, kind, op) for kind, op in self.batch[i]]
+        kind, op = self.batch[i]
+        return _encode(self.dev, kind, op)
 
 
 def _encode(dev: int, kind: str, op: Any) -> tuple[int, int, bytes]:

@@ -91,13 +91,15 @@ class DesiredMemo(Generic[Ctx]):
 
     def apply(self, own: Lease, changes: Changes, peers: Mapping[str, Lease], ctx: Ctx, *,
               full: bool) -> tuple[Desired, Keys | None, dict[str, Outcome | None]]:
-        """The desired state, the table keys to diff (None: all), and the changed outcomes.
+        """The desired state, the table keys to diff (None: all, as on every full run),
+        and the changed outcomes (meaningful when the keys are not None).
 
         `changes`: what changed since the last call (lease key -> new lease, None: gone);
         `peers`: every lease now, read only when everything is decided again (a new
         context or own lease, or after `forget`)."""
         changed: dict[str, Outcome | None] = {}
-        if ctx != self._ctx or own.key != self._own_key:
+        redo = ctx != self._ctx or own.key != self._own_key
+        if redo:
             previous, self.outcomes = self.outcomes, {}
             for key, lease in peers.items():
                 out = self._decide(lease, own, ctx, previous.get(key))
@@ -118,15 +120,20 @@ class DesiredMemo(Generic[Ctx]):
                 changed[key] = out
 
         keys: Keys | None = None
-        if not full and self.desired is not None:
+        patched = False
+        if self.desired is not None and not redo and not (full and self.desired.conflicts):
+            # A full run patches too (then diffs every key): rebuilding would hold two
+            # whole desired states at once and give the same one (patch == combine). With
+            # a clash standing, a full run ranks everyone again (combine).
             keys = patch(self.desired, changed) if changed else Keys()
-        if keys is None:
+            patched = keys is not None
+        if not patched:
             # The last desired peers are the incumbents: a clash never displaces them.
             # (patch leaves the desired state as it was when it gives up.)
             self.desired = combine(self.outcomes.items(),
                                    self.desired.peers if self.desired is not None else None)
         assert self.desired is not None
-        return self.desired, keys, changed
+        return self.desired, None if full or not patched else keys, changed
 
     def _decide(self, lease: Lease, own: Lease, ctx: Ctx, before: Outcome | None
                 ) -> Outcome | None:

@@ -30,19 +30,26 @@ def dump_routes6(nl: RtNetlink, network6: IPv6Network, oifs: Collection[int],
                  onlink_oif: int = 0) -> tuple[Tables, tuple[Connected6, ...]]:
     """Our IPv6 routes (those out of `onlink_oif` marked onlink) and the connected prefixes."""
     tables, connected = Tables(), []
-    for e in nl.dump(m.RTM_GETROUTE, m.route_dump_body(m.RT_TABLE_MAIN, m.AF_INET6),
-                     m.parse_route_entry, m.RTM_NEWROUTE):
+
+    def take(e: m.RouteEntry) -> None:
         if e.table != m.RT_TABLE_MAIN or e.rtype != m.RTN_UNICAST:
-            continue
+            return
         dst = e.dst or _ZERO16
         if not e.gateway:
             if e.oif:
                 connected.append(Connected6(IPv6Network((dst, e.dst_len)), e.oif))
-            continue
+            return
         if e.oif in oifs and in_network6(network6, dst, e.dst_len):
             cidr = f"{fmt6(dst)}/{e.dst_len}"
             spec = RouteSpec(fmt6(e.gateway), e.oif, onlink=e.oif == onlink_oif)
             tables.routes[cidr] = (*tables.routes.get(cidr, ()), spec)
+
+    def restart() -> None:
+        tables.routes.clear()
+        connected.clear()
+
+    nl.dump_into(m.RTM_GETROUTE, m.route_dump_body(m.RT_TABLE_MAIN, m.AF_INET6),
+                 m.parse_route_entry, m.RTM_NEWROUTE, take, restart)
     return tables, tuple(connected)
 
 

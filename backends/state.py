@@ -15,7 +15,7 @@ point at the device (vxlan) or at a gateway via the external interface.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Address
 from typing import Any, NamedTuple
@@ -87,11 +87,13 @@ def diff(desired: Tables, actual: Tables, only: Keys | None = None) -> Plan:
     With `only`, entries under other keys are neither added nor removed.
     """
     plan = Plan()
-    if only is None:
-        only = Keys(desired.neighs.keys() | actual.neighs.keys(),
-                    desired.fdb.keys() | actual.fdb.keys(),
-                    desired.routes.keys() | actual.routes.keys())
-    for ip in only.neighs:
+    if only is None:  # every key of either side, without sets of them all (a resync's)
+        neighs: Iterable[str] = _every(desired.neighs, actual.neighs)
+        fdbs: Iterable[str] = _every(desired.fdb, actual.fdb)
+        cidrs: Iterable[str] = _every(desired.routes, actual.routes)
+    else:
+        neighs, fdbs, cidrs = only.neighs, only.fdb, only.routes
+    for ip in neighs:
         mac = desired.neighs.get(ip)
         if mac is None:
             if ip in actual.neighs:
@@ -99,7 +101,7 @@ def diff(desired: Tables, actual: Tables, only: Keys | None = None) -> Plan:
         elif actual.neighs.get(ip) != mac:
             plan.neigh_set.append((ip, mac))
 
-    for mac in only.fdb:
+    for mac in fdbs:
         dsts = desired.fdb.get(mac)
         have = actual.fdb.get(mac, ())
         if dsts is None:
@@ -116,7 +118,7 @@ def diff(desired: Tables, actual: Tables, only: Keys | None = None) -> Plan:
         plan.fdb_del.extend((mac, d) for d in have[1:])
         plan.fdb_set.append((mac, dst))
 
-    for cidr in only.routes:
+    for cidr in cidrs:
         routes = actual.routes.get(cidr, ())
         wants = desired.routes.get(cidr)
         if wants is None:
@@ -133,6 +135,11 @@ def diff(desired: Tables, actual: Tables, only: Keys | None = None) -> Plan:
                 extra.remove(same)
         plan.route_del.extend((cidr, r) for r in extra)
     return plan
+
+
+def _every(a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
+    yield from a
+    yield from (k for k in b if k not in a)
 
 
 def apply_plan(tables: Tables, plan: Plan, *, inplace: bool = False) -> Tables:

@@ -70,21 +70,30 @@ def this_node(public_ip: str) -> str:
 def dump_neighbours(nl: RtNetlink, dev: int, tables: Tables) -> list[tuple[str, None]]:
     """Fill `tables` with the device's permanent neighbours and `self` FDB entries; return
     the FDB entries to delete outright (with port/VNI overrides we never write)."""
-    for r in nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET, dev), m.parse_neigh,
-                     m.RTM_NEWNEIGH):
+    def neigh(r: m.NeighRow) -> None:
         if (r.ifindex == dev and r.family == m.AF_INET and r.state & m.NUD_PERMANENT
                 and r.dst and r.mac):
             tables.neighs[r.dst] = r.mac
+
+    nl.dump_into(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET, dev), m.parse_neigh,
+                 m.RTM_NEWNEIGH, neigh, tables.neighs.clear)
     odd: dict[str, None] = {}
-    for r in nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_BRIDGE, dev), m.parse_neigh,
-                     m.RTM_NEWNEIGH):
+
+    def fdb(r: m.NeighRow) -> None:
         if (r.ifindex != dev or r.family != m.AF_BRIDGE or not r.state & m.NUD_PERMANENT
                 or not r.flags & m.NTF_SELF or not r.mac):
-            continue  # learned entries (Learning on) are the kernel's, not ours
+            return  # learned entries (Learning on) are the kernel's, not ours
         if r.extra or r.dst is None:
             odd[r.mac] = None  # port/VNI overrides we never write: rewrite the whole entry
         else:
             tables.fdb[r.mac] = (*tables.fdb.get(r.mac, ()), r.dst)
+
+    def restart() -> None:
+        tables.fdb.clear()
+        odd.clear()
+
+    nl.dump_into(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_BRIDGE, dev), m.parse_neigh,
+                 m.RTM_NEWNEIGH, fdb, restart)
     for mac in odd:
         tables.fdb.pop(mac, None)
     return [(mac, None) for mac in odd]

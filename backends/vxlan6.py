@@ -201,16 +201,22 @@ class Vxlan6Plane:
 
     def dump(self) -> Tables:
         dev, t = self.dev_index, Tables()
-        for r in self.nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET6, dev), m.parse_neigh,
-                              m.RTM_NEWNEIGH):
+
+        def neigh(r: m.NeighRow) -> None:
             if r.ifindex == dev and r.family == m.AF_INET6 and r.state & m.NUD_PERMANENT \
                     and r.dst and r.mac:
                 t.neighs[r.dst] = r.mac
-        for r in self.nl.dump(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_BRIDGE, dev),
-                              m.parse_neigh, m.RTM_NEWNEIGH):
+
+        def fdb(r: m.NeighRow) -> None:
             if (r.ifindex == dev and r.state & m.NUD_PERMANENT and r.flags & m.NTF_SELF
                     and r.mac and r.dst and ":" in r.dst):
                 t.fdb[r.mac] = (*t.fdb.get(r.mac, ()), r.dst)
+
+        # row by row (dump_into): a resync never holds every dumped row at once
+        self.nl.dump_into(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET6, dev), m.parse_neigh,
+                          m.RTM_NEWNEIGH, neigh, t.neighs.clear)
+        self.nl.dump_into(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_BRIDGE, dev), m.parse_neigh,
+                          m.RTM_NEWNEIGH, fdb, t.fdb.clear)
         routes, self._connected = dump_routes6(self.nl, self.network6, (dev, self.ext_index),
                                                onlink_oif=dev)
         t.routes = routes.routes

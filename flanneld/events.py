@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.clip import clipped
-from core.lease import Lease, LeaseError, PeerKey, decode_lease, is_peer, peer_order
+from core.lease import (
+    Lease,
+    LeaseError,
+    PeerKey,
+    decode_lease,
+    is_peer,
+    parse_subnet_key,
+    peer_order,
+)
 
 EventKind = Literal["added", "changed", "removed", "snapshot"]
 
@@ -97,6 +105,10 @@ def note_change(changes: dict[str, Lease | None], view: Mapping[PeerKey, Lease],
 Validator = Callable[[Lease, PeerKey | None], None]
 
 
+def _by_key(lease: Lease) -> str:
+    return lease.key
+
+
 class PeerView:
     """The peer leases a watcher has emitted, kept from etcd key/value data; pure.
 
@@ -112,8 +124,11 @@ class PeerView:
         self._prefix = subnets_prefix.rstrip("/") + "/"
         self._validate = validate
         self._warn = warn
-        self._leases: dict[str, Lease] = {}  # every decodable key
-        self._by_subnet: dict[PeerKey, set[str]] = {}
+        # Every decodable key's lease, by subnet: almost always one, kept as is (a daemon
+        # keeps one per peer: no set or tuple around it); several in key order. A key is
+        # found again by parsing it; its lease knows it (Lease.key: the name after the
+        # prefix).
+        self._by_subnet: dict[PeerKey, Lease | tuple[Lease, ...]] = {}
         self._warned: dict[str, tuple[int, str]] = {}
         self._own: PeerKey | None = None
         self._started = False
@@ -124,13 +139,16 @@ class PeerView:
               own: PeerKey | None) -> list[LeaseEvent]:
         """A full listing of (key, value, lease id, mod revision): a snapshot the
         first time, afterwards the diff against what was emitted."""
-        self._leases.clear()
         self._by_subnet.clear()
-        present = set()
+        # Keys warned about before and gone now are forgotten; without any, no need to
+        # keep a set of every key meanwhile.
+        present: set[str] | None = set() if self._warned else None
         for key, value, lease_id, mod_revision in kvs:
-            present.add(key)
+            if present is not None:
+                present.add(key)
             self._store(key, value, lease_id, mod_revision)
-        self._warned = {k: v for k, v in self._warned.items() if k in present}
+        if present is not None:
+            self._warned = {k: v for k, v in self._warned.items() if k in present}
         self._own = own
         new = {}
         for subnet in self._by_subnet:
@@ -172,19 +190,34 @@ class PeerView:
         except LeaseError as exc:
             self._reject(key, mod_revision, str(exc))
             return None
-        self._leases[key] = lease
-        self._by_subnet.setdefault(lease.peer_key, set()).add(key)
-        return lease.peer_key
+        subnet = lease.peer_key
+        have = self._leases_of(subnet)
+        self._by_subnet[subnet] = tuple(sorted((*have, lease), key=_by_key)) if have else lease
+        return subnet
+
+    def _leases_of(self, subnet: PeerKey) -> tuple[Lease, ...]:
+        have = self._by_subnet.get(subnet)
+        return () if have is None else have if isinstance(have, tuple) else (have,)
 
     def _forget(self, key: str) -> set[PeerKey]:
-        old = self._leases.pop(key, None)
-        if old is None:
+        """Drop the lease stored under `key`; the subnet it was for, if any."""
+        name = key[len(self._prefix):]
+        if not key.startswith(self._prefix) or "/" in name:
+            return set()  # never stored
+        try:
+            v4, v6 = parse_subnet_key(name)
+        except LeaseError:
             return set()
-        keys = self._by_subnet[old.peer_key]
-        keys.discard(key)
-        if not keys:
-            del self._by_subnet[old.peer_key]
-        return {old.peer_key}
+        subnet: PeerKey | None = v4 if v4 is not None else v6
+        have = self._leases_of(subnet) if subnet is not None else ()
+        if subnet is None or not any(le.key == name for le in have):
+            return set()
+        rest = tuple(le for le in have if le.key != name)
+        if rest:
+            self._by_subnet[subnet] = rest if len(rest) > 1 else rest[0]
+        else:
+            del self._by_subnet[subnet]
+        return {subnet}
 
     def _refresh(self, touched: set[PeerKey], own: PeerKey | None) -> list[LeaseEvent]:
         if own != self._own:
@@ -211,14 +244,14 @@ class PeerView:
         """The valid lease for this subnet (lowest key wins), or None."""
         if not is_peer(subnet, self._own):
             return None
-        for key in sorted(self._by_subnet.get(subnet, ())):
-            lease = self._leases[key]
+        for lease in self._leases_of(subnet):
             try:
                 self._validate(lease, self._own)
             except LeaseError as exc:
-                self._reject(key, lease.mod_revision, str(exc))
+                self._reject(self._prefix + lease.key, lease.mod_revision, str(exc))
                 continue
-            self._warned.pop(key, None)
+            if self._warned:
+                self._warned.pop(self._prefix + lease.key, None)
             return lease
         return None
 

@@ -26,6 +26,7 @@ import asyncio
 import errno
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -88,6 +89,7 @@ class KernelWatch:
         self.own_pid = 0
         self._device: Callable[[], int] = lambda: 0
         self._expected: dict[str, float] = {}  # MAC -> until when its FDB notification is ours
+        self._expect_lock = threading.Lock()  # the backend's thread adds, the loop takes
 
     def ignore_own(self, portid: int, device: Callable[[], int] = lambda: 0) -> None:
         """Route and neighbour notifications from this netlink port id are our own writes;
@@ -97,9 +99,13 @@ class KernelWatch:
 
     def expect_fdb(self, macs: Iterable[str]) -> None:
         """The backend is about to write these FDB entries (any thread)."""
-        until = time.monotonic() + EXPECT_FOR
-        for mac in macs:
-            self._expected[mac] = until
+        now = time.monotonic()
+        until = now + EXPECT_FOR
+        with self._expect_lock:
+            if len(self._expected) > 256:  # lost notifications (ENOBUFS) leave entries
+                self._expected = {m: t for m, t in self._expected.items() if t >= now}
+            for mac in macs:
+                self._expected[mac] = until
 
     def start(self, loop: asyncio.AbstractEventLoop, *, ipv6: bool = False) -> bool:
         """Subscribe; False (flags stay set, i.e. always dump) if netlink is unavailable.
@@ -126,7 +132,10 @@ class KernelWatch:
         return ok
 
     def _is_own_fdb(self, mac: str) -> bool:
-        until = self._expected.pop(mac, None)
+        with self._expect_lock:
+            until = self._expected.pop(mac, None)
+            if not self._expected:
+                self._expected = {}  # an emptied dict keeps its table: one slot per peer
         return until is not None and until >= time.monotonic()
 
     @staticmethod

@@ -44,14 +44,19 @@ class PeerWatch(SubnetStore):
             watched: int | None = None  # the etcd client generation under the watch
             try:
                 listing = await self._list()
-                kvs = [(kv.key.decode("utf-8", "replace"), kv.value, kv.lease, kv.mod_revision)
-                       for kv in listing]
-                for event in view.reset(kvs, own_subnet()):
-                    yield event
+                revision = listing.header.revision
+                events = view.reset(((kv.key.decode("utf-8", "replace"), kv.value, kv.lease,
+                                      kv.mod_revision) for kv in listing), own_subnet())
+                # Not kept while we watch: the listing holds every key and value twice
+                # (gRPC's message and aetcd's objects), a few hundred bytes per peer.
+                del listing
+                events.reverse()
+                while events:  # none stays referenced from this frame once handed over
+                    yield events.pop()
                 self.status.rejected_leases = view.rejected
                 self._watch_ok = True
                 self._update_state()
-                watch = await self.etcd.watch_prefix(prefix, listing.header.revision + 1)
+                watch = await self.etcd.watch_prefix(prefix, revision + 1)
                 watched = self.etcd.generation
                 try:
                     async for ev in self._events_or_lease_changes(watch):

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from backends.base import Backend, IncrementalBackend
 from core.config import NetworkConfig
 from core.lease import Lease, PeerKey
-from flanneld import masq
+from flanneld import masq, memtrim
 from flanneld.kwatch import KernelWatch
 from flanneld.loop_plan import Wake, looks_at_kernel, next_tick, plan
 from flanneld.metrics import Metrics
@@ -156,6 +156,8 @@ class Reconciler:
             if self._neigh is None:
                 self._neigh = NeighTableWatch(self.config.enable_ipv4, self.config.enable_ipv6)
             await self._in_netlink(self._neigh.check, result.programmed_peers)
+        if full:
+            await self._in_netlink(memtrim.release, len(self.peers))
         m.last_reconcile.set(time.time())
         self._reconcile_error = None
         return True

@@ -55,7 +55,6 @@ from netlink.uapi import (  # noqa: F401  (re-exported: the header vocabulary, `
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
     from typing import NamedTuple as Row
 else:
@@ -187,17 +186,3 @@ class NetlinkError(OSError):
             msg = f"{msg}: {text}"
         super().__init__(err, msg)
         self.text = text
-
-
-class Memo(dict[bytes, str]):
-    """bytes -> text, remembered: dumps repeat the same few thousand addresses every resync."""
-
-    def __init__(self, convert: Callable[[bytes], str]) -> None:
-        super().__init__()
-        self.convert = convert
-
-    def __missing__(self, raw: bytes) -> str:
-        if len(self) > 1 << 16:
-            self.clear()
-        text = self[raw] = self.convert(raw)
-        return text

@@ -7,10 +7,9 @@ of them, so the kernel's usual attribute order is read in one unpack.
 from __future__ import annotations
 
 import struct
-from _socket import AF_INET6, inet_aton, inet_ntop, inet_pton  # not `socket`: it imports enum
+from _socket import AF_INET6, inet_aton, inet_ntoa, inet_ntop, inet_pton  # not `socket`: enum
 
-from netlink.base import Buf, Memo, Row, mac_bytes, mac_str, rta, rta_u32
-from netlink.route import IP_TEXT
+from netlink.base import Buf, Row, mac_bytes, mac_str, rta, rta_u32
 from netlink.uapi import (
     AF_BRIDGE,
     AF_INET,
@@ -30,7 +29,6 @@ from netlink.uapi import (
 _ND_IP_MAC = struct.Struct("=BBHiHBBHH4sHH6s2x")
 _ND_IP = struct.Struct("=BBHiHBBHH4s")
 _ND_MAC = struct.Struct("=BBHiHBBHH6s2x")
-_MAC_TEXT = Memo(mac_str)
 
 
 def neigh_body(ifindex: int, ip: str, mac: str | None) -> bytes:
@@ -96,14 +94,14 @@ def parse_neigh(buf: Buf, off: int, end: int) -> NeighRow:
             (family, _, _, ifindex, state, flags, _, l1, t1, ip, l2, t2, mac
              ) = _ND_FAST.unpack_from(buf, off)
             if t1 == NDA_DST and l1 == 8 and t2 == NDA_LLADDR and l2 == 10:
-                return NeighRow(family, ifindex, state, flags, IP_TEXT[ip], _MAC_TEXT[mac],
+                return NeighRow(family, ifindex, state, flags, inet_ntoa(ip), mac_str(mac),
                                 False)
         elif buf[off] == AF_BRIDGE:
             (family, _, _, ifindex, state, flags, _, l1, t1, mac, l2, t2, ip, _, t3
              ) = _FDB_FAST.unpack_from(buf, off)
             if (t1 == NDA_LLADDR and l1 == 10 and t2 == NDA_DST and l2 == 8
                     and t3 == NDA_CACHEINFO):  # no port/VNI/ifindex overrides before it
-                return NeighRow(family, ifindex, state, flags, IP_TEXT[ip], _MAC_TEXT[mac],
+                return NeighRow(family, ifindex, state, flags, inet_ntoa(ip), mac_str(mac),
                                 False)
     return _parse_neigh_any(buf, off, end)
 
@@ -119,11 +117,11 @@ def _parse_neigh_any(buf: Buf, off: int, end: int) -> NeighRow:
         if length < 4:
             break
         if kind == NDA_DST and length == 8:
-            dst = IP_TEXT[bytes(buf[p + 4:p + 8])]
+            dst = inet_ntoa(bytes(buf[p + 4:p + 8]))
         elif kind == NDA_DST and length == 20:
             dst = inet_ntop(AF_INET6, bytes(buf[p + 4:p + 20]))
         elif kind == NDA_LLADDR:
-            mac = _MAC_TEXT[bytes(buf[p + 4:p + length])]
+            mac = mac_str(bytes(buf[p + 4:p + length]))
         elif NDA_PORT <= kind <= NDA_IFINDEX:  # NDA_PORT, NDA_VNI, NDA_IFINDEX: never ours
             extra = True
         p += (length + 3) & ~3

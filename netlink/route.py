@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from _socket import AF_INET6, inet_aton, inet_ntoa, inet_pton  # not `socket`: enum, selectors
 
-from netlink.base import Buf, Memo, Row, iter_attrs, rta, rta_u32
+from netlink.base import Buf, Row, iter_attrs, rta, rta_u32
 from netlink.uapi import (
     AF_INET,
     BE32,
@@ -36,8 +36,6 @@ from netlink.uapi import (
     U32,
     U32_ATTR,
 )
-
-IP_TEXT = Memo(inet_ntoa)  # packed IPv4 -> text, shared with the neighbour parser
 
 
 def route_body(dst_ip: str, dst_len: int, gateway: str, oif: int, *, onlink: bool,
@@ -99,8 +97,8 @@ def parse_route(buf: Buf, off: int, end: int) -> RouteRow:
         (_, dst_len, _, _, _, proto, scope, rtype, flags, _, t1, table, _, t2, dst, _, t3,
          gw, _, t4, oif) = _RT_FAST.unpack_from(buf, off)
         if t1 == RTA_TABLE and t2 == RTA_DST and t3 == RTA_GATEWAY and t4 == RTA_OIF:
-            return RouteRow(int.from_bytes(dst, "big"), IP_TEXT[dst], dst_len, table, proto,
-                            scope, rtype, flags, oif, IP_TEXT[gw], 0, False)
+            return RouteRow(int.from_bytes(dst, "big"), inet_ntoa(dst), dst_len, table, proto,
+                            scope, rtype, flags, oif, inet_ntoa(gw), 0, False)
     return _parse_route_any(buf, off, end)
 
 
@@ -118,11 +116,11 @@ def _parse_route_any(buf: Buf, off: int, end: int) -> RouteRow:
             break
         if kind == RTA_DST:
             dst = BE32.unpack_from(buf, p + 4)[0]
-            dst_text = IP_TEXT[bytes(buf[p + 4:p + 8])]
+            dst_text = inet_ntoa(bytes(buf[p + 4:p + 8]))
         elif kind == RTA_OIF:
             oif = U32.unpack_from(buf, p + 4)[0]
         elif kind == RTA_GATEWAY:
-            gateway = IP_TEXT[bytes(buf[p + 4:p + 8])]
+            gateway = inet_ntoa(bytes(buf[p + 4:p + 8]))
         elif kind == RTA_PRIORITY:
             priority = U32.unpack_from(buf, p + 4)[0]
         elif kind == RTA_TABLE:

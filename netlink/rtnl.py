@@ -213,27 +213,37 @@ class RtNetlink:
     def dump(self, kind: int, body: bytes, parse: Callable[[Buf, int, int], T],
              reply: int) -> list[T]:
         """All replies of a dump request, parsed; retried if the kernel says it was interrupted."""
-        for _ in range(5):
-            rows, interrupted = self._dump_once(kind, body, parse, reply)
-            if not interrupted:
-                return rows
+        rows: list[T] = []
+        self.dump_into(kind, body, parse, reply, rows.append, rows.clear)
         return rows
 
+    def dump_into(self, kind: int, body: bytes, parse: Callable[[Buf, int, int], T],
+                  reply: int, take: Callable[[T], object], restart: Callable[[], object]
+                  ) -> None:
+        """`dump`, handing each row to `take` as it is parsed: a resync's dump of thousands
+        of entries is never held as rows all at once. An interrupted dump is retried
+        after `restart()`, which must undo what `take` was given."""
+        for attempt in range(5):
+            if attempt:
+                restart()
+            if not self._dump_once(kind, body, parse, reply, take):
+                return
+
     def _dump_once(self, kind: int, body: bytes, parse: Callable[[Buf, int, int], T],
-                   reply: int) -> tuple[list[T], bool]:
-        rows: list[T] = []
+                   reply: int, take: Callable[[T], object]) -> bool:
+        """One dump into `take`; True if the kernel says it was interrupted."""
         interrupted = False
         with self._lock:
             for rkind, flags, data, a, b in self._exchange(kind, NLM_F_DUMP, body):
                 if flags & NLM_F_DUMP_INTR:
                     interrupted = True
                 if rkind == NLMSG_DONE:
-                    return rows, interrupted
+                    return interrupted
                 if rkind == NLMSG_ERROR:
                     err, _, text = parse_error(data, a, b, flags)
                     raise NetlinkError(err, f"dump (type {kind})", text)
                 if rkind == reply:
-                    rows.append(parse(data, a, b))
+                    take(parse(data, a, b))
         raise AssertionError("unreachable: _exchange never ends on its own")
 
     def get(self, kind: int, body: bytes, parse: Callable[[Buf, int, int], T],

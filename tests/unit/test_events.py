@@ -103,6 +103,27 @@ def test_peer_view_poison_warns_once_and_touches_nobody() -> None:
     assert list(v.view) == [IPv4Network("10.5.2.0/24")]
 
 
+def test_two_keys_for_one_subnet_the_lower_key_wins_and_the_other_takes_over() -> None:
+    """One subnet under a v4 key and a dual-stack key (a node turning dual-stack): the
+    lower key is the peer; deleting it hands the subnet to the other; deleting that one,
+    or a key never stored, leaves nothing behind."""
+    v = make_view([])
+    v4_key = f"{PREFIX}/10.5.1.0-24"
+    ds_key = f"{PREFIX}/10.5.1.0-24&fc00:5:0:1::-64"
+    value = encode_attrs(lease(1).attrs)
+    [snap] = v.reset([(ds_key, value, 5, 2), (v4_key, value, 5, 1)], None)
+    assert [le.key for le in snap.snapshot] == ["10.5.1.0-24"]
+    assert v.delete(f"{PREFIX}/10.5.7.0-24", None) == []  # never stored
+    assert v.delete(f"{PREFIX}/garbage", None) == []
+    [ev] = v.delete(v4_key, None)
+    assert ev.kind == "changed" and ev.lease is not None
+    assert ev.lease.key == "10.5.1.0-24&fc00:5:0:1::-64"
+    [ev] = v.delete(ds_key, None)
+    assert ev.kind == "removed" and v.view == {}
+    [ev] = v.put(v4_key, value, 5, 9, None)
+    assert ev.kind == "added"
+
+
 def test_peer_view_own_subnet_change() -> None:
     v = make_view([])
     v.reset([kv(1), kv(2)], IPv4Network("10.5.2.0/24"))
