@@ -9,9 +9,8 @@ connections time out. What it shares is memory: the pages of the imported module
 the server's until a process writes to them, so a PSS count (smem's) counts them once.
 The mount-namespace holders (`netns_lab.nodens`) are forks too (set up, then `sleep`).
 
-A fork's name (comm, as top and `ps -o comm` show it) is `flanneld`; its command line in
-/proc is the server's, `python -m netns_lab.forkserver flanneld ...` (pointing it at the
-fork's own argv needs CAP_SYS_RESOURCE, which a container may not grant).
+A fork's name (comm, as top and `ps -o comm` show it) is `flanneld`, and its command
+line in /proc is its own flanneld argv, written over the server's (padded) argv area.
 
 Protocol, JSON lines on the server's stdin and stdout, one request at a time:
 
@@ -25,9 +24,8 @@ The server ends when its stdin closes; its children live on (reparented to init)
 processes started with Popen do when the command that started them ends. It reaps the
 ones that end while it runs.
 
-`python -m netns_lab.forkserver flanneld [MODULE...]` preloads flanneld and MODULEs (the
-lab's backend); the word flanneld in its command line is what flannelctl's liveness
-check of a runtime file looks for.
+`python -m netns_lab.forkserver flanneld [MODULE...] [-----...]` preloads flanneld and
+MODULEs (the lab's backend); the dashes are room for the forks' command lines.
 """
 
 from __future__ import annotations
@@ -51,6 +49,7 @@ from typing import IO, Any
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
 PR_SET_NAME = 15
+ARGV_ROOM = 4096  # bytes of the server's command line a fork's own argv is written over
 # What a flanneld imports up to its first reconcile (python -X importtime of a lab host).
 PRELOAD = ("flanneld.main", "flanneld.daemon", "flanneld.subnet_manager", "flanneld.cni_server",
            "backends", "backends.base", "core.subnetenv", "encodings.idna", "netns_lab.nodens")
@@ -70,10 +69,20 @@ def _setns(path: str, kind: int) -> None:
         os.close(fd)
 
 
-def _name_flanneld() -> None:
-    """`flanneld` as the process's name (comm: what top and ps -o comm show)."""
+def _show_as(argv: Sequence[str]) -> None:
+    """`flanneld` as the process's name (comm: top, ps -o comm), and its own command line
+    in /proc/<pid>/cmdline (ps, pgrep, flannelctl's liveness check, tests): written over
+    the server's argv area, which ARGV_ROOM padding makes long enough (setproctitle's
+    way; the area's last byte stays NUL, so the kernel shows every argument)."""
     with contextlib.suppress(Exception):
         _libc.prctl(PR_SET_NAME, ctypes.c_char_p(b"flanneld"), 0, 0, 0)
+    with contextlib.suppress(Exception):
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+        raw = b"\0".join(a.encode() for a in argv) + b"\0"
+        room = end - start
+        if len(raw) < room:
+            (ctypes.c_char * room).from_address(start)[:] = raw.ljust(room, b"\0")
 
 
 def _open_log(log: str) -> int:
@@ -107,7 +116,7 @@ def _run_flanneld(req: dict[str, Any], ready_w: int) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # what flanneld.main sets on import
     argv = [str(a) for a in req["argv"]]
     sys.argv = argv
-    _name_flanneld()
+    _show_as(argv)
     from flanneld.main import main
     try:
         return int(main(argv[1:]))
@@ -204,7 +213,8 @@ class ForkServer:
         self.lock = threading.Lock()
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "netns_lab.forkserver", "flanneld", *preload],
+                [sys.executable, "-m", "netns_lab.forkserver", "flanneld", *preload,
+                 "-" * ARGV_ROOM],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                 start_new_session=True)
         self.pid = self.proc.pid
@@ -253,4 +263,4 @@ class ForkServer:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[2:]))
+    sys.exit(serve([a for a in sys.argv[2:] if a.strip("-")]))
