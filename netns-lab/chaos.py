@@ -84,6 +84,8 @@ def etcd_start(lab: Lab, name: str) -> bool:
     wait = sum(lab.sandbox.pid(f"etcd-{m.name}") is not None for m in lab.topology.etcd) + 1 > \
         len(lab.topology.etcd) // 2
     member.start(wait=wait)
+    if member.proc is not None:
+        build.favour_etcd(member.proc.pid)
     return True
 
 

@@ -110,7 +110,7 @@ def pid_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):  # (gone meanwhile: ENOENT, or ESRCH from the read)
         return False
 
 
