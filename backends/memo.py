@@ -19,7 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
-from backends.desired import Desired, Outcome, combine, is_own, keep_last_good, patch
+from backends.desired import (
+    Desired,
+    Outcome,
+    PeerEntries,
+    combine,
+    is_own,
+    keep_last_good,
+    patch,
+)
 from backends.state import Keys
 from core.lease import Lease
 
@@ -69,8 +77,9 @@ class DesiredMemo(Generic[Ctx]):
     def __init__(self, decide: Decide[Ctx]) -> None:
         self.decide = decide
         self.desired: Desired | None = None
-        # Lease key -> its outcome here; a lease that is not this plane's (or ours) has none.
-        self.outcomes: dict[str, Outcome] = {}
+        # Lease key -> its outcome here (`packed`: a plain good one is kept as its entries,
+        # ~64 bytes less per peer); a lease that is not this plane's (or ours) has none.
+        self.outcomes: dict[str, Outcome | PeerEntries] = {}
         self._ctx: Ctx | None = None
         self._own_key: str | None = None
         self._list: PeerSet | None = None  # update()'s, for callers with a list
@@ -104,19 +113,20 @@ class DesiredMemo(Generic[Ctx]):
             for key, lease in peers.items():
                 out = self._decide(lease, own, ctx, previous.get(key))
                 if out is not None:
-                    self.outcomes[key] = out
+                    self.outcomes[key] = packed(out)
             self._ctx, self._own_key = ctx, own.key
             full = True
         else:
             for key, now in changes.items():
                 before = self.outcomes.get(key)
                 out = None if now is None else self._decide(now, own, ctx, before)
-                if out == before:
+                kept = None if out is None else packed(out)
+                if kept == before:
                     continue  # a renewal with the same value, or not this plane's
-                if out is None:
+                if kept is None:
                     del self.outcomes[key]
                 else:
-                    self.outcomes[key] = out
+                    self.outcomes[key] = kept
                 changed[key] = out
 
         keys: Keys | None = None
@@ -130,16 +140,26 @@ class DesiredMemo(Generic[Ctx]):
         if not patched:
             # The last desired peers are the incumbents: a clash never displaces them.
             # (patch leaves the desired state as it was when it gives up.)
-            self.desired = combine(self.outcomes.items(),
+            self.desired = combine(((k, unpacked(v)) for k, v in self.outcomes.items()),
                                    self.desired.peers if self.desired is not None else None)
         assert self.desired is not None
         return self.desired, None if full or not patched else keys, changed
 
-    def _decide(self, lease: Lease, own: Lease, ctx: Ctx, before: Outcome | None
-                ) -> Outcome | None:
+    def _decide(self, lease: Lease, own: Lease, ctx: Ctx,
+                before: Outcome | PeerEntries | None) -> Outcome | None:
         if is_own(lease, own):
             return None
         decided = self.decide(lease, ctx)
         if decided is None:
             return None
-        return keep_last_good(decided, before.entries if before is not None else None)
+        return keep_last_good(decided, None if before is None else unpacked(before).entries)
+
+
+def packed(out: Outcome) -> Outcome | PeerEntries:
+    """A plain good outcome (entries, no note) as its entries alone."""
+    e = out.entries
+    return e if e is not None and out.skipped is None and out.unreachable is None else out
+
+
+def unpacked(kept: Outcome | PeerEntries) -> Outcome:
+    return kept if type(kept) is Outcome else Outcome(kept)  # type: ignore[arg-type]

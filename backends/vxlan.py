@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 
 from backends import vtep_mac
 from backends.base import ExternalInterface, ReconcileResult
-from backends.desired import Outcome, PeerContext, vxlan_outcome
+from backends.desired import Outcome, PeerContext, PeerEntries, vxlan_outcome
 from backends.engine import Engine
 from backends.macstore import MacStore
+from backends.memo import packed, unpacked
 from backends.state import (
     LinkState,
     Tables,
@@ -352,8 +353,10 @@ class VxlanBackend(Engine):
         return True
 
 
-def _reindexed(out: Outcome, old: int, new: int) -> Outcome:
+def _reindexed(kept: Outcome | PeerEntries, old: int, new: int) -> Outcome | PeerEntries:
+    out = unpacked(kept)
     e = out.entries
     if e is None or e.route[1].oif != old:
-        return out
-    return out._replace(entries=e._replace(route=(e.route[0], e.route[1]._replace(oif=new))))
+        return kept
+    return packed(out._replace(entries=e._replace(route=(e.route[0],
+                                                          e.route[1]._replace(oif=new)))))
