@@ -82,7 +82,7 @@ def _show_as(argv: Sequence[str]) -> None:
         raw = b"\0".join(a.encode() for a in argv) + b"\0"
         room = end - start
         if len(raw) < room:
-            (ctypes.c_char * room).from_address(start)[:] = raw.ljust(room, b"\0")
+            ctypes.memmove(start, raw.ljust(room, b"\0"), room)
 
 
 def _open_log(log: str) -> int:
