@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from netns_lab import kernel, observe
-from netns_lab.lab import Lab, Pod
+from netns_lab.lab import Lab, Pod, flanneld_proc
 from netns_lab.netns import (
     NETNS_DIR,
     Sandbox,
@@ -221,10 +221,6 @@ def flanneld_env(lab: Lab) -> dict[str, str]:
     if lab.topology.etcd_auth:
         env["FLANNELD_ETCD_PASSWORD"] = passwords(lab.pki.dir)["flanneld"]
     return env
-
-
-def flanneld_proc(host: str) -> str:
-    return f"flanneld-{host}"
 
 
 def start_flanneld(lab: Lab, host: str) -> None:

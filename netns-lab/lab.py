@@ -60,6 +60,11 @@ class LabError(RuntimeError):
     """A lab command that cannot proceed; the message says what to do."""
 
 
+
+def flanneld_proc(host: str) -> str:
+    """The sandbox's process name of `host`'s flanneld."""
+    return f"flanneld-{host}"
+
 @dataclass
 class Pod:
     """A pod and its addresses from its CNI result: `ip` (IPv4) and `ip6`, "" if it has

@@ -15,7 +15,7 @@ from ipaddress import ip_address
 from netns_lab import observe
 from netns_lab.lab import Lab, Pod
 from netns_lab.netns import in_netns
-from netns_lab.status import table
+from netns_lab.texttable import table
 
 ICMP_ECHO, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO, ICMP6_ECHO_REPLY = 128, 129

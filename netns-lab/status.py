@@ -17,22 +17,14 @@ from ipaddress import ip_network
 from typing import Any
 
 from netns_lab import memory, observe, wgview
-from netns_lab.build import flanneld_proc
-from netns_lab.lab import Lab
+from netns_lab.lab import Lab, flanneld_proc
 from netns_lab.netns import list_netns
+from netns_lab.texttable import table
 
 from core.lease import Lease
 
 OK_PEER = observe.OK_PEER
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
+__all__ = ["OK_PEER", "collect", "render", "table"]
 
 
 def collect(lab: Lab, probe: bool = True, probe_all: bool = False) -> dict[str, Any]:
