@@ -81,4 +81,22 @@ def plot_all(data: dict[str, Any], out: Path) -> list[Path]:
                           f"flanneld, {r['flanneld_n_peers']['peers']} peers"],
                          [refs["python_asyncio_aetcd_pyroute2"], r["flanneld_0_peers"]["rss_mb"],
                           r["flanneld_n_peers"]["rss_mb"]], "MB", 0))
+    if e := data.get("etcd_load"):
+        runs = e["runs"]
+        big = max(r["nodes"] for r in runs)
+        top = {r["path"]: r for r in runs if r["nodes"] == big}
+        if "direct" in top:
+            names = ["flannel, from its code, at most (ref)"]
+            values = [top["direct"]["flannel_total_requests"][1]]
+            for path, how in (("direct", "straight to etcd"), ("proxy", "via grpc-proxy")):
+                if path in top:
+                    names.append(f"pyflannel, {how}")
+                    values.append(top[path]["total_requests"])
+            made.append(bars(out / "etcd_load_requests.png",
+                             f"etcd member requests, {big} nodes: start, {e['churn']} puts, "
+                             "restart", names, values, "requests", 0))
+        made.append(bars(out / "etcd_load_watchers.png",
+                         "etcd member watchers added by N flanneld (flannel: 2 per node)",
+                         [f"N={r['nodes']} {r['path']}" for r in runs],
+                         [r["watchers_added"]["start"] for r in runs], "watchers"))
     return made

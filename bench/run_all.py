@@ -34,6 +34,8 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "daemon_latency": (["--events", "200"], ["--events", "30"]),
     "throughput": (["--seconds", "3", "--runs", "9"], ["--seconds", "2", "--runs", "1"]),
     "flanneld_resources": ([], ["--idle", "10"]),
+    # etcd requests per node, from the member's own /metrics (issue 14)
+    "etcd_load": (["--nodes", "10", "30", "100"], ["--nodes", "10"]),
     # dual stack (issue 12): modes of the scripts above, and IPv6 throughput
     "programming_dualstack": (["--dual-stack"], ["--dual-stack", "--rounds", "3",
                                                  "--events", "50"]),
@@ -100,6 +102,8 @@ def ratios(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "RSS / python+asyncio+aetcd+pyroute2": round(
                 n["rss_mb"] / refs["python_asyncio_aetcd_pyroute2"], 2),
             "RSS MB (goal < 60)": n["rss_mb"], "idle CPU % (goal < 0.5)": n["idle_cpu_pct"]}
+    if e := data.get("etcd_load"):
+        out["etcd_load"] = dict(e["ratios"])
     return out
 
 
