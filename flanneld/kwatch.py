@@ -42,6 +42,7 @@ from netlink.uapi import (
     NETLINK_ROUTE,
     NFNLGRP_NFTABLES,
     NLMSG_HDR,
+    NUD_FAILED,
     NUD_PERMANENT,
     RTM_DELNEIGH,
     RTM_NEWNEIGH,
@@ -179,7 +180,11 @@ def relevant(data: bytes, own_pid: int = 0,
     writes: messages from port `own_pid`, FDB entries `own_fdb(mac)` claims.
     Every message is looked at (an own FDB claim is consumed once). Any
     neighbour change on our device `own_dev` counts: the kernel announces the
-    deletion of a permanent neighbour with state FAILED, not PERMANENT.
+    deletion of a permanent neighbour with state FAILED, not PERMANENT, from the
+    port that asked for it (ours, or `ip neigh del`'s). The entry's destruction that
+    follows (RTM_DELNEIGH, FAILED, port 0) repeats that and is not counted again:
+    counted, it made every lease removal look like drift, and the next resync tick
+    dump the kernel (a 5000-peer dump the next events then waited for).
     """
     size = len(data)
     stop = [0]
@@ -194,6 +199,9 @@ def relevant(data: bytes, own_pid: int = 0,
             return True
         family, _, _, ifindex, state, _, _ = NDMSG.unpack_from(data, body)
         ours = own_dev and ifindex == own_dev and family in OURS
+        if (ours and kind == RTM_DELNEIGH and not pid and state & NUD_FAILED
+                and family != AF_BRIDGE):
+            continue  # the destruction after a delete already announced (see above)
         if not ours and not (state & NUD_PERMANENT and family in OURS):
             continue
         if family == AF_BRIDGE and own_fdb is not None:

@@ -68,6 +68,7 @@ RTNH_F_ONLINK = 0x4
 
 # --- neighbours and FDB (<linux/neighbour.h>) -------------------------------------------------
 NDA_DST, NDA_LLADDR, NDA_CACHEINFO, NDA_PORT, NDA_VNI, NDA_IFINDEX = 1, 2, 3, 6, 7, 8
+NUD_FAILED = 0x20
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 

@@ -73,8 +73,27 @@ def test_expected_fdb_claims_expire() -> None:
     assert not watch._is_own_fdb("0e:00:00:00:00:02")
 
 
+def _from(pid: int, msg: bytes) -> bytes:
+    return msg[:12] + struct.pack("=I", pid) + msg[16:]
+
+
 def test_a_deleted_neighbour_on_our_device_counts() -> None:
-    failed = 0x20  # `ip neigh del` of a permanent entry is announced with state FAILED
-    assert not relevant(_neigh(RTM_DELNEIGH, failed))
-    assert relevant(_neigh(RTM_DELNEIGH, failed), own_dev=5)
-    assert not relevant(_neigh(RTM_DELNEIGH, failed), own_dev=6)
+    # `ip neigh del` of a permanent entry: RTM_NEWNEIGH with state FAILED from the
+    # deleting port, then the entry's destruction, RTM_DELNEIGH FAILED from port 0
+    failed = 0x20
+    by_hand = _from(777, _neigh(RTM_NEWNEIGH, failed)) + _neigh(RTM_DELNEIGH, failed)
+    assert relevant(by_hand, own_pid=4242, own_dev=5)
+    assert relevant(_from(777, _neigh(RTM_NEWNEIGH, failed)), own_pid=4242, own_dev=5)
+    assert not relevant(by_hand, own_pid=4242, own_dev=6)  # another device's
+    assert not relevant(by_hand, own_pid=4242)
+
+
+def test_our_own_neighbour_delete_is_not_drift() -> None:
+    """Our delete of a lease's neighbour: the FAILED update carries our port, the
+    destruction port 0. Counted, every lease removal made the next tick dump."""
+    failed = 0x20
+    ours = _from(4242, _neigh(RTM_NEWNEIGH, failed)) + _neigh(RTM_DELNEIGH, failed)
+    assert not relevant(ours, own_pid=4242, own_dev=5)
+    assert not relevant(_neigh(RTM_DELNEIGH, failed, 10), own_pid=4242, own_dev=5)  # IPv6
+    # a permanent entry's destruction in any other state still counts
+    assert relevant(_neigh(RTM_DELNEIGH, 0x80), own_pid=4242, own_dev=5)
