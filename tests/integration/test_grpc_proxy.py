@@ -34,10 +34,12 @@ def test_keepalive_through_the_proxy(proxy: EtcdProxy) -> None:
     async def main() -> tuple[int, int]:
         client = EtcdClient(proxy.client_url)
         try:
-            lease_id, ttl = await client.grant(30)
-            assert ttl == 30
-            renewed = [await client.keepalive(lease_id) for _ in range(3)]
-            assert renewed == [30, 30, 30]
+            # the proxy coalesces keepalives and may answer one only at TTL/3: a short TTL
+            # keeps that within the client's 5 s timeout
+            lease_id, ttl = await client.grant(6)
+            assert ttl == 6
+            renewed = [await client.keepalive(lease_id) for _ in range(2)]
+            assert all(0 < t <= 6 for t in renewed), renewed
             await client.revoke(lease_id)
             return lease_id, await client.keepalive(lease_id)
         finally:
