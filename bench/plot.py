@@ -74,6 +74,20 @@ def plot_all(data: dict[str, Any], out: Path) -> list[Path]:
                  if k in g]
         made.append(bars(out / "throughput_ipv6.png", "pod-to-pod TCP over IPv6 (iperf3), median",
                          names, [g[k]["median"] for k in names], "Gbit/s", 0))
+    if w := data.get("wireguard_programming"):
+        ms = w["initial_programming_ms"]
+        made.append(bars(out / "wireguard_programming.png",
+                         f"{w['peers']} WireGuard peers (wireguard-go): initial programming",
+                         ["one hand-written UAPI set (ref)", "pyflannel", "wg setconf"],
+                         [ms["uapi_set"]["median"], ms["ours"]["median"],
+                          ms["wg_setconf"]["median"]], "ms (median)", 0))
+    if t := data.get("throughput_wg"):
+        g = t["gbit_per_s"]
+        # plain veth is two orders of magnitude above: named in the title, not drawn
+        made.append(bars(out / "throughput_wg.png",
+                         "pod-to-pod TCP over WireGuard (wireguard-go, iperf3), median; plain "
+                         f"veth {g['veth']['median']:.3g}", ["hand-wg (ref)", "lab-wg"],
+                         [g["hand-wg"]["median"], g["lab-wg"]["median"]], "Gbit/s", 0))
     if r := data.get("flanneld_resources"):
         refs = r["references_rss_mb"]
         made.append(bars(out / "flanneld_resources.png", "resident memory",

@@ -42,6 +42,9 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "cni_latency_dualstack": (["--dual-stack", "--masq"], ["--dual-stack", "--n", "20",
                                                            "--rounds", "2"]),
     "throughput_ipv6": (["--seconds", "3", "--runs", "9"], ["--seconds", "2", "--runs", "1"]),
+    # WireGuard (wireguard-go: this kernel has no WireGuard module)
+    "wireguard_programming": ([], ["--rounds", "2", "--events", "50"]),
+    "throughput_wg": (["--seconds", "3", "--runs", "9"], ["--seconds", "2", "--runs", "1"]),
 }
 # suite name -> (script under bench/, what it measures) where the two differ
 MODES: dict[str, tuple[str, str]] = {
@@ -96,6 +99,22 @@ def ratios(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                         f"{f['ours']['ADD']['p50']} / {f['ref']['ADD']['p50']}"}
     if t := data.get("throughput_ipv6"):
         out["throughput_ipv6"] = dict(t["ratios"])
+    if w := data.get("wireguard_programming"):
+        e = w["events_with_peers_present"]
+        add, hand, rm = e["add_ms"], e["uapi_add_ms"], e["remove_ms"]
+        out["wireguard_programming"] = {
+            "initial programming, pyflannel / hand UAPI set": w["ratio_ours_vs_uapi_set"],
+            "the same, median of per-round ratios": w["ratio_ours_vs_uapi_set_paired"],
+            "initial programming, wg setconf / hand UAPI set": w["ratio_wg_setconf_vs_uapi_set"],
+            "one new lease, backend only, p50 / p99 ms": f"{add['p50']} / {add['p99']}",
+            "one new peer by hand (UAPI set), p50 / p99 ms": f"{hand['p50']} / {hand['p99']}",
+            "its removal, p50 / p99 ms": f"{rm['p50']} / {rm['p99']}",
+            "50 new leases back to back, p50 / p99 ms":
+            f"{e['burst_add_ms']['p50']} / {e['burst_add_ms']['p99']}",
+            "full resync, nothing to do, p50 ms / bare UAPI get p50 ms":
+            f"{e['full_resync_noop_ms']['p50']} / {e['uapi_get_ms']['p50']}"}
+    if t := data.get("throughput_wg"):
+        out["throughput_wg"] = dict(t["ratios"])
     if r := data.get("flanneld_resources"):
         n, refs = r["flanneld_n_peers"], r["references_rss_mb"]
         out["flanneld_resources"] = {
