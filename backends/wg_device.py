@@ -63,8 +63,10 @@ class UapiSocket:
         for attempt in (0, 1):
             if self._sock is None:
                 self._sock = self._connect()
+            sent = False
             try:
                 self._sock.sendall(text.encode())
+                sent = True
                 buf = b""
                 while not buf.endswith(b"\n\n"):
                     chunk = self._sock.recv(1 << 16)
@@ -74,7 +76,8 @@ class UapiSocket:
                 return buf.decode("utf-8", "replace")
             except OSError:
                 self.close()
-                if attempt:
+                # a set that reached the device may still be applied: never send it twice
+                if attempt or (sent and not text.startswith("get=")):
                     raise
         raise AssertionError("unreachable")
 

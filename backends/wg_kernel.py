@@ -48,6 +48,8 @@ def set_calls(request: str) -> Iterator[dict[str, Any]]:
                 device["fwmark"] = int(v)
         elif k == "remove":
             peer["remove"] = v == "true"
+        elif k == "update_only":
+            peer["update_only"] = v == "true"
         elif k == "replace_allowed_ips":
             peer["replace_allowed_ips"] = v == "true"
         elif k == "allowed_ip":

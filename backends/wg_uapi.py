@@ -147,6 +147,7 @@ def render_set(*, private_key: bytes | None = None, listen_port: int | None = No
             lines += _peer_lines(p)
     for k in prime:
         hexed = hex_key(k)
-        lines += [f"public_key={hexed}", "persistent_keepalive_interval=1",
-                  f"public_key={hexed}", "persistent_keepalive_interval=0"]
+        # update_only: a peer removed meanwhile (by a resync, by hand) is not made again
+        lines += [f"public_key={hexed}", "update_only=true", "persistent_keepalive_interval=1",
+                  f"public_key={hexed}", "update_only=true", "persistent_keepalive_interval=0"]
     return "\n".join(lines) + "\n\n"
