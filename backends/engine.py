@@ -21,7 +21,8 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Network
 from typing import Any, overload
 
@@ -110,7 +111,8 @@ class Engine:
         """Bring the device in line before a full run; False if peers cannot be programmed."""
         return True
 
-    def _dump_neighbours(self, tables: Tables) -> list[tuple[str, None]]:
+    def _dump_neighbours(self, tables: Tables, like: Tables | None = None
+                         ) -> list[tuple[str, None]]:
         """Fill neighbour/FDB tables (vxlan); return FDB deletes to do first."""
         return []
 
@@ -215,7 +217,7 @@ class Engine:
             _drop_failed(plan, self._failed)
         done = self._execute(plan, desired, previous, result)
         found_unreachable = bool(result.unreachable)  # routes the kernel refused just now
-        self._applied = apply_plan(base, done, inplace=True)
+        self._applied = apply_plan(base, done, inplace=True, like=desired.tables)
         if keys is None:  # the dump's copies of entries we want: ours are kept instead
             share_entries(self._applied, desired.tables)
         # After the plan, the kernel matches the desired state except where an op failed
@@ -252,27 +254,32 @@ class Engine:
         self._unreach_found = found
 
     def _dump(self) -> tuple[Tables, list[tuple[str, None]]]:
-        """Our entries as the kernel has them, and the main-table routes we do not own."""
+        """Our entries as the kernel has them, and the main-table routes we do not own.
+        Values equal to the last desired state's are its own objects (see `like`)."""
+        like = self._desired.tables if self._desired is not None else None
         tables, self._main = dump_routes(self.nl, RouteScope(self.network, self.dev_index,
-                                                             self.ext.index))
-        return tables, self._dump_neighbours(tables)
+                                                             self.ext.index), like)
+        return tables, self._dump_neighbours(tables, like)
 
     # --- applying a plan ----------------------------------------------------------------
 
     def _execute(self, plan: Plan, desired: Desired, previous: Tables | None,
                  result: ReconcileResult) -> Plan:
-        """Apply `plan` in two batches (routes last); return the part that succeeded."""
-        first = [(kind, op) for kind, ops in (
+        """Apply `plan` in two batches (routes last); return the part that succeeded.
+
+        The batches are the plan's own lists, one kind each (no (kind, op) pair per
+        operation: among thousands of peers those are megabytes a first run frees again)."""
+        first: list[tuple[str, list[Any]]] = [
             ("route-", plan.route_del), ("neigh-", plan.neigh_del), ("fdb-", plan.fdb_del),
-            ("neigh", plan.neigh_set), ("fdb", plan.fdb_set)) for op in ops]
+            ("neigh", plan.neigh_set), ("fdb", plan.fdb_set)]
         done = Plan()
         if self.on_fdb_write is not None:
-            macs = [op[0] for kind, op in first if kind in ("fdb", "fdb-")]
+            macs = [op[0] for op in plan.fdb_del] + [op[0] for op in plan.fdb_set]
             if macs:
                 self.on_fdb_write(macs)
         failed_neigh: set[str] = set()
         failed_fdb: set[str] = set()
-        for (kind, op), res in zip(first, self._send(first), strict=True):
+        for (kind, op), res in zip(_each(first), self._send(first), strict=True):
             if res[0] and not (kind.endswith("-") and res[0] in GONE):
                 self._fail(result, kind, op, res)
                 if kind == "neigh":
@@ -285,32 +292,35 @@ class Engine:
                 "repaired" if _was_programmed(previous, kind, op) else "added")
             result.count(bucket, kind.rstrip("-"))
 
-        second = []
-        for cidr, spec in plan.route_set:
+        routes = []
+        for op in plan.route_set:
+            cidr, spec = op
             mac = desired.tables.neighs.get(spec.gateway, "") if spec.onlink else ""
             if spec.gateway in failed_neigh or mac in failed_fdb:
                 result.errors.append(f"route {cidr} via {spec.gateway} not added: its "
                                      "neighbour or FDB entry failed (see above)")
-                self._failed.add(("route", (cidr, spec)))
+                self._failed.add(("route", op))
                 continue
-            second.append(("route", (cidr, spec)))
-        for (kind, op), res in zip(second, self._send(second), strict=True):
+            routes.append(op)
+        for op, res in zip(routes, self._send([("route", routes)]), strict=True):
             cidr, spec = op
             if res[0] == errno.ENETUNREACH and not spec.onlink:
                 key = next((k for k, e in desired.peers.items() if e.route[0] == cidr), cidr)
                 result.unreachable.append((key, f"route {cidr} via "
                                            f"{spec.gateway}: the kernel says network unreachable"))
-                self._failed.add((kind, op))
+                self._failed.add(("route", op))
             elif res[0]:
-                self._fail(result, kind, op, res)
+                self._fail(result, "route", op, res)
             else:
-                _record(done, kind, op)
-                result.count("repaired" if _was_programmed(previous, kind, op) else "added",
+                _record(done, "route", op)
+                result.count("repaired" if _was_programmed(previous, "route", op) else "added",
                              "route")
         return done
 
-    def _send(self, batch: list[tuple[str, Any]]) -> list[Result]:
-        return self.nl.apply(_Encoded(self.dev_index, batch)) if batch else []
+    def _send(self, batch: list[tuple[str, list[Any]]]) -> list[Result]:
+        """One netlink batch of (kind, its ops) segments; a result per op, in order."""
+        encoded = _Encoded(self.dev_index, batch)
+        return self.nl.apply(encoded) if len(encoded) else []
 
     def _fail(self, result: ReconcileResult, kind: str, op: Any, res: Result) -> None:
         self._failed.add((kind, op))
@@ -320,10 +330,16 @@ class Engine:
         result.errors.append(f"{what} {_show(op)}: {os.strerror(res[0])}{text}")
 
 
-def dump_routes(nl: RtNetlink, scope: RouteScope) -> tuple[Tables, tuple[MainRoute, ...]]:
-    """The main table: routes `scope` owns as Tables, the others for on-link decisions."""
+def dump_routes(nl: RtNetlink, scope: RouteScope, like: Tables | None = None
+                ) -> tuple[Tables, tuple[MainRoute, ...]]:
+    """The main table: routes `scope` owns as Tables, the others for on-link decisions.
+
+    `like`: tables (the last desired state) whose values are taken instead of new equal
+    ones, so that a resync among thousands of peers does not build a second copy of
+    every route first (`share_entries` then shares the keys too)."""
     tables = Tables()
     main: list[MainRoute] = []
+    known = like.routes if like is not None else {}
 
     def take(r: m.RouteRow) -> None:
         if r.table != m.RT_TABLE_MAIN:
@@ -332,7 +348,11 @@ def dump_routes(nl: RtNetlink, scope: RouteScope) -> tuple[Tables, tuple[MainRou
                 r.dst, r.dst_len, r.oif, r.gateway is not None):
             spec = RouteSpec(r.gateway or "0.0.0.0", r.oif, bool(r.flags & m.RTNH_F_ONLINK),
                              r.priority, r.proto)
-            tables.routes[r.cidr] = (*tables.routes.get(r.cidr, ()), spec)
+            cidr = r.cidr
+            have = tables.routes.get(cidr, ())
+            want = known.get(cidr)
+            tables.routes[cidr] = want if not have and want is not None and want == (spec,) \
+                else (*have, spec)
         else:
             main.append(MainRoute(r.dst, r.dst_len, r.oif, r.gateway is not None or r.multipath,
                                   r.rtype, r.priority))
@@ -347,14 +367,21 @@ def dump_routes(nl: RtNetlink, scope: RouteScope) -> tuple[Tables, tuple[MainRou
 
 
 class _Encoded(Sequence[tuple[int, int, bytes]]):
-    """The requests of a batch, encoded as the socket takes them (one chunk at a time):
-    the first run among thousands of peers never holds every encoded message at once."""
+    """The requests of a batch of (kind, ops) segments, encoded as the socket takes them
+    (one chunk at a time): a first run among thousands of peers never holds every
+    encoded message at once."""
 
-    def __init__(self, dev: int, batch: list[tuple[str, Any]]) -> None:
-        self.dev, self.batch = dev, batch
+    def __init__(self, dev: int, segments: list[tuple[str, list[Any]]]) -> None:
+        self.dev, self.segments = dev, segments
+        self.starts: list[int] = []
+        total = 0
+        for _, ops in segments:
+            self.starts.append(total)
+            total += len(ops)
+        self.total = total
 
     def __len__(self) -> int:
-        return len(self.batch)
+        return self.total
 
     @overload
     def __getitem__(self, i: int) -> tuple[int, int, bytes]: ...
@@ -363,9 +390,18 @@ class _Encoded(Sequence[tuple[int, int, bytes]]):
 
     def __getitem__(self, i: int | slice) -> Any:
         if isinstance(i, slice):
-            return [_encode(self.dev, kind, op) for kind, op in self.batch[i]]
-        kind, op = self.batch[i]
-        return _encode(self.dev, kind, op)
+            return [self[j] for j in range(*i.indices(self.total))]
+        if not 0 <= i < self.total:
+            raise IndexError(i)
+        seg = bisect_right(self.starts, i) - 1
+        kind, ops = self.segments[seg]
+        return _encode(self.dev, kind, ops[i - self.starts[seg]])
+
+
+def _each(segments: list[tuple[str, list[Any]]]) -> Iterator[tuple[str, Any]]:
+    for kind, ops in segments:
+        for op in ops:
+            yield kind, op
 
 
 def _encode(dev: int, kind: str, op: Any) -> tuple[int, int, bytes]:

@@ -26,7 +26,9 @@ from backends.desired import (
     combine,
     is_own,
     keep_last_good,
+    packed,
     patch,
+    unpacked,
 )
 from backends.state import Keys
 from core.lease import Lease
@@ -140,7 +142,7 @@ class DesiredMemo(Generic[Ctx]):
         if not patched:
             # The last desired peers are the incumbents: a clash never displaces them.
             # (patch leaves the desired state as it was when it gives up.)
-            self.desired = combine(((k, unpacked(v)) for k, v in self.outcomes.items()),
+            self.desired = combine(self.outcomes,
                                    self.desired.peers if self.desired is not None else None)
         assert self.desired is not None
         return self.desired, None if full or not patched else keys, changed
@@ -153,13 +155,3 @@ class DesiredMemo(Generic[Ctx]):
         if decided is None:
             return None
         return keep_last_good(decided, None if before is None else unpacked(before).entries)
-
-
-def packed(out: Outcome) -> Outcome | PeerEntries:
-    """A plain good outcome (entries, no note) as its entries alone."""
-    e = out.entries
-    return e if e is not None and out.skipped is None and out.unreachable is None else out
-
-
-def unpacked(kept: Outcome | PeerEntries) -> Outcome:
-    return kept if type(kept) is Outcome else Outcome(kept)  # type: ignore[arg-type]

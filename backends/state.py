@@ -142,9 +142,16 @@ def _every(a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
     yield from (k for k in b if k not in a)
 
 
-def apply_plan(tables: Tables, plan: Plan, *, inplace: bool = False) -> Tables:
-    """What the kernel holds after `plan` (a model of its semantics; also updates our cache)."""
+def apply_plan(tables: Tables, plan: Plan, *, inplace: bool = False,
+               like: Tables | None = None) -> Tables:
+    """What the kernel holds after `plan` (a model of its semantics; also updates our cache).
+
+    `like` (the desired tables the plan came from): where the result equals one of its
+    values, that value object is used, not a new equal one (a first run among thousands
+    of peers would make one per FDB entry and route, only for `share_entries` to drop
+    them again)."""
     out = tables if inplace else tables.copy()
+    known = like if like is not None else Tables()
     for cidr, spec in plan.route_del:
         routes = tuple(r for r in out.routes.pop(cidr, ()) if r != spec)
         if routes:
@@ -158,7 +165,10 @@ def apply_plan(tables: Tables, plan: Plan, *, inplace: bool = False) -> Tables:
     for ip, mac in plan.neigh_set:
         out.neighs[ip] = mac
     for mac, dst in plan.fdb_set:
-        out.fdb[mac] = (dst, *out.fdb.get(mac, ())[1:])
+        rest = out.fdb.get(mac, ())[1:]
+        want = known.fdb.get(mac)
+        out.fdb[mac] = want if not rest and want is not None and want == (dst,) \
+            else (dst, *rest)
     for cidr, spec in plan.route_set:
         have = list(out.routes.get(cidr, ()))
         idx = next((i for i, r in enumerate(have) if r.priority == spec.priority), None)
@@ -166,7 +176,9 @@ def apply_plan(tables: Tables, plan: Plan, *, inplace: bool = False) -> Tables:
             have.append(spec)
         else:
             have[idx] = spec
-        out.routes[cidr] = tuple(have)
+        wanted = known.routes.get(cidr)
+        out.routes[cidr] = wanted if wanted is not None and len(have) == 1 \
+            and wanted == (spec,) else tuple(have)
     return out
 
 

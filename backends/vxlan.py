@@ -33,10 +33,16 @@ from typing import TYPE_CHECKING
 
 from backends import vtep_mac
 from backends.base import ExternalInterface, ReconcileResult
-from backends.desired import Outcome, PeerContext, PeerEntries, vxlan_outcome
+from backends.desired import (
+    Outcome,
+    PeerContext,
+    PeerEntries,
+    packed,
+    unpacked,
+    vxlan_outcome,
+)
 from backends.engine import Engine
 from backends.macstore import MacStore
-from backends.memo import packed, unpacked
 from backends.state import (
     LinkState,
     Tables,
@@ -68,13 +74,18 @@ def this_node(public_ip: str) -> str:
     return vtep_mac.node_identity(machine_id, public_ip, socket.gethostname())
 
 
-def dump_neighbours(nl: RtNetlink, dev: int, tables: Tables) -> list[tuple[str, None]]:
+def dump_neighbours(nl: RtNetlink, dev: int, tables: Tables, like: Tables | None = None
+                    ) -> list[tuple[str, None]]:
     """Fill `tables` with the device's permanent neighbours and `self` FDB entries; return
-    the FDB entries to delete outright (with port/VNI overrides we never write)."""
+    the FDB entries to delete outright (with port/VNI overrides we never write). Values
+    equal to those of `like` (the last desired state) are its objects (see dump_routes)."""
+    known = like if like is not None else Tables()
+
     def neigh(r: m.NeighRow) -> None:
         if (r.ifindex == dev and r.family == m.AF_INET and r.state & m.NUD_PERMANENT
                 and r.dst and r.mac):
-            tables.neighs[r.dst] = r.mac
+            want = known.neighs.get(r.dst)
+            tables.neighs[r.dst] = want if want == r.mac else r.mac
 
     nl.dump_into(m.RTM_GETNEIGH, m.neigh_dump_body(m.AF_INET, dev), m.parse_neigh,
                  m.RTM_NEWNEIGH, neigh, tables.neighs.clear)
@@ -87,7 +98,10 @@ def dump_neighbours(nl: RtNetlink, dev: int, tables: Tables) -> list[tuple[str, 
         if r.extra or r.dst is None:
             odd[r.mac] = None  # port/VNI overrides we never write: rewrite the whole entry
         else:
-            tables.fdb[r.mac] = (*tables.fdb.get(r.mac, ()), r.dst)
+            have = tables.fdb.get(r.mac, ())
+            want = known.fdb.get(r.mac)
+            tables.fdb[r.mac] = want if not have and want is not None and want == (r.dst,) \
+                else (*have, r.dst)
 
     def restart() -> None:
         tables.fdb.clear()
@@ -227,8 +241,9 @@ class VxlanBackend(Engine):
         self._device_done = True
         return True
 
-    def _dump_neighbours(self, tables: Tables) -> list[tuple[str, None]]:
-        return dump_neighbours(self.nl, self.dev_index, tables)
+    def _dump_neighbours(self, tables: Tables, like: Tables | None = None
+                         ) -> list[tuple[str, None]]:
+        return dump_neighbours(self.nl, self.dev_index, tables, like)
 
     # --- the device ---------------------------------------------------------------------
 

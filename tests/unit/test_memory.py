@@ -103,3 +103,26 @@ def test_an_own_lease_made_by_hand_still_has_its_key() -> None:
     own = Lease(IPv4Network("10.5.0.0/24"), LeaseAttrs(IPv4Address("192.168.64.1")),
                 ipv6_subnet=IPv6Network("fc00:5::/64"))
     assert own.key == "10.5.0.0-24&fc00:5::-64"
+
+
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(1, 4)), max_size=20),
+       st.lists(st.tuples(st.integers(1, 30), st.integers(1, 4)), max_size=20))
+def test_apply_plan_with_like_is_the_same_state_in_the_desired_objects(
+        before: list[tuple[int, int]], want_l: list[tuple[int, int]]) -> None:
+    from backends.state import apply_plan, diff
+
+    def tables(spec: list[tuple[int, int]]) -> Tables:
+        t = Tables()
+        for i, g in spec:
+            t.fdb[f"0e:00:00:00:00:{i:02x}"] = (f"192.168.64.{g}",)
+            t.routes[f"10.5.{i}.0/24"] = (RouteSpec(f"10.5.{i}.{g}", 7, onlink=True),)
+        return t
+    have, want = tables(before), tables(want_l)
+    plan = diff(want, have)
+    plain = apply_plan(have, plan)
+    shared = apply_plan(have, plan, like=want)
+    assert shared == plain == Tables({}, want.fdb, want.routes)
+    for mac, v in shared.fdb.items():
+        assert v is want.fdb[mac] or (mac in have.fdb and have.fdb[mac] == v)
+    for cidr, v in shared.routes.items():
+        assert v is want.routes[cidr] or (cidr in have.routes and have.routes[cidr] == v)
