@@ -28,6 +28,31 @@ def bars(path: Path, title: str, labels: list[str], values: list[float], unit: s
     return path
 
 
+def curves(path: Path, title: str,
+           panels: list[tuple[str, str, dict[str, list[float]], bool]], x: list[int]) -> Path:
+    """Line charts side by side over the same x (peers): (title, unit, {series: y}, log y);
+    a series named "... (ref)" is dashed."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), dpi=110)
+    for ax, (name, unit, series, log) in zip(axes, panels, strict=True):
+        for label, ys in series.items():
+            ax.plot(x, ys, marker="o", markersize=3, label=label,
+                    linestyle="--" if label.endswith("(ref)") else "-")
+        if log:
+            ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{n // 1000}k" for n in x])
+        ax.minorticks_off()
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_all(data: dict[str, Any], out: Path) -> list[Path]:
     """One PNG per benchmark present in `data` (name -> its JSON)."""
     made = []
@@ -88,6 +113,34 @@ def plot_all(data: dict[str, Any], out: Path) -> list[Path]:
                          "pod-to-pod TCP over WireGuard (wireguard-go, iperf3), median; plain "
                          f"veth {g['veth']['median']:.3g}", ["hand-wg (ref)", "lab-wg"],
                          [g["hand-wg"]["median"], g["lab-wg"]["median"]], "Gbit/s", 0))
+    if s := data.get("scale"):
+        x, by = s["sizes"], s["by_size"]
+
+        def col(*path: str) -> list[float]:
+            out_: list[float] = []
+            for n in x:
+                v: Any = by[str(n)]
+                for p in path:
+                    v = v[p]
+                out_.append(v)
+            return out_
+        ev, d = ("event_ms",), ("daemon", "event_ms")
+        made.append(curves(out / "scale.png", "vxlan peers: pyflannel against its references", [
+            ("initial programming", "ms", {
+                "ip -batch (ref)": col("initial_programming_ms", "ip_bridge_batch"),
+                "pyflannel": col("initial_programming_ms", "ours")}, False),
+            ("one new lease, p50", "ms (log)", {
+                "kernel floor (ref)": col(*ev, "kernel_floor", "p50"),
+                "backend, CPU": col(*ev, "outside_netlink", "p50"),
+                "backend, total": col(*ev, "total", "p50"),
+                "etcd watch (ref)": col(*d, "etcd_watch", "p50"),
+                "put -> route": col(*d, "flanneld", "p50")}, True),
+            ("full resync, nothing to do", "ms", {
+                "iproute2 show (ref)": col("full_resync_ms", "iproute2_show", "p50"),
+                "pyflannel": col("full_resync_ms", "ours", "p50")}, False),
+            ("resident memory", "MB", {
+                "flanneld, 0 peers (ref)": [s["flanneld_0_peers"]["rss_mb"]] * len(x),
+                "flanneld": col("daemon", "rss_mb")}, False)], x))
     if r := data.get("flanneld_resources"):
         refs = r["references_rss_mb"]
         made.append(bars(out / "flanneld_resources.png", "resident memory",

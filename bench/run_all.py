@@ -34,6 +34,9 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "daemon_latency": (["--events", "200"], ["--events", "30"]),
     "throughput": (["--seconds", "3", "--runs", "9"], ["--seconds", "2", "--runs", "1"]),
     "flanneld_resources": ([], ["--idle", "10"]),
+    # scale (issue 14): 1000..10000 peers, every figure against its reference per size
+    "scale": ([], ["--sizes", "1000,5000", "--events", "50", "--daemon-events", "20",
+                   "--rounds", "1"]),
     # etcd requests per node, from the member's own /metrics (issue 14)
     "etcd_load": (["--nodes", "10", "30", "100"], ["--nodes", "10"]),
     # dual stack (issue 12): modes of the scripts above, and IPv6 throughput
@@ -115,6 +118,22 @@ def ratios(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             f"{e['full_resync_noop_ms']['p50']} / {e['uapi_get_ms']['p50']}"}
     if t := data.get("throughput_wg"):
         out["throughput_wg"] = dict(t["ratios"])
+    if s := data.get("scale"):
+        sizes, by = s["sizes"], s["by_size"]
+        big = str(max(sizes))
+        ev = {k: v for k, v in s["ratios"].items() if isinstance(v, dict)}
+        out["scale"] = {
+            **{f"one event {s['ratios']['sizes']} peers, {k}, p50 / p99 (goal <= 1.3)":
+               f"{v['p50']} / {v['p99']}" for k, v in ev.items()},
+            "RSS KB per peer over 0 peers, by size": ", ".join(
+                f"{n}: {by[str(n)]['daemon']['rss_per_peer_kb']}" for n in sizes
+                if "daemon" in by[str(n)]),
+            f"initial programming of {big}, pyflannel / ip+bridge -batch":
+            by[big]["initial_programming_ms"]["ratio"],
+            f"full resync of {big}, pyflannel / iproute2 show": by[big]["full_resync_ms"]["ratio"],
+            f"ready with {big} peers, s, pyflannel / etcd list + ip -batch":
+            f"{by[big]['daemon']['ready_s']} / {by[big]['daemon']['ready_reference_s']['total']}"
+            if "daemon" in by[big] else "-"}
     if r := data.get("flanneld_resources"):
         n, refs = r["flanneld_n_peers"], r["references_rss_mb"]
         out["flanneld_resources"] = {
